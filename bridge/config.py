@@ -1,0 +1,208 @@
+"""Settings, read once from the environment (and `.env`) and validated at start-up.
+
+The variable names are the public interface (DESIGN.md section 2): Dust's own settings keep the
+`DUST_` prefix, `REDIS_URL` is the conventional name, everything else is `BRIDGE_`. Each field
+therefore names its variable explicitly instead of relying on one prefix; `.env.example` lists them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message is one human line naming the variable."""
+
+
+class DemoMode(enum.StrEnum):
+    """Whether the bridge may fall back to the bundled Dust simulator."""
+
+    AUTO = "auto"  # simulator when no Dust key is configured, loudly
+    ON = "on"  # always the simulator
+    OFF = "off"  # production: a missing Dust key is a start-up error
+
+
+def _env(name: str) -> Any:
+    return Field(validation_alias=AliasChoices(name))
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the bridge. Build it with `load_settings()` to get one-line errors."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=False,
+        case_sensitive=False,
+    )
+
+    # Dust
+    dust_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DUST_API_KEY"))
+    dust_workspace_id: str | None = Field(default=None, validation_alias=AliasChoices("DUST_WORKSPACE_ID"))
+    dust_base_url: str = Field(default="https://dust.tt", validation_alias=AliasChoices("DUST_BASE_URL"))
+    dust_username: str = Field(default="mcp-bridge", validation_alias=AliasChoices("BRIDGE_DUST_USERNAME"))
+    dust_timezone: str = Field(default="UTC", validation_alias=AliasChoices("BRIDGE_DUST_TIMEZONE"))
+    dust_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, validation_alias=AliasChoices("BRIDGE_DUST_TIMEOUT_SECONDS")
+    )
+    answer_timeout_seconds: float = Field(
+        default=900.0, gt=0, le=86400, validation_alias=AliasChoices("BRIDGE_ANSWER_TIMEOUT_SECONDS")
+    )
+    stream_max_reconnects: int = Field(
+        default=10, ge=0, le=1000, validation_alias=AliasChoices("BRIDGE_STREAM_MAX_RECONNECTS")
+    )
+    dust_max_retries: int = Field(default=3, ge=0, le=10, validation_alias=AliasChoices("BRIDGE_DUST_MAX_RETRIES"))
+    breaker_failures: int = Field(default=5, ge=1, le=1000, validation_alias=AliasChoices("BRIDGE_BREAKER_FAILURES"))
+    breaker_reset_seconds: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias=AliasChoices("BRIDGE_BREAKER_RESET_SECONDS")
+    )
+    demo: DemoMode = Field(default=DemoMode.AUTO, validation_alias=AliasChoices("BRIDGE_DEMO"))
+
+    # Context store
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    context_ttl_seconds: int = Field(
+        default=3600, ge=1, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_CONTEXT_TTL_SECONDS")
+    )
+
+    # MCP behaviour
+    heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=300, validation_alias=AliasChoices("BRIDGE_HEARTBEAT_SECONDS")
+    )
+    coalesce_ms: int = Field(default=100, ge=0, le=5000, validation_alias=AliasChoices("BRIDGE_COALESCE_MS"))
+    coalesce_chars: int = Field(
+        default=200, ge=1, le=100_000, validation_alias=AliasChoices("BRIDGE_COALESCE_CHARS")
+    )
+    show_chain_of_thought: bool = Field(
+        default=False, validation_alias=AliasChoices("BRIDGE_SHOW_CHAIN_OF_THOUGHT")
+    )
+    max_message_chars: int = Field(
+        default=100_000, ge=1, le=512 * 1024, validation_alias=AliasChoices("BRIDGE_MAX_MESSAGE_CHARS")
+    )
+    agent_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_AGENT_TOOLS")
+    )
+    agents_cache_seconds: float = Field(
+        default=60.0, ge=0, le=86400, validation_alias=AliasChoices("BRIDGE_AGENTS_CACHE_SECONDS")
+    )
+
+    # HTTP server
+    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("BRIDGE_HOST"))
+    port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("BRIDGE_PORT"))
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_ALLOWED_HOSTS")
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_ALLOWED_ORIGINS")
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("BRIDGE_LOG_LEVEL"))
+
+    @field_validator("agent_tools", "allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("dust_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://dust.tt or https://eu.dust.tt")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("dust_api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        return value
+
+    @field_validator("dust_workspace_id")
+    @classmethod
+    def _workspace(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.isalnum():
+            raise ValueError("must be the workspace sId (letters and digits only, from the Dust URL /w/<sId>)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _dust_credentials(self) -> Settings:
+        if self.demo is DemoMode.OFF and (self.dust_api_key is None or self.dust_workspace_id is None):
+            missing = "DUST_API_KEY" if self.dust_api_key is None else "DUST_WORKSPACE_ID"
+            raise ValueError(f"{missing} is required when BRIDGE_DEMO=off")
+        if (self.dust_api_key is None) != (self.dust_workspace_id is None) and self.demo is not DemoMode.ON:
+            missing = "DUST_API_KEY" if self.dust_api_key is None else "DUST_WORKSPACE_ID"
+            raise ValueError(f"{missing} must be set together with the other Dust credential")
+        return self
+
+    @property
+    def demo_active(self) -> bool:
+        """True when the bridge talks to the bundled simulator instead of Dust."""
+        return self.demo is DemoMode.ON or (self.demo is DemoMode.AUTO and self.dust_api_key is None)
+
+
+_FIELD_TO_ENV = {
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+    for name, field in Settings.model_fields.items()
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    variable = _FIELD_TO_ENV.get(field, field)
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    shown = ""
+    # Never echo what could be a secret back into an error line.
+    if variable and variable != "DUST_API_KEY" and isinstance(value, str | int | float) and len(str(value)) < 200:
+        shown = f" (got {value!r})"
+    if not variable:
+        return message
+    return f"{variable}: {message}{shown}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise `ConfigError` with one line per problem.
+
+    Raises:
+        ConfigError: a variable is missing or invalid.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(dict(err)) for err in exc.errors()]
+        raise ConfigError("; ".join(lines)) from None

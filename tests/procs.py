@@ -1,0 +1,147 @@
+"""Start and stop the real servers the tests use (Redis, the Dust simulator, the bridge).
+
+Every server listens on a free loopback port, is awaited on readiness (never a fixed sleep) and is
+stopped by pid, so a test run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:port (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    """Block until `url` answers with any HTTP status below 500 (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        with contextlib.suppress(httpx2.HTTPError):
+            if httpx2.get(url, timeout=1.0).status_code < 500:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class Proc:
+    """A child process with its log file; `stop()` ends it by pid."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Signal the process and wait for it; kill it if it does not go."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=timeout)
+        return int(self.popen.returncode)
+
+
+def spawn(args: Sequence[str], port: int, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
+    """Start `args` with stdout/stderr in a temp log file."""
+    log_fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
+    full_env.update(env or {})
+    popen = subprocess.Popen(  # noqa: S603 - fixed argv built by the tests
+        list(args), stdout=log_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=REPO
+    )
+    os.close(log_fd)
+    return Proc(popen=popen, log_path=Path(log_name), port=port)
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if found is None:
+        raise RuntimeError("redis-server is not installed; `make test` installs it with apt")
+    return found
+
+
+def start_redis(port: int | None = None, data_dir: Path | None = None) -> Proc:
+    """A throwaway redis-server on loopback (no persistence unless `data_dir` is given)."""
+    port = port or free_port()
+    workdir = data_dir or Path(tempfile.mkdtemp(prefix="redis-"))
+    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no", "--dir", str(workdir)]
+    if data_dir is None:
+        args += ["--save", "", "--appendonly", "no"]
+    else:
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    proc = spawn(args, port, name="redis")
+    wait_for_port(port, proc.popen)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(64).startswith(b"+PONG"):
+                return proc
+        time.sleep(0.02)
+    proc.stop()
+    raise TimeoutError("redis did not answer PING")
+
+
+def start_simulator(port: int | None = None, args: Sequence[str] = ()) -> Proc:
+    """The project's Dust simulator as its own process."""
+    port = port or free_port()
+    proc = spawn([sys.executable, "-m", "bridge.simulator", "--port", str(port), *args], port, name="simulator")
+    wait_for_http(f"http://127.0.0.1:{port}/_sim/health", proc.popen)
+    return proc
+
+
+@contextlib.contextmanager
+def running(proc: Proc) -> Iterator[Proc]:
+    """Stop `proc` on exit, whatever happens."""
+    try:
+        yield proc
+    finally:
+        proc.stop()
