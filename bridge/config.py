@@ -63,8 +63,12 @@ class Settings(BaseSettings):
     stream_max_reconnects: int = Field(
         default=10, ge=0, le=1000, validation_alias=AliasChoices("BRIDGE_STREAM_MAX_RECONNECTS")
     )
-    dust_max_retries: int = Field(default=3, ge=0, le=10, validation_alias=AliasChoices("BRIDGE_DUST_MAX_RETRIES"))
-    breaker_failures: int = Field(default=5, ge=1, le=1000, validation_alias=AliasChoices("BRIDGE_BREAKER_FAILURES"))
+    dust_max_retries: int = Field(
+        default=3, ge=0, le=10, validation_alias=AliasChoices("BRIDGE_DUST_MAX_RETRIES")
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, le=1000, validation_alias=AliasChoices("BRIDGE_BREAKER_FAILURES")
+    )
     breaker_reset_seconds: float = Field(
         default=30.0, gt=0, le=3600, validation_alias=AliasChoices("BRIDGE_BREAKER_RESET_SECONDS")
     )
@@ -146,7 +150,9 @@ class Settings(BaseSettings):
         if value is None or value.strip() == "":
             return None
         if not value.isalnum():
-            raise ValueError("must be the workspace sId (letters and digits only, from the Dust URL /w/<sId>)")
+            raise ValueError(
+                "must be the workspace sId (letters and digits only, from the Dust URL /w/<sId>)"
+            )
         return value
 
     @field_validator("log_level")
@@ -188,7 +194,12 @@ def _describe(error: dict[str, Any]) -> str:
     value = error.get("input")
     shown = ""
     # Never echo what could be a secret back into an error line.
-    if variable and variable != "DUST_API_KEY" and isinstance(value, str | int | float) and len(str(value)) < 200:
+    if (
+        variable
+        and variable != "DUST_API_KEY"
+        and isinstance(value, str | int | float)
+        and len(str(value)) < 200
+    ):
         shown = f" (got {value!r})"
     if not variable:
         return message

@@ -94,7 +94,7 @@ def spawn(args: Sequence[str], port: int, env: dict[str, str] | None = None, nam
     log_fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
     full_env.update(env or {})
-    popen = subprocess.Popen(  # noqa: S603 - fixed argv built by the tests
+    popen = subprocess.Popen(
         list(args), stdout=log_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=REPO
     )
     os.close(log_fd)
@@ -102,7 +102,9 @@ def spawn(args: Sequence[str], port: int, env: dict[str, str] | None = None, nam
 
 
 def redis_binary() -> str:
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if found is None:
         raise RuntimeError("redis-server is not installed; `make test` installs it with apt")
     return found
@@ -112,7 +114,17 @@ def start_redis(port: int | None = None, data_dir: Path | None = None) -> Proc:
     """A throwaway redis-server on loopback (no persistence unless `data_dir` is given)."""
     port = port or free_port()
     workdir = data_dir or Path(tempfile.mkdtemp(prefix="redis-"))
-    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no", "--dir", str(workdir)]
+    args = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
     if data_dir is None:
         args += ["--save", "", "--appendonly", "no"]
     else:
@@ -133,7 +145,9 @@ def start_redis(port: int | None = None, data_dir: Path | None = None) -> Proc:
 def start_simulator(port: int | None = None, args: Sequence[str] = ()) -> Proc:
     """The project's Dust simulator as its own process."""
     port = port or free_port()
-    proc = spawn([sys.executable, "-m", "bridge.simulator", "--port", str(port), *args], port, name="simulator")
+    proc = spawn(
+        [sys.executable, "-m", "bridge.simulator", "--port", str(port), *args], port, name="simulator"
+    )
     wait_for_http(f"http://127.0.0.1:{port}/_sim/health", proc.popen)
     return proc
 
@@ -145,3 +159,32 @@ def running(proc: Proc) -> Iterator[Proc]:
         yield proc
     finally:
         proc.stop()
+
+
+TEST_DUST_KEY = "sk-testkey0123456789abcdef"
+
+
+def bridge_env(simulator: Proc | None, redis_port: int | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a bridge talking to `simulator` (demo mode when None) and optionally Redis."""
+    env = {"BRIDGE_LOG_LEVEL": "INFO", "BRIDGE_HEARTBEAT_SECONDS": "1", "BRIDGE_COALESCE_MS": "20"}
+    if simulator is not None:
+        env.update(
+            {
+                "DUST_BASE_URL": simulator.url,
+                "DUST_API_KEY": TEST_DUST_KEY,
+                "DUST_WORKSPACE_ID": "demo",
+                "BRIDGE_DEMO": "off",
+            }
+        )
+    if redis_port is not None:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    env.update(extra)
+    return env
+
+
+def start_bridge(env: dict[str, str], port: int | None = None) -> Proc:
+    """`dust-mcp-bridge serve` as its own process, awaited on /healthz."""
+    port = port or free_port()
+    proc = spawn([sys.executable, "-m", "bridge", "serve", "--port", str(port)], port, env=env, name="bridge")
+    wait_for_http(f"http://127.0.0.1:{port}/healthz", proc.popen)
+    return proc

@@ -1,0 +1,159 @@
+"""The Starlette app: both MCP transports, health and status, one lifespan for all of them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bridge import __version__
+from bridge.config import Settings
+from bridge.dust.errors import DustError
+from bridge.mcp_server import build_mcp_server
+from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
+from bridge.store import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+_READY_CHECK_SECONDS = 3.0
+_READY_CACHE_SECONDS = 2.0
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host/Origin allow-lists against DNS rebinding: loopback always, plus the configured ones.
+
+    `BRIDGE_ALLOWED_HOSTS=*` turns the Host check off on purpose (e.g. behind a proxy that checks it).
+    """
+    if "*" in settings.allowed_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[*_LOOPBACK_HOSTS, *settings.allowed_hosts],
+        allowed_origins=[*_LOOPBACK_ORIGINS, *settings.allowed_origins],
+    )
+
+
+class _Holder:
+    """The runtime, set by the lifespan; handlers that run before it exist get a clear error."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.ready_cache: tuple[float, int, dict[str, Any]] | None = None
+
+    def get(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError("the bridge is not started")
+        return self.runtime
+
+
+async def _check_ready(runtime: Runtime) -> tuple[int, dict[str, Any]]:
+    checks: dict[str, str] = {}
+    reasons: list[str] = []
+
+    async def store() -> None:
+        try:
+            with anyio.fail_after(_READY_CHECK_SECONDS):
+                await runtime.store.ping()
+            checks["store"] = "ok"
+        except (StoreUnavailable, TimeoutError) as exc:
+            checks["store"] = "unavailable"
+            reasons.append(str(exc) if isinstance(exc, StoreUnavailable) else "context store did not answer")
+
+    async def dust() -> None:
+        try:
+            with anyio.fail_after(_READY_CHECK_SECONDS):
+                await runtime.dust.probe()
+            checks["dust"] = "ok"
+        except DustError as exc:
+            checks["dust"] = "unavailable"
+            reasons.append(f"Dust: {exc.type}: {exc.message}")
+        except TimeoutError:
+            checks["dust"] = "unavailable"
+            reasons.append("Dust did not answer in time")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store)
+        tg.start_soon(dust)
+    if reasons:
+        return 503, {"status": "not_ready", "reason": "; ".join(reasons), "checks": checks}
+    return 200, {"status": "ready", "checks": checks}
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, `/healthz`, `/readyz`, `/status`."""
+    holder = _Holder()
+    mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools)
+    security = transport_security(settings)
+    # SSE responses, never json_response: a JSON body would drop every progress notification.
+    http_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp", json_response=False, transport_security=security, host=settings.host
+    )
+    sse_app = mcp.sse_app(
+        sse_path="/sse", message_path="/messages/", transport_security=security, host=settings.host
+    )
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        runtime = holder.get()
+        now = time.monotonic()
+        cached = holder.ready_cache
+        if cached is not None and now - cached[0] < _READY_CACHE_SECONDS:
+            return JSONResponse(cached[2], status_code=cached[1])
+        status, body = await _check_ready(runtime)
+        holder.ready_cache = (now, status, body)
+        return JSONResponse(body, status_code=status)
+
+    async def status(request: Request) -> JSONResponse:
+        runtime = holder.get()
+        body: dict[str, Any] = {
+            "name": "dust-mcp-bridge",
+            "version": __version__,
+            "uptime_seconds": round(runtime.uptime_seconds, 1),
+            "mode": "demo" if runtime.demo else "dust",
+            "dust": {
+                "base_url": runtime.dust_base_url,
+                "workspace_id": runtime.workspace_id,
+                "circuit": runtime.dust.breaker_state,
+            },
+            "store": runtime.store.kind,
+            "transports": ["streamable-http:/mcp", "sse:/sse"],
+            "active_streams": runtime.conversations.active_streams,
+        }
+        if runtime.demo:
+            body["warning"] = DEMO_BANNER
+        return JSONResponse(body)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with start_runtime(settings) as runtime:
+            holder.runtime = runtime
+            try:
+                # Mounted sub-apps' lifespans never run: the host must run the session manager.
+                async with mcp.session_manager.run():
+                    yield
+            finally:
+                holder.runtime = None
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+        *sse_app.routes,
+        *http_app.routes,
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.mcp = mcp
+    return app

@@ -1,0 +1,189 @@
+"""Command line: `dust-mcp-bridge serve | stdio | demo | simulator | agents | check | claude-config`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import anyio
+import uvicorn
+
+from bridge import __version__
+from bridge.config import ConfigError, Settings, load_settings
+from bridge.observability import configure_logging
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"dust-mcp-bridge: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
+    """Serve `/mcp`, `/sse` and the health routes over HTTP."""
+    overrides: dict[str, Any] = {"BRIDGE_DEMO": "on"} if force_demo else {}
+    if args.host is not None:
+        overrides["BRIDGE_HOST"] = args.host
+    if args.port is not None:
+        overrides["BRIDGE_PORT"] = args.port
+    settings = _settings(**overrides)
+    configure_logging(settings)
+    from bridge.app import create_app
+
+    app = create_app(settings)
+    print(
+        f"dust-mcp-bridge {__version__} listening on http://{settings.host}:{settings.port}"
+        f" (MCP: /mcp, legacy SSE: /sse, status: /status)"
+        + (" — DEMO MODE against the bundled Dust simulator" if settings.demo_active else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+
+
+def cmd_stdio(args: argparse.Namespace) -> None:
+    """MCP over stdin/stdout for Claude Desktop; nothing but protocol goes to stdout."""
+    settings = _settings()
+    configure_logging(settings)
+    from bridge.mcp_server import build_mcp_server
+    from bridge.runtime import start_runtime
+
+    async def run() -> None:
+        async with start_runtime(settings) as runtime:
+            mcp = build_mcp_server(lambda: runtime, agent_tools=settings.agent_tools)
+            await mcp.run_stdio_async()
+
+    anyio.run(run)
+
+
+def cmd_simulator(args: argparse.Namespace) -> None:
+    """Run the bundled Dust simulator on its own."""
+    from bridge.simulator import main as simulator_main
+
+    simulator_main(args.rest)
+
+
+def cmd_agents(args: argparse.Namespace) -> None:
+    """Print the workspace's agents (checks the Dust credentials on the way)."""
+    settings = _settings()
+    configure_logging(settings)
+    from bridge.dust.errors import DustError
+    from bridge.runtime import start_runtime
+
+    async def run() -> int:
+        async with start_runtime(settings) as runtime:
+            try:
+                agents = await runtime.agents.list()
+            except DustError as exc:
+                print(f"Dust error: {exc.type}: {exc.message}", file=sys.stderr)
+                return 1
+            for agent in agents:
+                summary = (agent.description or "").strip().splitlines()[:1]
+                print(f"{agent.s_id}\t{agent.name}\t{summary[0][:80] if summary else ''}")
+            return 0
+
+    raise SystemExit(anyio.run(run))
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    """Validate the configuration and reach Dust and the context store; exit 1 if either fails."""
+    settings = _settings()
+    configure_logging(settings)
+    from bridge.dust.errors import DustError
+    from bridge.runtime import start_runtime
+    from bridge.store import StoreUnavailable
+
+    async def run() -> int:
+        failures = 0
+        async with start_runtime(settings) as runtime:
+            mode = "demo (bundled simulator)" if runtime.demo else runtime.dust_base_url
+            print(f"configuration: ok ({mode}, store: {runtime.store.kind})")
+            try:
+                await runtime.dust.probe()
+                print("dust: ok")
+            except DustError as exc:
+                failures += 1
+                print(f"dust: FAILED ({exc.type}: {exc.message})")
+            try:
+                await runtime.store.ping()
+                print("store: ok")
+            except StoreUnavailable as exc:
+                failures += 1
+                print(f"store: FAILED ({exc})")
+        return 1 if failures else 0
+
+    raise SystemExit(anyio.run(run))
+
+
+def claude_config(name: str = "dust") -> dict[str, Any]:
+    """A `claude_desktop_config.json` entry that starts this bridge over stdio.
+
+    It runs this very interpreter (`python -m bridge stdio`), so it works from a virtualenv that is
+    not on Claude Desktop's PATH. The key is a placeholder: the real one is never printed.
+    """
+    env = {
+        "DUST_API_KEY": "<your Dust API key, sk-...>",
+        "DUST_WORKSPACE_ID": os.environ.get("DUST_WORKSPACE_ID") or "<your workspace sId>",
+    }
+    if os.environ.get("DUST_BASE_URL"):
+        env["DUST_BASE_URL"] = os.environ["DUST_BASE_URL"]
+    return {"mcpServers": {name: {"command": sys.executable, "args": ["-m", "bridge", "stdio"], "env": env}}}
+
+
+def cmd_claude_config(args: argparse.Namespace) -> None:
+    """Print a working Claude Desktop config entry (the API key is a placeholder, never the real one)."""
+    print(json.dumps(claude_config(args.name), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="dust-mcp-bridge", description="Dust agents as MCP tools")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("serve", "serve MCP over HTTP (/mcp and /sse)"),
+        ("demo", "serve against the bundled Dust simulator"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", default=None, help="listen address (BRIDGE_HOST, default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=None, help="listen port (BRIDGE_PORT, default 8080)")
+    sub.add_parser("stdio", help="serve MCP over stdio (Claude Desktop)")
+    sim = sub.add_parser("simulator", help="run the bundled Dust simulator", add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("agents", help="list the workspace's agents")
+    sub.add_parser("check", help="check the configuration, Dust and the context store")
+    cc = sub.add_parser("claude-config", help="print a claude_desktop_config.json entry")
+    cc.add_argument("--name", default="dust", help="server name in Claude Desktop (default: dust)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `dust-mcp-bridge` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        cmd_serve(args)
+    elif args.command == "demo":
+        cmd_serve(args, force_demo=True)
+    elif args.command == "stdio":
+        cmd_stdio(args)
+    elif args.command == "simulator":
+        cmd_simulator(args)
+    elif args.command == "agents":
+        cmd_agents(args)
+    elif args.command == "check":
+        cmd_check(args)
+    elif args.command == "claude-config":
+        cmd_claude_config(args)

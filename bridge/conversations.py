@@ -1,0 +1,497 @@
+"""Conversation handles <-> Dust conversations, and one agent turn from question to streamed answer.
+
+A handle is the client's proof of a conversation: it maps (in the context store) to the Dust
+conversation, the agent and the principal that made it. Continuing with a handle posts into the same
+Dust conversation; handshake-era sessions also remember their last handle per agent, so a client
+that never passes the handle still gets continuity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+
+from bridge.agents import AgentDirectory
+from bridge.config import Settings
+from bridge.dust.client import DustClient
+from bridge.dust.errors import (
+    DustAuthError,
+    DustError,
+    DustNotFound,
+    DustRateLimited,
+    DustStreamError,
+    DustUnavailable,
+)
+from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
+from bridge.errors import BridgeError
+from bridge.relay import RelayOutcome, StreamRelay
+from bridge.store import ContextStore, ConversationRecord, StoreUnavailable, is_valid_handle, new_handle
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], Awaitable[None]]
+
+# How long a cancel POST to Dust may take once the client has gone; it runs shielded.
+_CANCEL_TIMEOUT_SECONDS = 5.0
+
+
+class InvalidMessage(BridgeError):
+    """The message is empty or too long."""
+
+    code = "invalid_message"
+
+
+class ConversationNotFound(BridgeError):
+    """Malformed, unknown, expired or foreign handle (deliberately indistinguishable)."""
+
+    code = "conversation_not_found"
+
+
+class AgentFailed(BridgeError):
+    """Dust reported an error for the agent's answer."""
+
+    code = "agent_error"
+
+
+class UpstreamError(BridgeError):
+    """Dust (or the context store) could not do what was asked."""
+
+    code = "upstream_error"
+
+
+@dataclass
+class Answer:
+    """One finished agent turn."""
+
+    text: str
+    handle: str
+    agent: Agent
+    dust_conversation_id: str
+    message_id: str
+    url: str | None
+    continued: bool
+    outcome: RelayOutcome
+
+    def structured(self) -> dict[str, Any]:
+        """The `structured_content` of the tool result."""
+        return {
+            "conversation": self.handle,
+            "agent": {"sId": self.agent.s_id, "name": self.agent.name},
+            "dust_conversation_id": self.dust_conversation_id,
+            "message_id": self.message_id,
+            "url": self.url,
+            "continued": self.continued,
+            "answer": self.text,
+        }
+
+
+@dataclass
+class TranscriptEntry:
+    """One message of a conversation as a client sees it."""
+
+    role: str  # "user", "agent" or "file"
+    content: str
+    agent: str | None = None
+    status: str | None = None
+    message_id: str | None = None
+
+
+@dataclass
+class Transcript:
+    """A conversation's messages so far."""
+
+    handle: str
+    dust_conversation_id: str
+    title: str | None
+    url: str | None
+    entries: list[TranscriptEntry] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (structured content and the conversation resource)."""
+        return {
+            "conversation": self.handle,
+            "dust_conversation_id": self.dust_conversation_id,
+            "title": self.title,
+            "url": self.url,
+            "messages": [{k: v for k, v in vars(entry).items() if v is not None} for entry in self.entries],
+        }
+
+    def as_text(self) -> str:
+        """A readable transcript for the model."""
+        lines = [f"Conversation {self.handle}" + (f" — {self.title}" if self.title else "")]
+        for entry in self.entries:
+            if entry.role == "user":
+                lines.append(f"User: {entry.content}")
+            elif entry.role == "file":
+                lines.append(f"[file] {entry.content}")
+            else:
+                suffix = f" [{entry.status}]" if entry.status and entry.status != "succeeded" else ""
+                lines.append(f"{entry.agent or 'Agent'}{suffix}: {entry.content}")
+        return "\n\n".join(lines)
+
+
+def describe_dust_error(exc: DustError) -> str:
+    """A user-facing sentence for a Dust failure (the client's messages are already sanitised)."""
+    detail = f"{exc.type}: {exc.message}" if exc.message else exc.type
+    status = f"HTTP {exc.status} " if exc.status else ""
+    if isinstance(exc, DustAuthError):
+        return (
+            f"Dust refused the bridge's credentials ({status}{detail});"
+            " the operator should check DUST_API_KEY and DUST_WORKSPACE_ID."
+        )
+    if isinstance(exc, DustRateLimited):
+        return f"Dust is rate-limiting this workspace ({status}{detail}); try again in a minute."
+    if isinstance(exc, DustUnavailable):
+        return f"Dust is unreachable right now ({detail}); try again shortly."
+    return f"Dust returned an error ({status}{detail})."
+
+
+class ConversationService:
+    """Runs agent turns and keeps their context in the store."""
+
+    def __init__(
+        self,
+        dust: DustClient,
+        store: ContextStore,
+        agents: AgentDirectory,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._dust = dust
+        self._store = store
+        self._agents = agents
+        self._settings = settings
+        self._clock = clock
+        self.active_streams = 0
+
+    async def ask(
+        self,
+        *,
+        principal: str,
+        session_key: str | None,
+        agent_ref: str,
+        message: str,
+        conversation: str | None = None,
+        new_conversation: bool = False,
+        progress: Progress | None = None,
+    ) -> Answer:
+        """Ask `agent_ref` `message` in a new or continued conversation and stream the answer.
+
+        Raises:
+            BridgeError: any failure, with a message that names the cause.
+        """
+        text = self._check_message(message)
+        if conversation is not None and new_conversation:
+            raise InvalidMessage("pass either conversation (to continue) or new_conversation=true, not both")
+        try:
+            agent = await self._agents.resolve(agent_ref)
+        except DustError as exc:
+            raise UpstreamError(describe_dust_error(exc)) from None
+
+        record = await self._existing(principal, session_key, agent, conversation, new_conversation)
+        context = MessageContext(username=self._settings.dust_username, timezone=self._settings.dust_timezone)
+        agent_message = await self._post(record, agent, text, context)
+        now = self._clock()
+        if record is None:
+            record = ConversationRecord(
+                handle=new_handle(),
+                owner=principal,
+                dust_conversation_id=agent_message.conversation_id,
+                agent_id=agent.s_id,
+                agent_name=agent.name,
+                last_agent_message_id=agent_message.message.s_id,
+                url=agent_message.url,
+                created_at=now,
+                last_used_at=now,
+                turns=1,
+            )
+            continued = False
+        else:
+            record = replace(
+                record,
+                agent_id=agent.s_id,
+                agent_name=agent.name,
+                last_agent_message_id=agent_message.message.s_id,
+                last_used_at=now,
+                turns=record.turns + 1,
+            )
+            continued = True
+        # Saved before streaming: if the stream fails, the handle still reaches the conversation.
+        await self._save(record, session_key)
+
+        outcome = await self._stream(record, agent_message.message.s_id, progress)
+        terminal = outcome.terminal
+        if terminal is not None and terminal.type == "agent_error":
+            error = terminal.data.get("error") or {}
+            raise AgentFailed(
+                f"agent {agent.name} failed: {str(error.get('message') or 'unknown error')[:300]}"
+                f" ({error.get('code') or 'agent_error'}). Conversation handle: {record.handle}"
+            )
+        if terminal is not None and terminal.type == "user_message_error":
+            error = terminal.data.get("error") or {}
+            raise AgentFailed(
+                f"Dust rejected the message: {str(error.get('message') or 'unknown error')[:300]}"
+            )
+        if terminal is not None and terminal.type == "agent_generation_cancelled":
+            raise AgentFailed(f"the answer was cancelled in Dust. Conversation handle: {record.handle}")
+        return Answer(
+            text=outcome.text,
+            handle=record.handle,
+            agent=agent,
+            dust_conversation_id=record.dust_conversation_id,
+            message_id=agent_message.message.s_id,
+            url=record.url,
+            continued=continued,
+            outcome=outcome,
+        )
+
+    async def transcript(self, principal: str, handle: str) -> Transcript:
+        """The conversation behind `handle` as Dust has it now.
+
+        Raises:
+            BridgeError: unknown handle or Dust failure.
+        """
+        record = await self._load(principal, handle)
+        try:
+            conversation = await self._dust.get_conversation(record.dust_conversation_id)
+        except DustNotFound:
+            raise ConversationNotFound(
+                "the Dust conversation behind this handle no longer exists; start a new one"
+            ) from None
+        except DustError as exc:
+            raise UpstreamError(describe_dust_error(exc)) from None
+        try:
+            names = {agent.s_id: agent.name for agent in await self._agents.list()}
+        except DustError:
+            names = {}
+        entries: list[TranscriptEntry] = []
+        for item in conversation.current_messages():
+            if isinstance(item, UserMessage):
+                entries.append(TranscriptEntry(role="user", content=item.content, message_id=item.s_id))
+            elif isinstance(item, AgentMessage):
+                content = item.content or ""
+                if item.status == "failed" and item.error:
+                    content = content or f"(failed: {item.error.get('message', 'error')})"
+                entries.append(
+                    TranscriptEntry(
+                        role="agent",
+                        content=content,
+                        agent=names.get(item.configuration_id or "", item.configuration_id),
+                        status=item.status,
+                        message_id=item.s_id,
+                    )
+                )
+            elif isinstance(item, ContentFragment):
+                entries.append(TranscriptEntry(role="file", content=f"{item.title} ({item.content_type})"))
+        return Transcript(
+            handle=record.handle,
+            dust_conversation_id=record.dust_conversation_id,
+            title=conversation.title,
+            url=conversation.url or record.url,
+            entries=entries,
+        )
+
+    async def end(self, principal: str, handle: str) -> None:
+        """Forget the handle (the Dust conversation itself stays in Dust).
+
+        Raises:
+            BridgeError: unknown handle or store failure.
+        """
+        self._check_handle(handle)
+        try:
+            deleted = await self._store.delete(handle, principal)
+        except StoreUnavailable as exc:
+            raise UpstreamError(str(exc)) from None
+        if not deleted:
+            raise ConversationNotFound(_NOT_FOUND)
+
+    async def list_conversations(self, principal: str) -> list[ConversationRecord]:
+        """The principal's live conversations, most recently used first."""
+        try:
+            return await self._store.list_for_owner(principal)
+        except StoreUnavailable as exc:
+            raise UpstreamError(str(exc)) from None
+
+    async def load(self, principal: str, handle: str) -> ConversationRecord:
+        """The record behind a handle the principal owns.
+
+        Raises:
+            ConversationNotFound: malformed, unknown, expired or foreign.
+        """
+        return await self._load(principal, handle)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_message(self, message: str) -> str:
+        text = message.strip()
+        if not text:
+            raise InvalidMessage("message must not be empty")
+        if len(text) > self._settings.max_message_chars:
+            raise InvalidMessage(
+                f"message is {len(text)} characters; the limit is {self._settings.max_message_chars}"
+                " (BRIDGE_MAX_MESSAGE_CHARS). Shorten it or upload the text as a file."
+            )
+        return text
+
+    @staticmethod
+    def _check_handle(handle: str) -> None:
+        if not is_valid_handle(handle):
+            raise ConversationNotFound(
+                "malformed conversation handle: pass back exactly the `conversation` value an earlier"
+                " ask_agent returned"
+            )
+
+    async def _load(self, principal: str, handle: str) -> ConversationRecord:
+        self._check_handle(handle)
+        try:
+            record = await self._store.load(handle, principal)
+        except StoreUnavailable as exc:
+            raise UpstreamError(str(exc)) from None
+        if record is None:
+            raise ConversationNotFound(_NOT_FOUND)
+        return record
+
+    async def _existing(
+        self,
+        principal: str,
+        session_key: str | None,
+        agent: Agent,
+        conversation: str | None,
+        new_conversation: bool,
+    ) -> ConversationRecord | None:
+        if conversation is not None:
+            return await self._load(principal, conversation)
+        if new_conversation or session_key is None:
+            return None
+        try:
+            handle = await self._store.recall(session_key, agent.s_id)
+            if handle is None:
+                return None
+            return await self._store.load(handle, principal)
+        except StoreUnavailable as exc:
+            raise UpstreamError(str(exc)) from None
+
+    async def _post(
+        self, record: ConversationRecord | None, agent: Agent, text: str, context: MessageContext
+    ) -> _PostedTurn:
+        try:
+            if record is None:
+                created = await self._dust.create_conversation(
+                    content=text, mentions=[agent.s_id], context=context
+                )
+                agent_message = created.agent_message
+                conversation_id = created.conversation.s_id
+                url = created.conversation.url
+            else:
+                posted = await self._dust.post_message(
+                    record.dust_conversation_id, content=text, mentions=[agent.s_id], context=context
+                )
+                agent_message = next(
+                    (m for m in posted.agent_messages if m.parent_message_id == posted.user_message.s_id),
+                    posted.agent_messages[0] if posted.agent_messages else None,
+                )
+                conversation_id = record.dust_conversation_id
+                url = record.url
+        except DustNotFound as exc:
+            if record is not None and exc.type == "conversation_not_found":
+                await self._forget(record)
+                raise ConversationNotFound(
+                    "the Dust conversation behind this handle no longer exists; start a new one"
+                    " (omit conversation)"
+                ) from None
+            raise UpstreamError(describe_dust_error(exc)) from None
+        except DustError as exc:
+            raise UpstreamError(describe_dust_error(exc)) from None
+        if agent_message is None:
+            # Dust accepted the message but created no agent message: it dropped the mention.
+            raise UpstreamError(
+                f"Dust did not start agent {agent.name} ({agent.s_id}); it may have been disabled."
+            )
+        return _PostedTurn(message=agent_message, conversation_id=conversation_id, url=url)
+
+    async def _save(self, record: ConversationRecord, session_key: str | None) -> None:
+        try:
+            await self._store.save(record)
+            if session_key is not None:
+                await self._store.remember(session_key, record.agent_id, record.handle)
+        except StoreUnavailable as exc:
+            raise UpstreamError(
+                f"{exc}; the question was posted to Dust (conversation {record.dust_conversation_id})"
+                " but the bridge cannot remember it"
+            ) from None
+
+    async def _forget(self, record: ConversationRecord) -> None:
+        try:
+            await self._store.delete(record.handle, record.owner)
+        except StoreUnavailable:
+            logger.warning("could not forget a conversation whose Dust side is gone")
+
+    async def _stream(
+        self, record: ConversationRecord, message_id: str, progress: Progress | None
+    ) -> RelayOutcome:
+        async def emit(message: str) -> None:
+            if progress is not None:
+                await progress(message)
+
+        relay = StreamRelay(
+            emit,
+            heartbeat_seconds=self._settings.heartbeat_seconds,
+            coalesce_seconds=self._settings.coalesce_ms / 1000,
+            coalesce_chars=self._settings.coalesce_chars,
+            show_chain_of_thought=self._settings.show_chain_of_thought,
+        )
+        finished = False
+        self.active_streams += 1
+        try:
+            with anyio.fail_after(self._settings.answer_timeout_seconds):
+                outcome = await relay.run(
+                    self._dust.stream_agent_events(record.dust_conversation_id, message_id)
+                )
+            finished = True
+            return outcome
+        except TimeoutError:
+            raise UpstreamError(
+                f"Dust did not finish within {self._settings.answer_timeout_seconds:g}s"
+                " (BRIDGE_ANSWER_TIMEOUT_SECONDS); the generation was cancelled."
+                f" Conversation handle: {record.handle}"
+            ) from None
+        except DustStreamError as exc:
+            # The generation may still finish in Dust: keep it running and say how to read it.
+            finished = True
+            raise UpstreamError(
+                f"the answer stream from Dust was lost ({exc.message}); the answer may still complete:"
+                f" read it with get_conversation(conversation={record.handle!r})"
+            ) from None
+        except DustError as exc:
+            raise UpstreamError(describe_dust_error(exc)) from None
+        finally:
+            self.active_streams -= 1
+            if not finished:
+                # Client cancelled or went away, or we timed out: stop the generation at Dust.
+                await self._cancel_at_dust(record.dust_conversation_id, message_id)
+
+    async def _cancel_at_dust(self, conversation_id: str, message_id: str) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_TIMEOUT_SECONDS):
+            try:
+                await self._dust.cancel(conversation_id, [message_id])
+            except DustError as exc:
+                logger.warning("could not cancel the generation at Dust: %s", exc)
+
+
+@dataclass
+class _PostedTurn:
+    message: AgentMessage
+    conversation_id: str
+    url: str | None
+
+
+_NOT_FOUND = (
+    "unknown or expired conversation handle; start a new conversation by calling ask_agent without"
+    " conversation"
+)

@@ -1,0 +1,176 @@
+"""Errors raised by the Dust client, and the mapping from Dust's HTTP error responses to them.
+
+Every message is sanitised when the error is built (API keys and bearer tokens masked, length
+capped), so `str()`/`repr()` of any `DustError` is safe to log or show to an MCP client.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import json
+import re
+import time
+from collections.abc import Iterable
+
+MAX_MESSAGE_CHARS = 300
+
+_SK_KEY = re.compile(r"sk-[A-Za-z0-9_\-]+")
+_BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
+_WHITESPACE = re.compile(r"\s+")
+
+# 401s are always authentication failures; these are the 403 types that mean the key or the
+# workspace's plan cannot use the API (dust-api.md section 1), as opposed to per-resource 403s.
+AUTH_ERROR_TYPES = frozenset(
+    {
+        "not_authenticated",
+        "missing_authorization_header_error",
+        "malformed_authorization_header_error",
+        "invalid_api_key_error",
+        "workspace_auth_error",
+        "workspace_can_use_product_required_error",
+    }
+)
+# Dust answers a per-workspace message burst with a 403 of this type, not a 429 (dust-api.md section 2).
+PLAN_LIMIT_TYPE = "plan_message_limit_exceeded"
+
+
+def sanitize(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask API keys, bearer tokens and the given secrets; collapse whitespace; cap the length."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _SK_KEY.sub("sk-***", text)
+    text = _BEARER.sub("Bearer ***", text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 1] + "…"
+    return text
+
+
+class DustError(Exception):
+    """A Dust API call failed. `type` is Dust's `error.type` or one of ours; `message` is sanitised."""
+
+    def __init__(self, message: str, *, status: int | None = None, type: str = "dust_error") -> None:
+        self.message = sanitize(message)
+        self.status = status
+        self.type = sanitize(type)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}, {self.type}" if self.status is not None else self.type
+        return f"{self.message} ({where})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, type={self.type!r}, message={self.message!r})"
+
+
+class DustAuthError(DustError):
+    """The API key is missing, invalid, for another workspace, or the plan forbids API use."""
+
+
+class DustNotFound(DustError):
+    """The workspace, agent, conversation, message or file does not exist (404)."""
+
+
+class DustBadRequest(DustError):
+    """Dust rejected the request itself (400, 413 and other 4xx); retrying will not help."""
+
+
+class DustRateLimited(DustError):
+    """Dust is throttling this workspace (429, or 403 `plan_message_limit_exceeded`)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str = "rate_limit_error",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, type=type)
+        self.retry_after = retry_after
+
+
+class DustServerError(DustError):
+    """Dust answered 5xx (after the retries that were safe), or a response we cannot read."""
+
+
+class DustUnavailable(DustError):
+    """Dust could not be reached (connect errors, timeouts) or the circuit breaker is open."""
+
+
+class DustStreamError(DustError):
+    """The agent event stream gave up: too many failed reconnects, or the total time ran out."""
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+    """`(error.type, error.message)` from a Dust error body, or Nones if it is not one."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None, None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    err_type = error.get("type")
+    message = error.get("message")
+    return (
+        err_type if isinstance(err_type, str) and err_type else None,
+        message if isinstance(message, str) and message else None,
+    )
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "HTTP error"
+
+
+def error_from_response(
+    status: int,
+    body: bytes,
+    *,
+    content_type: str = "",
+    retry_after: str | None = None,
+    secrets: Iterable[str] = (),
+) -> DustError:
+    """Map an HTTP error response to the matching `DustError` subclass.
+
+    A body that is not Dust's `{"error": {"type", "message"}}` (an HTML error page from a proxy,
+    say) never reaches the message: only the status, its reason and the content type do.
+    """
+    err_type, message = _error_fields(body)
+    if message is None:
+        media = content_type.partition(";")[0].strip() or "no content type"
+        message = f"Dust answered {status} {_reason(status)} ({media})"
+    message = sanitize(message, secrets)
+    # Dust's SDK calls any bodiless 413 `content_too_large`; keep the same name for callers.
+    kind = err_type or ("content_too_large" if status == 413 else f"http_{status}")
+    if status == 429 or err_type == PLAN_LIMIT_TYPE:
+        return DustRateLimited(message, status=status, type=kind, retry_after=parse_retry_after(retry_after))
+    if status == 401 or (status == 403 and (err_type is None or err_type in AUTH_ERROR_TYPES)):
+        return DustAuthError(message, status=status, type=kind)
+    if status == 404:
+        return DustNotFound(message, status=status, type=kind)
+    if status >= 500:
+        return DustServerError(message, status=status, type=kind)
+    return DustBadRequest(message, status=status, type=kind)

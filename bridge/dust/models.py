@@ -1,0 +1,136 @@
+"""Pydantic models of the Dust payloads the bridge reads (dust-api.md section 3).
+
+Only the fields we use are declared; everything else Dust sends is ignored, so new server fields
+never break parsing. Field names are snake_case with Dust's camelCase names as aliases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _DustModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Agent(_DustModel):
+    """An agent configuration (the "light" variant Dust lists)."""
+
+    s_id: str = Field(alias="sId")
+    name: str
+    description: str = ""
+    status: str = "active"
+    scope: str = "workspace"
+    picture_url: str | None = Field(default=None, alias="pictureUrl")
+
+
+class UserMessage(_DustModel):
+    """A user message as it appears in a conversation or a post-message response."""
+
+    s_id: str = Field(alias="sId")
+    content: str
+    created: int = 0  # epoch milliseconds
+    mentions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class AgentMessage(_DustModel):
+    """An agent's answer; `content` is None (or partial) until the generation has finished."""
+
+    s_id: str = Field(alias="sId")
+    status: str = "created"
+    content: str | None = None
+    parent_message_id: str | None = Field(default=None, alias="parentMessageId")
+    error: dict[str, Any] | None = None
+    configuration_id: str | None = Field(default=None, alias="configurationId")
+    created: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_configuration_id(cls, data: Any) -> Any:
+        # Dust nests the agent as a whole `configuration` object; only its sId is of use here.
+        if isinstance(data, dict) and "configurationId" not in data:
+            configuration = data.get("configuration")
+            if isinstance(configuration, dict) and isinstance(configuration.get("sId"), str):
+                return {**data, "configurationId": configuration["sId"]}
+        return data
+
+
+class ContentFragment(_DustModel):
+    """A file (or inline text) attached to a conversation ahead of a user message."""
+
+    s_id: str = Field(alias="sId")
+    title: str = ""
+    content_type: str = Field(default="", alias="contentType")
+    file_id: str | None = Field(default=None, alias="fileId")
+
+
+Message = UserMessage | AgentMessage | ContentFragment
+
+_MESSAGE_TYPES: dict[str, type[UserMessage] | type[AgentMessage] | type[ContentFragment]] = {
+    "user_message": UserMessage,
+    "agent_message": AgentMessage,
+    "content_fragment": ContentFragment,
+}
+
+
+class Conversation(_DustModel):
+    """A conversation; `content` holds, per rank, every version of the message at that rank."""
+
+    s_id: str = Field(alias="sId")
+    title: str | None = None
+    url: str | None = None
+    created: int = 0
+    content: list[list[dict[str, Any]]] = Field(default_factory=list)
+
+    def current_messages(self) -> list[Message]:
+        """The current (last) version of each rank, typed by its `type`; unknown types are skipped."""
+        messages: list[Message] = []
+        for versions in self.content:
+            if not versions:
+                continue
+            latest = versions[-1]
+            model = _MESSAGE_TYPES.get(str(latest.get("type")))
+            if model is not None:
+                messages.append(model.model_validate(latest))
+        return messages
+
+    def agent_message_for(self, user_message_id: str) -> AgentMessage | None:
+        """The agent message answering `user_message_id` (first one if several agents answer)."""
+        for message in self.current_messages():
+            if isinstance(message, AgentMessage) and message.parent_message_id == user_message_id:
+                return message
+        return None
+
+
+class DustFile(_DustModel):
+    """A Dust file record; `upload_url` is set while the file awaits its single upload."""
+
+    s_id: str = Field(alias="sId")
+    content_type: str = Field(alias="contentType")
+    file_name: str = Field(alias="fileName")
+    file_size: int = Field(alias="fileSize")
+    status: str = "created"
+    upload_url: str | None = Field(default=None, alias="uploadUrl")
+
+
+@dataclass
+class MessageContext:
+    """Who posts a user message; Dust requires `username` and `timezone`, `origin` must be "api"."""
+
+    username: str
+    timezone: str
+    origin: str = "api"
+    full_name: str | None = None
+    email: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        """The `context` object of a message body (optional fields only when set)."""
+        body = {"username": self.username, "timezone": self.timezone, "origin": self.origin}
+        if self.full_name is not None:
+            body["fullName"] = self.full_name
+        if self.email is not None:
+            body["email"] = self.email
+        return body

@@ -1,0 +1,358 @@
+"""The MCP face of the bridge: tools, resources and a prompt, on the SDK's `MCPServer`.
+
+No HTTP details live here; the same server object serves stdio, Streamable HTTP and legacy SSE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp.types import (
+    CallToolResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    Resource,
+    TextContent,
+    ToolAnnotations,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge import __version__
+from bridge.conversations import Answer
+from bridge.dust.errors import DustError
+from bridge.errors import BridgeError
+from bridge.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+# Until client authentication exists every caller is the same local principal.
+LOCAL_PRINCIPAL = "local"
+
+INSTRUCTIONS = """\
+This server connects you to the agents of a Dust (dust.tt) workspace.
+1. Call list_agents to see the agents (name, sId, description).
+2. Call ask_agent(agent, message) to ask one; the answer streams in as progress and the result
+   holds the full answer and a `conversation` handle.
+3. To continue the same chat, call ask_agent again with conversation=<that handle>. Without it a
+   new Dust conversation starts (handshake-era clients also continue their last chat per agent;
+   pass new_conversation=true to start afresh).
+get_conversation(conversation) returns the transcript; end_conversation(conversation) forgets it.
+"""
+
+_CONVERSATION_ARG = (
+    "The `conversation` handle from an earlier ask_agent result, to continue that chat. Omit it to start"
+    " a new conversation."
+)
+
+RuntimeProvider = Callable[[], Runtime]
+
+
+class AgentRef(BaseModel):
+    """An agent as named in results."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    s_id: str = Field(alias="sId")
+    name: str
+
+
+class AskAgentResult(BaseModel):
+    """Structured result of ask_agent."""
+
+    conversation: str = Field(description="Handle to pass back as `conversation` to continue this chat")
+    agent: AgentRef
+    dust_conversation_id: str
+    message_id: str = Field(description="Dust sId of the agent message")
+    url: str | None = Field(description="The conversation in the Dust web app")
+    continued: bool = Field(description="True when this turn continued an existing conversation")
+    answer: str
+
+
+def session_key(ctx: Context, runtime: Runtime) -> str | None:
+    """Who to remember the last conversation per agent for, or None for sessionless (2026) requests.
+
+    stdio is one local session per process; Streamable HTTP handshake-era requests carry
+    `Mcp-Session-Id`; legacy SSE posts carry `?session_id=`.
+    """
+    request = ctx.request_context.request
+    if request is None:
+        return f"stdio:{runtime.instance_id}"
+    headers = getattr(request, "headers", None)
+    session_id = headers.get("mcp-session-id") if headers is not None else None
+    if session_id:
+        return f"http:{session_id}"
+    query = getattr(request, "query_params", None)
+    sse_id = query.get("session_id") if query is not None else None
+    if sse_id:
+        return f"sse:{sse_id}"
+    return None
+
+
+def principal_of(ctx: Context | ServerRequestContext[Any, Any]) -> str:
+    """The principal a request acts for."""
+    return LOCAL_PRINCIPAL
+
+
+def _slug(reference: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", reference.lower()).strip("_")
+    return slug[:48] or "agent"
+
+
+def _tool_error(exc: BridgeError | DustError) -> ToolError:
+    return ToolError(str(exc) if isinstance(exc, BridgeError) else exc.message)
+
+
+class BridgeMCPServer(MCPServer[Any]):
+    """`MCPServer` whose resource listing also shows the caller's own conversations."""
+
+    def __init__(self, runtime: RuntimeProvider) -> None:
+        super().__init__(
+            "dust-mcp-bridge",
+            title="Dust agents",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            website_url="https://dust.tt",
+        )
+        self._runtime = runtime
+
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        listed = await self.list_resources()
+        runtime = self._runtime()
+        try:
+            records = await runtime.conversations.list_conversations(principal_of(ctx))
+        except BridgeError as exc:
+            logger.warning("conversation listing unavailable: %s", exc)
+            records = []
+        for record in records:
+            listed.append(
+                Resource(
+                    uri=f"dust://conversations/{record.handle}",
+                    name=f"conversation-{record.handle[-8:]}",
+                    title=f"Conversation with {record.agent_name} ({record.turns} turn(s))",
+                    mime_type="application/json",
+                )
+            )
+        try:
+            agents = await runtime.agents.list()
+        except DustError as exc:
+            logger.warning("agent listing unavailable: %s", exc.message)
+            agents = []
+        for agent in agents:
+            listed.append(
+                Resource(
+                    uri=f"dust://agents/{agent.s_id}",
+                    name=f"agent-{agent.s_id}",
+                    title=f"Agent {agent.name}",
+                    description=agent.description,
+                    mime_type="application/json",
+                )
+            )
+        return ListResourcesResult(resources=listed)
+
+
+def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None = None) -> BridgeMCPServer:
+    """The bridge's MCP server; `runtime()` returns the live runtime once the lifespan has started."""
+    mcp = BridgeMCPServer(runtime)
+
+    @mcp.tool(
+        annotations=ToolAnnotations(title="List Dust agents", read_only_hint=True, open_world_hint=True),
+    )
+    async def list_agents(query: str | None = None) -> dict[str, Any]:
+        """List the Dust workspace's active agents (sId, name, description).
+
+        Pass `query` to keep only agents whose name or description contains it (case-insensitive).
+        Use an agent's name or sId as `agent` in ask_agent.
+        """
+        try:
+            agents = await runtime().agents.list()
+        except DustError as exc:
+            raise _tool_error(exc) from None
+        if query:
+            needle = query.strip().lower()
+            agents = [
+                a for a in agents if needle in a.name.lower() or needle in (a.description or "").lower()
+            ]
+        return {
+            "agents": [{"sId": a.s_id, "name": a.name, "description": a.description or ""} for a in agents],
+            "count": len(agents),
+        }
+
+    async def _ask(
+        ctx: Context,
+        agent: str,
+        message: str,
+        conversation: str | None,
+        new_conversation: bool,
+    ) -> CallToolResult:
+        rt = runtime()
+        sequence = 0
+
+        async def progress(text: str) -> None:
+            nonlocal sequence
+            sequence += 1
+            await ctx.report_progress(sequence, None, text)
+
+        try:
+            answer = await rt.conversations.ask(
+                principal=principal_of(ctx),
+                session_key=session_key(ctx, rt),
+                agent_ref=agent,
+                message=message,
+                conversation=conversation,
+                new_conversation=new_conversation,
+                progress=progress,
+            )
+        except BridgeError as exc:
+            raise _tool_error(exc) from None
+        return _answer_result(answer)
+
+    @mcp.tool(
+        annotations=ToolAnnotations(title="Ask a Dust agent", read_only_hint=False, open_world_hint=True),
+    )
+    async def ask_agent(
+        agent: Annotated[str, Field(description="Agent name (case-insensitive) or sId, from list_agents")],
+        message: Annotated[str, Field(description="Your message to the agent")],
+        ctx: Context,
+        conversation: Annotated[str | None, Field(description=_CONVERSATION_ARG)] = None,
+        new_conversation: Annotated[
+            bool, Field(description="Start a fresh conversation even if this session has one with the agent")
+        ] = False,
+    ) -> Annotated[CallToolResult, AskAgentResult]:
+        """Ask a Dust agent and stream its answer.
+
+        The answer arrives as progress notifications while Dust generates it, then as the result.
+        The result's `conversation` is a handle: pass it back as `conversation` on the next call to
+        continue the same Dust conversation (the agent then remembers the earlier turns).
+        """
+        return await _ask(ctx, agent, message, conversation, new_conversation)
+
+    @mcp.tool(
+        annotations=ToolAnnotations(title="Read a conversation", read_only_hint=True, open_world_hint=True),
+    )
+    async def get_conversation(
+        conversation: Annotated[str, Field(description="A `conversation` handle returned by ask_agent")],
+        ctx: Context,
+    ) -> dict[str, Any]:
+        """The transcript of a conversation started with ask_agent: every user and agent message so far."""
+        try:
+            transcript = await runtime().conversations.transcript(principal_of(ctx), conversation)
+        except BridgeError as exc:
+            raise _tool_error(exc) from None
+        return transcript.as_dict()
+
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            title="End a conversation", read_only_hint=False, destructive_hint=True, idempotent_hint=False
+        ),
+    )
+    async def end_conversation(
+        conversation: Annotated[str, Field(description="A `conversation` handle returned by ask_agent")],
+        ctx: Context,
+    ) -> str:
+        """Forget a conversation handle. The conversation itself stays visible in Dust."""
+        try:
+            await runtime().conversations.end(principal_of(ctx), conversation)
+        except BridgeError as exc:
+            raise _tool_error(exc) from None
+        return "Conversation ended; its handle no longer works. The conversation is still in Dust."
+
+    for reference in agent_tools or []:
+        _add_agent_tool(mcp, reference, _ask)
+
+    @mcp.resource(
+        "dust://agents/{s_id}",
+        name="agent-card",
+        title="Dust agent card",
+        description="An agent's card: sId, name, description, scope",
+        mime_type="application/json",
+    )
+    async def agent_card(s_id: str) -> str:
+        try:
+            agent = await runtime().agents.resolve(s_id)
+        except BridgeError as exc:
+            raise ResourceError(str(exc)) from None
+        except DustError as exc:
+            raise ResourceError(exc.message) from None
+        return json.dumps(
+            {
+                "sId": agent.s_id,
+                "name": agent.name,
+                "description": agent.description,
+                "scope": agent.scope,
+                "status": agent.status,
+                "pictureUrl": agent.picture_url,
+            }
+        )
+
+    @mcp.resource(
+        "dust://conversations/{handle}",
+        name="conversation",
+        title="Conversation transcript",
+        description="The transcript of one of your conversations",
+        mime_type="application/json",
+    )
+    async def conversation_resource(handle: str, ctx: Context) -> str:
+        try:
+            transcript = await runtime().conversations.transcript(principal_of(ctx), handle)
+        except BridgeError as exc:
+            raise ResourceError(str(exc)) from None
+        return json.dumps(transcript.as_dict())
+
+    @mcp.prompt(name="chat_with_agent", title="Chat with a Dust agent")
+    def chat_with_agent(agent: str, topic: str = "") -> list[Message]:
+        """Start a chat with one Dust agent, keeping the same conversation across turns."""
+        about = f" about: {topic}" if topic else ""
+        return [
+            UserMessage(
+                f"I want to chat with the Dust agent {agent!r}{about}. Use the ask_agent tool with"
+                f" agent={agent!r} for each of my messages, and always pass the `conversation` value from the"
+                " previous ask_agent result so the agent remembers our chat. Show me the agent's answers."
+            )
+        ]
+
+    return mcp
+
+
+def _add_agent_tool(mcp: BridgeMCPServer, reference: str, ask: Any) -> None:
+    """Register `ask_<slug>` for one allow-listed agent (BRIDGE_AGENT_TOOLS)."""
+
+    async def ask_this_agent(
+        message: Annotated[str, Field(description="Your message to the agent")],
+        ctx: Context,
+        conversation: Annotated[str | None, Field(description=_CONVERSATION_ARG)] = None,
+        new_conversation: bool = False,
+    ) -> Annotated[CallToolResult, AskAgentResult]:
+        result: CallToolResult = await ask(ctx, reference, message, conversation, new_conversation)
+        return result
+
+    mcp.add_tool(
+        ask_this_agent,
+        name=f"ask_{_slug(reference)}",
+        title=f"Ask the Dust agent {reference}",
+        description=(
+            f"Ask the Dust agent {reference!r} and stream its answer. Pass the result's `conversation`"
+            " back as `conversation` to continue the same chat."
+        ),
+        annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True),
+    )
+
+
+def _answer_result(answer: Answer) -> CallToolResult:
+    footer = (
+        f"[conversation: {answer.handle}] Pass this value as `conversation` to continue this chat with"
+        f" {answer.agent.name}."
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=answer.text), TextContent(type="text", text=footer)],
+        structured_content=answer.structured(),
+    )

@@ -1,0 +1,130 @@
+"""The bridge's long-lived parts (Dust client, context store, services), built and closed together.
+
+Both the HTTP app's lifespan and the stdio runner enter `start_runtime()`, so every transport
+serves the same objects and nothing global outlives them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+import uvicorn
+from pydantic import SecretStr
+
+from bridge import __version__
+from bridge.agents import AgentDirectory
+from bridge.config import Settings
+from bridge.conversations import ConversationService
+from bridge.dust.breaker import CircuitBreaker
+from bridge.dust.client import DustClient
+from bridge.store import ContextStore, create_store
+
+logger = logging.getLogger(__name__)
+
+DEMO_WORKSPACE = "demo"
+DEMO_BANNER = (
+    "DEMO MODE: no DUST_API_KEY is set, so the bridge talks to its bundled Dust simulator, not to Dust."
+    " Set DUST_API_KEY and DUST_WORKSPACE_ID to use your workspace (BRIDGE_DEMO=off makes this an error)."
+)
+
+
+@dataclass
+class Runtime:
+    """Everything a request handler needs, alive for the lifetime of the process."""
+
+    settings: Settings
+    dust: DustClient
+    store: ContextStore
+    agents: AgentDirectory
+    conversations: ConversationService
+    demo: bool
+    dust_base_url: str
+    workspace_id: str
+    started_at: float
+    instance_id: str
+
+    @property
+    def uptime_seconds(self) -> float:
+        """Seconds since start-up."""
+        return time.time() - self.started_at
+
+
+@contextlib.asynccontextmanager
+async def _demo_simulator() -> AsyncIterator[str]:
+    """Serve the bundled simulator on a free loopback port inside this process; yield its base URL."""
+    # Imported here: production processes never load the simulator.
+    from bridge.simulator import SimulatorOptions, create_app
+
+    config = uvicorn.Config(
+        create_app(SimulatorOptions(workspace_id=DEMO_WORKSPACE)),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        # `_serve` rather than `serve`: the public entry captures SIGINT/SIGTERM, which belong to
+        # the bridge's own server; this one is stopped through `should_exit` below.
+        tg.start_soon(server._serve)
+        while not server.started:
+            if server.should_exit:
+                raise RuntimeError("the demo Dust simulator failed to start")
+            await anyio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+
+
+@contextlib.asynccontextmanager
+async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Build the runtime (starting the demo simulator when demo mode is active) and close it on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.demo_active:
+            logger.warning(DEMO_BANNER)
+            base_url = await stack.enter_async_context(_demo_simulator())
+            workspace_id = DEMO_WORKSPACE
+            api_key = SecretStr("sk-" + secrets.token_hex(16))
+        else:
+            assert settings.dust_api_key is not None and settings.dust_workspace_id is not None
+            base_url = settings.dust_base_url
+            workspace_id = settings.dust_workspace_id
+            api_key = settings.dust_api_key
+        dust = DustClient(
+            base_url,
+            workspace_id,
+            api_key,
+            timeout=settings.dust_timeout_seconds,
+            max_retries=settings.dust_max_retries,
+            breaker=CircuitBreaker(
+                failures=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
+            ),
+            stream_max_reconnects=settings.stream_max_reconnects,
+            stream_total_timeout=settings.answer_timeout_seconds,
+            user_agent=f"dust-mcp-bridge/{__version__}",
+        )
+        stack.push_async_callback(dust.aclose)
+        store = create_store(settings.redis_url, settings.context_ttl_seconds)
+        stack.push_async_callback(store.aclose)
+        agents = AgentDirectory(dust, settings.agents_cache_seconds)
+        conversations = ConversationService(dust, store, agents, settings)
+        yield Runtime(
+            settings=settings,
+            dust=dust,
+            store=store,
+            agents=agents,
+            conversations=conversations,
+            demo=settings.demo_active,
+            dust_base_url=base_url,
+            workspace_id=workspace_id,
+            started_at=time.time(),
+            instance_id=secrets.token_hex(6),
+        )

@@ -1,0 +1,61 @@
+"""The agent-message events route, on `/api/v1` (redirecting or direct) and on `/api/sse/v1`."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bridge.simulator.conversations import get_conversation
+from bridge.simulator.errors import ApiError
+from bridge.simulator.ids import parse_event_id
+from bridge.simulator.model import AgentMessage
+from bridge.simulator.sse import MessageEventStream
+from bridge.simulator.state import Simulator
+
+_TAIL = "/w/{wId}/assistant/conversations/{cId}/messages/{mId}/events"
+
+
+class EventRoutes:
+    """Handlers bound to one simulator."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def routes(self) -> list[BaseRoute]:
+        """The Starlette routes."""
+        return [
+            Route("/api/v1" + _TAIL, self.api_events, methods=["GET"]),
+            Route("/api/sse/v1" + _TAIL, self.sse_events, methods=["GET"]),
+        ]
+
+    async def api_events(self, request: Request) -> Response:
+        """The historical path: 307 to `/api/sse/v1/...` like current Dust, or the stream itself."""
+        message, after = self._target(request)
+        if self.sim.options.redirect_sse:
+            # Relative Location, query kept, as the newest Dust code sends it.
+            location = "/api/sse" + request.url.path.removeprefix("/api")
+            if request.url.query:
+                location += "?" + request.url.query
+            return Response(status_code=307, headers={"Location": location})
+        return MessageEventStream(self.sim, message, after)
+
+    async def sse_events(self, request: Request) -> Response:
+        """The SSE path: always streams."""
+        message, after = self._target(request)
+        return MessageEventStream(self.sim, message, after)
+
+    def _target(self, request: Request) -> tuple[AgentMessage, tuple[int, int] | None]:
+        conversation = get_conversation(self.sim, request.path_params["cId"])
+        message = self.sim.store.messages.get(request.path_params["mId"])
+        if message is None or message not in conversation.entries:
+            raise ApiError(404, "message_not_found", "The message you're trying to access was not found.")
+        if not isinstance(message, AgentMessage):
+            raise ApiError(400, "invalid_request_error", "Events are only available for agent messages.")
+        raw = request.query_params.get("lastEventId") or ""
+        if not raw:
+            return message, None
+        after = parse_event_id(raw)
+        if after is None:
+            raise ApiError(400, "invalid_request_error", f"Invalid lastEventId: {raw!r}.")
+        return message, after

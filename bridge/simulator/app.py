@@ -1,0 +1,46 @@
+"""The simulator's Starlette application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from bridge.simulator.api_agents import agent_routes
+from bridge.simulator.api_conversations import ConversationRoutes
+from bridge.simulator.api_events import EventRoutes
+from bridge.simulator.api_files import FileRoutes
+from bridge.simulator.control import ControlRoutes
+from bridge.simulator.errors import ApiError, handle_api_error, handle_http_exception
+from bridge.simulator.gate import ApiGate
+from bridge.simulator.options import SimulatorOptions
+from bridge.simulator.state import Simulator
+
+
+def create_app(options: SimulatorOptions | None = None) -> Starlette:
+    """A Starlette app speaking Dust's public API for one simulated workspace, plus `/_sim/` controls."""
+    sim = Simulator(options or SimulatorOptions())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await sim.shutdown()
+
+    app = Starlette(
+        routes=[
+            *ControlRoutes(sim).routes(),
+            *agent_routes(),
+            *ConversationRoutes(sim).routes(),
+            *EventRoutes(sim).routes(),
+            *FileRoutes(sim).routes(),
+        ],
+        middleware=[Middleware(ApiGate, sim=sim)],
+        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        lifespan=lifespan,
+    )
+    # Reachable for in-process users (e.g. a test holding the app) that want to inspect the state.
+    app.state.sim = sim
+    return app

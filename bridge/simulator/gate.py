@@ -1,0 +1,84 @@
+"""ASGI middleware in front of every `/api` route: request log, injected faults, authentication.
+
+Written as plain ASGI (not BaseHTTPMiddleware) so streamed responses pass through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.simulator.errors import error_response
+from bridge.simulator.state import Simulator
+
+_API_KEY = re.compile(r"^Bearer (sk-[a-zA-Z0-9]+)$")
+_WORKSPACE_PATH = re.compile(r"^/api/(?:sse/)?v1/w/([^/]+)(?:/|$)")
+
+
+class ApiGate:
+    """Checks, in order: down mode, queued failures, random errors, API key, workspace."""
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        stats = self.sim.stats  # the stats of the time the request arrived, even if a reset happens meanwhile
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                stats.requests.append({"method": method, "path": path, "status": message["status"]})
+                stats.requests_total += 1
+            await send(message)
+
+        rejection = self._reject(scope)
+        if rejection is not None:
+            await rejection(scope, receive, recording_send)
+            return
+        await self.app(scope, receive, recording_send)
+
+    def _reject(self, scope: Scope) -> ASGIApp | None:
+        sim, options = self.sim, self.sim.options
+        if options.down:
+            return error_response(503, "service_unavailable", "The service is temporarily unavailable.")
+        rule = sim.faults.take(scope["method"], scope["path"])
+        if rule is not None:
+            return error_response(rule.status, rule.type, rule.message)
+        if options.error_rate and sim.rng.random() < options.error_rate:
+            return error_response(500, "internal_server_error", "Simulated internal server error.")
+        return self._check_auth(scope)
+
+    def _check_auth(self, scope: Scope) -> ASGIApp | None:
+        options = self.sim.options
+        header = _header(scope, b"authorization")
+        if header is None:
+            return error_response(
+                401, "not_authenticated", "The request does not have valid authentication credentials."
+            )
+        match = _API_KEY.match(header)
+        if match is None:
+            return error_response(
+                401,
+                "malformed_authorization_header_error",
+                "Missing Authorization header or malformed Bearer token.",
+            )
+        if options.api_key is not None and match.group(1) != options.api_key:
+            return error_response(
+                401, "invalid_api_key_error", "The API key provided is invalid or disabled."
+            )
+        workspace = _WORKSPACE_PATH.match(scope["path"])
+        if workspace is not None and workspace.group(1) != options.workspace_id:
+            return error_response(404, "workspace_not_found", "The workspace was not found.")
+        return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None

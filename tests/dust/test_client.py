@@ -1,0 +1,607 @@
+"""The Dust client against the project's Dust simulator, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from pydantic import SecretStr
+
+from bridge.dust import (
+    AgentEvent,
+    CircuitBreaker,
+    DustAuthError,
+    DustClient,
+    DustError,
+    DustNotFound,
+    DustRateLimited,
+    DustServerError,
+    DustStreamError,
+    DustUnavailable,
+    MessageContext,
+)
+from tests.procs import Proc, free_port
+
+WORKSPACE = "demo"
+KEY = "sk-testKey0123456789"
+CONTEXT = MessageContext(username="tester", timezone="Europe/Paris")
+
+
+@dataclass
+class Sim:
+    """The simulator's control API."""
+
+    url: str
+    control: httpx2.AsyncClient
+
+    async def faults(self, **options: Any) -> None:
+        response = await self.control.post(f"{self.url}/_sim/faults", json=options)
+        response.raise_for_status()
+
+    async def stats(self) -> dict[str, Any]:
+        response = await self.control.get(f"{self.url}/_sim/stats")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def requests(self, method: str, path_part: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in (await self.stats())["requests"]
+            if r.get("method") == method and path_part in str(r.get("path", ""))
+        ]
+
+    async def wait_no_open_streams(self, timeout: float = 5.0) -> None:
+        with anyio.fail_after(timeout):
+            while (await self.stats())["open_streams"] != 0:
+                await anyio.sleep(0.02)
+
+
+@pytest.fixture
+async def sim(simulator: Proc) -> AsyncIterator[Sim]:
+    async with httpx2.AsyncClient(timeout=10) as control:
+        (await control.post(f"{simulator.url}/_sim/reset")).raise_for_status()
+        # Fast token pacing keeps the suite quick; the stream logic does not depend on it.
+        (await control.post(f"{simulator.url}/_sim/faults", json={"token_delay_ms": 1})).raise_for_status()
+        yield Sim(simulator.url, control)
+
+
+MakeClient = Callable[..., DustClient]
+
+
+@pytest.fixture
+async def make_client(sim: Sim) -> AsyncIterator[MakeClient]:
+    clients: list[DustClient] = []
+
+    def make(**overrides: Any) -> DustClient:
+        options: dict[str, Any] = {
+            "base_url": sim.url,
+            "workspace_id": WORKSPACE,
+            "api_key": SecretStr(KEY),
+            "timeout": 10.0,
+            "reconnect_delay": 0.02,
+            "breaker": CircuitBreaker(failures=50),
+        }
+        options.update(overrides)
+        client = DustClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def client(make_client: MakeClient) -> DustClient:
+    return make_client()
+
+
+async def collect(events: AsyncIterator[AgentEvent], timeout: float = 30.0) -> list[AgentEvent]:
+    with anyio.fail_after(timeout):
+        return [event async for event in events]
+
+
+def answer_text(events: list[AgentEvent]) -> str:
+    return "".join(
+        e.data["text"]
+        for e in events
+        if e.type == "generation_tokens" and e.data.get("classification") == "tokens"
+    )
+
+
+async def ask(client: DustClient, agent: str, message: str) -> tuple[str, str]:
+    """Start a conversation with `agent`; returns (conversation sId, agent message sId)."""
+    created = await client.create_conversation(content=message, mentions=[agent], context=CONTEXT)
+    assert created.agent_message is not None
+    return created.conversation.s_id, created.agent_message.s_id
+
+
+# --- agents ---------------------------------------------------------------------------------------
+
+
+async def test_list_and_get_agents(client: DustClient) -> None:
+    agents = {agent.s_id: agent for agent in await client.list_agents()}
+    assert {
+        "dust",
+        "echo000001",
+        "slow000001",
+        "research01",
+        "broken0001",
+        "files00001",
+        "story00001",
+    } <= set(agents)
+    assert agents["echo000001"].name == "echo"
+    assert agents["echo000001"].status == "active"
+    assert [agent.s_id for agent in await client.list_agents(view="global")] == ["dust"]
+    echo = await client.get_agent("echo000001")
+    assert echo.name == "echo"
+    assert echo.picture_url
+
+
+async def test_unknown_agent_is_not_found(client: DustClient) -> None:
+    with pytest.raises(DustNotFound) as caught:
+        await client.get_agent("nosuchagnt")
+    assert caught.value.status == 404
+    assert caught.value.type == "agent_configuration_not_found"
+
+
+async def test_ids_cannot_escape_their_path_segment(client: DustClient) -> None:
+    with pytest.raises(DustNotFound):
+        await client.get_agent("../../files")
+
+
+async def test_auth_error_never_shows_the_key(sim: Sim, make_client: MakeClient) -> None:
+    await sim.faults(api_key="sk-theRightOne")
+    wrong = "sk-wrongKeyABCDEF123"
+    client = make_client(api_key=SecretStr(wrong))
+    with pytest.raises(DustAuthError) as caught:
+        await client.list_agents()
+    assert caught.value.status == 401
+    for text in (str(caught.value), repr(caught.value)):
+        assert wrong not in text
+        assert "wrongKeyABCDEF123" not in text
+    with pytest.raises(DustAuthError):
+        await client.probe()
+    assert client.breaker_state == "closed"  # a 4xx proves Dust is up
+
+
+async def test_probe(client: DustClient) -> None:
+    await client.probe()
+
+
+# --- conversations and streaming ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("redirect_sse", [True, False])
+@pytest.mark.parametrize("handshake", [True, False])
+async def test_create_conversation_and_stream_exact_text(
+    sim: Sim, client: DustClient, redirect_sse: bool, handshake: bool
+) -> None:
+    await sim.faults(redirect_sse=redirect_sse, handshake=handshake)
+    created = await client.create_conversation(
+        content="hello there", mentions=["echo000001"], context=CONTEXT, title="A test"
+    )
+    assert created.user_message.content == "hello there"
+    assert created.agent_message is not None
+    assert created.agent_message.parent_message_id == created.user_message.s_id
+    assert created.agent_message.configuration_id == "echo000001"
+    assert created.conversation.title == "A test"
+
+    events = await collect(client.stream_agent_events(created.conversation.s_id, created.agent_message.s_id))
+    assert answer_text(events) == "Echo (turn 1): hello there"
+    assert events[-1].type == "agent_message_success"
+    assert events[-1].data["message"]["content"] == "Echo (turn 1): hello there"
+    assert len({e.event_id for e in events}) == len(events)
+
+    conversation = await client.get_conversation(created.conversation.s_id)
+    answer = conversation.agent_message_for(created.user_message.s_id)
+    assert answer is not None
+    assert answer.status == "succeeded"
+    assert answer.content == "Echo (turn 1): hello there"
+    await sim.wait_no_open_streams()
+    if redirect_sse:
+        assert await sim.requests("GET", "/api/sse/v1/")
+
+
+async def test_post_message_continues_the_conversation(client: DustClient) -> None:
+    conversation_id, message_id = await ask(client, "echo000001", "first")
+    assert answer_text(await collect(client.stream_agent_events(conversation_id, message_id))) == (
+        "Echo (turn 1): first"
+    )
+    posted = await client.post_message(
+        conversation_id, content="second", mentions=["echo000001"], context=CONTEXT
+    )
+    assert posted.user_message.content == "second"
+    assert len(posted.agent_messages) == 1
+    reply = posted.agent_messages[0]
+    assert reply.parent_message_id == posted.user_message.s_id
+    events = await collect(client.stream_agent_events(conversation_id, reply.s_id))
+    assert answer_text(events) == "Echo (turn 2): second"
+
+    conversation = await client.get_conversation(conversation_id)
+    kinds = [type(m).__name__ for m in conversation.current_messages()]
+    assert kinds == ["UserMessage", "AgentMessage", "UserMessage", "AgentMessage"]
+
+
+async def test_agent_error_is_a_terminal_event(client: DustClient) -> None:
+    conversation_id, message_id = await ask(client, "broken0001", "please")
+    events = await collect(client.stream_agent_events(conversation_id, message_id))
+    assert events[-1].type == "agent_error"
+    assert events[-1].is_terminal
+    assert events[-1].data["error"]["code"] == "model_error"
+
+
+async def test_unknown_message_stream_is_not_found(client: DustClient) -> None:
+    conversation_id, _ = await ask(client, "echo000001", "hi")
+    with pytest.raises(DustNotFound):
+        await collect(client.stream_agent_events(conversation_id, "nosuchmsg0"))
+    with pytest.raises(DustNotFound):
+        await client.get_conversation("nosuchconv")
+
+
+@pytest.mark.parametrize("redirect_sse", [True, False])
+async def test_reconnects_after_events_per_connection(
+    sim: Sim, client: DustClient, redirect_sse: bool
+) -> None:
+    await sim.faults(events_per_connection=5, chunk_chars=25, redirect_sse=redirect_sse)
+    conversation_id, message_id = await ask(client, "story00001", "the sea")
+    events = await collect(client.stream_agent_events(conversation_id, message_id))
+    final = events[-1]
+    assert final.type == "agent_message_success"
+    text = answer_text(events)
+    assert text.startswith("A story about the sea. 1. The lighthouse keeper")
+    assert text == final.data["message"]["content"]
+    assert len({e.event_id for e in events}) == len(events)
+    # Every connection replays from lastEventId; had the client not sent it, each would repeat the
+    # first five (already seen) events and the stream would give up instead of finishing.
+    assert (await sim.stats())["stream_connections"] >= len(events) // 5
+
+
+async def test_reconnects_after_a_cut_connection(sim: Sim, client: DustClient) -> None:
+    await sim.faults(cut_stream_after=3, chunk_chars=25)
+    conversation_id, message_id = await ask(client, "story00001", "a cut")
+    events = await collect(client.stream_agent_events(conversation_id, message_id))
+    assert events[-1].type == "agent_message_success"
+    assert answer_text(events) == events[-1].data["message"]["content"]
+    assert len({e.event_id for e in events}) == len(events)
+    assert (await sim.stats())["stream_connections"] >= 2
+
+
+async def test_resume_from_a_last_event_id(sim: Sim, client: DustClient) -> None:
+    await sim.faults(chunk_chars=25)
+    conversation_id, message_id = await ask(client, "story00001", "resuming")
+    first_part: list[AgentEvent] = []
+    stream = client.stream_agent_events(conversation_id, message_id)
+    async for event in stream:
+        first_part.append(event)
+        if len(first_part) == 4:
+            break
+    await stream.aclose()
+    await sim.wait_no_open_streams()  # closing the generator closed the HTTP response
+    rest = await collect(
+        client.stream_agent_events(conversation_id, message_id, last_event_id=first_part[-1].event_id)
+    )
+    events = first_part + rest
+    assert answer_text(events) == events[-1].data["message"]["content"]
+    assert len({e.event_id for e in events}) == len(events)
+
+
+async def test_silence_longer_than_the_read_timeout_reconnects(sim: Sim, make_client: MakeClient) -> None:
+    await sim.faults(slow_seconds=1.5)
+    client = make_client(stream_read_timeout=0.4)
+    conversation_id, message_id = await ask(client, "slow000001", "wait")
+    events = await collect(client.stream_agent_events(conversation_id, message_id))
+    assert answer_text(events) == "Done after waiting: wait"
+    assert (await sim.stats())["stream_connections"] >= 2
+
+
+async def test_cancel_ends_the_stream_although_the_socket_stays_open(sim: Sim, client: DustClient) -> None:
+    await sim.faults(slow_seconds=30)
+    conversation_id, message_id = await ask(client, "slow000001", "never mind")
+    seen: list[AgentEvent] = []
+    with anyio.fail_after(10):
+        async for event in client.stream_agent_events(conversation_id, message_id):
+            seen.append(event)
+            if len(seen) == 1:
+                await client.cancel(conversation_id, [message_id])
+    assert seen[-1].type == "agent_generation_cancelled"
+    stats = await sim.stats()
+    assert stats["cancels"] == [{"conversationId": conversation_id, "messageIds": [message_id]}]
+    await sim.wait_no_open_streams()
+
+
+async def test_cancel_on_unknown_conversation(client: DustClient) -> None:
+    with pytest.raises(DustNotFound):
+        await client.cancel("nosuchconv", ["nosuchmsg0"])
+
+
+async def test_consumer_cancellation_closes_the_stream(sim: Sim, client: DustClient) -> None:
+    await sim.faults(slow_seconds=30)
+    conversation_id, message_id = await ask(client, "slow000001", "cancel me")
+
+    async def consume() -> None:
+        async for _ in client.stream_agent_events(conversation_id, message_id):
+            pass
+
+    task = asyncio.create_task(consume())
+    with anyio.fail_after(5):
+        while (await sim.stats())["open_streams"] == 0:
+            await anyio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await sim.wait_no_open_streams()
+    await client.cancel(conversation_id, [message_id])
+
+
+# --- retries, rate limits and the breaker -------------------------------------------------------
+
+
+async def test_429_burst_on_post_is_retried(sim: Sim, client: DustClient) -> None:
+    await sim.faults(
+        fail_next=[
+            {
+                "match": "/assistant/conversations",
+                "method": "POST",
+                "status": 429,
+                "type": "rate_limit_error",
+                "count": 2,
+            }
+        ]
+    )
+    conversation_id, message_id = await ask(client, "echo000001", "after the burst")
+    assert len(await sim.requests("POST", "/assistant/conversations")) == 3
+    assert answer_text(await collect(client.stream_agent_events(conversation_id, message_id))) == (
+        "Echo (turn 1): after the burst"
+    )
+
+
+async def test_429_beyond_the_retries_raises_rate_limited(sim: Sim, make_client: MakeClient) -> None:
+    client = make_client(max_retries=1)
+    await sim.faults(
+        fail_next=[
+            {"match": "/files", "method": "POST", "status": 429, "type": "rate_limit_error", "count": 5}
+        ]
+    )
+    with pytest.raises(DustRateLimited) as caught:
+        await client.create_file(content_type="text/plain", file_name="a.txt", file_size=3)
+    assert caught.value.type == "rate_limit_error"
+    assert len(await sim.requests("POST", "/files")) == 2
+
+
+async def test_500_on_post_is_not_retried(sim: Sim, client: DustClient) -> None:
+    await sim.faults(
+        fail_next=[{"match": "/assistant/conversations", "method": "POST", "status": 500, "count": 1}]
+    )
+    with pytest.raises(DustServerError) as caught:
+        await ask(client, "echo000001", "once only")
+    assert caught.value.status == 500
+    assert len(await sim.requests("POST", "/assistant/conversations")) == 1
+
+
+async def test_get_is_retried_on_503(sim: Sim, client: DustClient) -> None:
+    await sim.faults(
+        fail_next=[{"match": "/agent_configurations", "method": "GET", "status": 503, "count": 2}]
+    )
+    assert await client.list_agents()
+    assert len(await sim.requests("GET", "/agent_configurations")) == 3
+
+
+async def test_down_opens_the_breaker_which_fails_fast_then_recovers(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    client = make_client(max_retries=1, breaker=CircuitBreaker(failures=2, reset_seconds=0.5))
+    await sim.faults(down=True)
+    for _ in range(2):
+        with pytest.raises((DustServerError, DustUnavailable)) as caught:
+            await client.list_agents()
+        assert caught.value.status == 503
+    assert client.breaker_state == "open"
+    before = (await sim.stats())["requests_total"]
+    with pytest.raises(DustUnavailable) as fast:
+        await client.list_agents()
+    assert fast.value.type == "circuit_open"
+    assert "failing fast" in str(fast.value)
+    assert (await sim.stats())["requests_total"] == before  # nothing was sent
+
+    await sim.faults(down=False)
+    await anyio.sleep(0.55)
+    assert client.breaker_state == "half_open"
+    assert await client.list_agents()
+    assert client.breaker_state == "closed"
+
+
+async def test_stream_gives_up_after_max_reconnects(sim: Sim, make_client: MakeClient) -> None:
+    client = make_client(stream_max_reconnects=3)
+    conversation_id, message_id = await ask(client, "echo000001", "no stream for you")
+    await sim.faults(fail_next=[{"match": "/events", "method": "GET", "status": 503, "count": 100}])
+    with pytest.raises(DustStreamError) as caught:
+        await collect(client.stream_agent_events(conversation_id, message_id))
+    assert caught.value.type == "stream_reconnects_exhausted"
+    assert "503" in str(caught.value)
+    # The redirect target path also contains "/events": count the first hop only.
+    attempts = [r for r in await sim.requests("GET", "/events") if "/api/v1/" in str(r.get("path"))]
+    assert len(attempts) == 4
+
+
+async def test_stream_auth_error_is_raised_at_once(sim: Sim, client: DustClient) -> None:
+    conversation_id, message_id = await ask(client, "echo000001", "hi")
+    await sim.faults(api_key="sk-someoneElse")
+    with pytest.raises(DustAuthError):
+        await collect(client.stream_agent_events(conversation_id, message_id))
+
+
+# --- files and content fragments ----------------------------------------------------------------
+
+
+async def test_file_upload_and_attach_on_create(client: DustClient) -> None:
+    data = b"name,value\nalpha,1\n"
+    created = await client.create_file(content_type="text/csv", file_name="data.csv", file_size=len(data))
+    assert created.s_id.startswith("fil_")
+    assert created.status == "created"
+    assert created.upload_url
+    uploaded = await client.upload_file(created, data, content_type="text/csv")
+    assert uploaded.status == "ready"
+    assert uploaded.file_size == len(data)
+
+    result = await client.create_conversation(
+        content="what do you see?",
+        mentions=["files00001"],
+        context=CONTEXT,
+        content_fragments=[{"title": "data.csv", "fileId": uploaded.s_id}],
+    )
+    assert result.agent_message is not None
+    events = await collect(client.stream_agent_events(result.conversation.s_id, result.agent_message.s_id))
+    assert answer_text(events) == "I can see 1 file(s): data.csv (text/csv)"
+
+
+async def test_streamed_upload_and_content_fragment(client: DustClient) -> None:
+    conversation_id, message_id = await ask(client, "echo000001", "first")
+    await collect(client.stream_agent_events(conversation_id, message_id))
+
+    chunks = [b"# Notes\n", b"line two\n" * 100, b"end\n"]
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    size = sum(len(c) for c in chunks)
+    created = await client.create_file(
+        content_type="text/markdown",
+        file_name='notes "v2".md',
+        file_size=size,
+        conversation_id=conversation_id,
+    )
+    uploaded = await client.upload_file(created, body(), content_type="text/markdown")
+    assert uploaded.status == "ready"
+
+    fragment = await client.create_content_fragment(conversation_id, title="notes.md", file_id=uploaded.s_id)
+    assert fragment.title == "notes.md"
+    assert fragment.file_id == uploaded.s_id
+    assert fragment.content_type == "text/markdown"
+
+    posted = await client.post_message(
+        conversation_id, content="and now?", mentions=["files00001"], context=CONTEXT
+    )
+    events = await collect(client.stream_agent_events(conversation_id, posted.agent_messages[0].s_id))
+    assert answer_text(events) == "I can see 1 file(s): notes.md (text/markdown)"
+
+
+async def test_second_upload_of_a_file_is_rejected(client: DustClient) -> None:
+    created = await client.create_file(content_type="text/plain", file_name="a.txt", file_size=3)
+    await client.upload_file(created, b"abc", content_type="text/plain")
+    with pytest.raises(DustError) as caught:
+        await client.upload_file(created, b"abc", content_type="text/plain")
+    assert caught.value.status is not None and 400 <= caught.value.status < 500
+
+
+# --- unreachable Dust (no simulator needed) -----------------------------------------------------
+
+
+@dataclass
+class Captured:
+    head: bytes
+    body: bytes
+
+
+@contextlib.asynccontextmanager
+async def black_hole() -> AsyncIterator[tuple[int, list[Captured]]]:
+    """A TCP server that reads each request and never answers; yields (port, requests seen)."""
+    seen: list[Captured] = []
+    handlers: list[asyncio.Task[Any]] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        writers.append(writer)
+        with contextlib.suppress(Exception):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            seen.append(Captured(head, await reader.readexactly(length)))
+            await reader.read()  # hold the connection open until the client gives up
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, seen
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def test_post_that_timed_out_is_never_retried_but_get_is() -> None:
+    async with black_hole() as (port, seen):
+        client = DustClient(f"http://127.0.0.1:{port}", WORKSPACE, SecretStr(KEY), timeout=0.3, max_retries=2)
+        async with client:
+            with pytest.raises(DustUnavailable) as caught:
+                await ask(client, "echo000001", "did it arrive?")
+            assert caught.value.type == "timeout"
+            assert len(seen) == 1
+            assert seen[0].head.startswith(b"POST /api/v1/w/demo/assistant/conversations ")
+            assert KEY not in str(caught.value) and KEY not in repr(caught.value)
+            seen.clear()
+            with pytest.raises(DustUnavailable):
+                await client.list_agents()
+            assert len(seen) == 3
+
+
+async def test_request_headers_and_create_body() -> None:
+    async with black_hole() as (port, seen):
+        client = DustClient(f"http://127.0.0.1:{port}", WORKSPACE, SecretStr(KEY), timeout=0.3, max_retries=0)
+        async with client:
+            with pytest.raises(DustUnavailable):
+                await client.create_conversation(
+                    content="hi",
+                    mentions=["echo000001"],
+                    context=MessageContext(username="tester", timezone="UTC", email="t@example.com"),
+                    content_fragments=[{"title": "a.txt", "fileId": "fil_1"}],
+                )
+    head = seen[0].head.lower()
+    assert b"\r\nauthorization: bearer " + KEY.lower().encode() + b"\r\n" in head
+    assert b"\r\nuser-agent: dust-mcp-bridge/" in head
+    assert b"\r\ncontent-type: application/json\r\n" in head
+    assert json.loads(seen[0].body) == {
+        "title": None,
+        "visibility": "unlisted",
+        "blocking": False,
+        "message": {
+            "content": "hi",
+            "mentions": [{"configurationId": "echo000001"}],
+            "context": {"username": "tester", "timezone": "UTC", "origin": "api", "email": "t@example.com"},
+        },
+        "contentFragments": [{"title": "a.txt", "fileId": "fil_1"}],
+    }
+
+
+async def test_connection_refused_is_unavailable_and_feeds_the_breaker() -> None:
+    port = free_port()  # nothing listens there
+    breaker = CircuitBreaker(failures=2, reset_seconds=60)
+    async with DustClient(
+        f"http://127.0.0.1:{port}", WORKSPACE, SecretStr(KEY), max_retries=1, breaker=breaker
+    ) as client:
+        for _ in range(2):
+            with pytest.raises(DustUnavailable) as caught:
+                await client.create_conversation(content="x", mentions=["echo000001"], context=CONTEXT)
+            assert caught.value.type == "unreachable"
+        assert client.breaker_state == "open"
+        with pytest.raises(DustUnavailable) as fast:
+            await client.probe()
+        assert fast.value.type == "circuit_open"

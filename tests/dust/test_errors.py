@@ -1,0 +1,98 @@
+"""Error mapping and sanitising, from a status and a body alone (no server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.dust.errors import (
+    MAX_MESSAGE_CHARS,
+    DustAuthError,
+    DustBadRequest,
+    DustError,
+    DustNotFound,
+    DustRateLimited,
+    DustServerError,
+    error_from_response,
+    parse_retry_after,
+    sanitize,
+)
+
+
+def body(err_type: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": err_type, "message": message}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "err_type", "expected"),
+    [
+        (401, "invalid_api_key_error", DustAuthError),
+        (401, "not_authenticated", DustAuthError),
+        (403, "workspace_can_use_product_required_error", DustAuthError),
+        (403, "plan_message_limit_exceeded", DustRateLimited),
+        (403, "conversation_access_restricted", DustBadRequest),
+        (404, "conversation_not_found", DustNotFound),
+        (404, "agent_configuration_not_found", DustNotFound),
+        (404, "workspace_not_found", DustNotFound),
+        (400, "invalid_request_error", DustBadRequest),
+        (413, "content_too_large", DustBadRequest),
+        (429, "rate_limit_error", DustRateLimited),
+        (500, "internal_server_error", DustServerError),
+        (503, "service_unavailable", DustServerError),
+    ],
+)
+def test_status_and_type_map_to_class(status: int, err_type: str, expected: type[DustError]) -> None:
+    error = error_from_response(status, body(err_type, "Something."))
+    assert type(error) is expected
+    assert error.status == status
+    assert error.type == err_type
+    assert error.message == "Something."
+
+
+def test_html_body_gives_short_clean_message() -> None:
+    page = b"<html><head><title>502</title></head><body>" + b"x" * 5000 + b"</body></html>"
+    error = error_from_response(502, page, content_type="text/html; charset=utf-8")
+    assert isinstance(error, DustServerError)
+    assert error.type == "http_502"
+    assert error.message == "Dust answered 502 Bad Gateway (text/html)"
+    assert "<html" not in str(error) and "<html" not in repr(error)
+
+
+def test_bodiless_403_is_auth_and_413_is_content_too_large() -> None:
+    assert isinstance(error_from_response(403, b""), DustAuthError)
+    error = error_from_response(413, b"")
+    assert isinstance(error, DustBadRequest)
+    assert error.type == "content_too_large"
+
+
+def test_retry_after_seconds_and_date() -> None:
+    error = error_from_response(429, body("rate_limit_error", "Slow down."), retry_after="7")
+    assert isinstance(error, DustRateLimited)
+    assert error.retry_after == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_secrets_never_reach_str_or_repr() -> None:
+    key = "sk-0123456789abcdefABCDEF"
+    message = f"Key {key} with header Authorization: Bearer {key} and token oauth-TOKEN-42 failed"
+    error = error_from_response(401, body("invalid_api_key_error", message), secrets=["oauth-TOKEN-42"])
+    for text in (str(error), repr(error), error.message, str(error.args)):
+        assert key not in text
+        assert "0123456789abcdef" not in text
+        assert "oauth-TOKEN-42" not in text
+    assert "sk-***" in error.message
+
+
+def test_direct_construction_is_sanitised_too() -> None:
+    error = DustError("leaked Bearer abc.def.ghi here", status=500)
+    assert "abc.def.ghi" not in str(error)
+    assert str(error) == "leaked Bearer *** here (HTTP 500, dust_error)"
+
+
+def test_message_is_truncated_and_whitespace_collapsed() -> None:
+    text = sanitize("a\n\n\tb " + "y" * 1000)
+    assert text.startswith("a b y")
+    assert len(text) == MAX_MESSAGE_CHARS

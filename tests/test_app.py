@@ -1,0 +1,117 @@
+"""HTTP surface: health, readiness with reasons, status, demo mode, and Redis outages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.types import CallToolResult, TextContent
+
+from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
+
+
+def text_of(result: CallToolResult) -> str:
+    return "".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+async def wait_ready(url: str, want: int, timeout: float = 20.0) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            async with httpx2.AsyncClient() as http:
+                response = await http.get(f"{url}/readyz")
+            if response.status_code == want:
+                body: dict[str, Any] = response.json()
+                return body
+            await anyio.sleep(0.2)
+
+
+async def test_health_ready_and_status_against_dust_and_redis(simulator: Proc, redis_server: Proc) -> None:
+    with running(start_bridge(bridge_env(simulator, redis_server.port))) as bridge:
+        async with httpx2.AsyncClient() as http:
+            health = await http.get(f"{bridge.url}/healthz")
+            status = (await http.get(f"{bridge.url}/status")).json()
+        ready = await wait_ready(bridge.url, 200)
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert ready["checks"] == {"store": "ok", "dust": "ok"}
+    assert status["mode"] == "dust" and status["store"] == "redis"
+    assert status["dust"]["circuit"] == "closed"
+    assert "sk-" not in str(status)
+
+
+async def test_demo_mode_says_so_and_answers_without_a_key() -> None:
+    with running(start_bridge({"BRIDGE_HEARTBEAT_SECONDS": "1"})) as bridge:
+        async with httpx2.AsyncClient() as http:
+            status = (await http.get(f"{bridge.url}/status")).json()
+        async with Client(f"{bridge.url}/mcp") as client:
+            result = await client.call_tool("ask_agent", {"agent": "echo", "message": "demo"})
+        log = bridge.log()
+    assert status["mode"] == "demo"
+    assert "DEMO MODE" in status["warning"]
+    assert "DEMO MODE" in log
+    assert text_of(result).startswith("Echo (turn 1): demo")
+
+
+async def test_production_switch_refuses_to_start_without_a_key() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "serve", "--port", str(free_port())],
+        env={"BRIDGE_DEMO": "off", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "DUST_API_KEY is required when BRIDGE_DEMO=off" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_readyz_names_an_unreachable_dust(redis_server: Proc) -> None:
+    env = bridge_env(None, redis_server.port)
+    env.update(
+        {
+            "DUST_BASE_URL": f"http://127.0.0.1:{free_port()}",
+            "DUST_API_KEY": "sk-unreachable000",
+            "DUST_WORKSPACE_ID": "demo",
+            "BRIDGE_DEMO": "off",
+            "BRIDGE_DUST_MAX_RETRIES": "0",
+        }
+    )
+    with running(start_bridge(env)) as bridge:
+        body = await wait_ready(bridge.url, 503)
+        async with Client(f"{bridge.url}/mcp") as client:
+            result = await client.call_tool("list_agents", {})
+    assert body["checks"]["dust"] == "unavailable"
+    assert "Dust" in body["reason"]
+    assert result.is_error
+    assert "sk-unreachable000" not in bridge.log() + text_of(result) + str(body)
+
+
+async def test_redis_down_at_start_and_mid_run_gives_clear_errors_and_recovers(simulator: Proc) -> None:
+    redis_port = free_port()
+    with running(start_bridge(bridge_env(simulator, redis_port))) as bridge:
+        # Redis is not running yet: the bridge is alive but not ready, and says why.
+        body = await wait_ready(bridge.url, 503)
+        assert "Redis" in body["reason"]
+        async with Client(f"{bridge.url}/mcp") as client:
+            down = await client.call_tool("ask_agent", {"agent": "echo", "message": "hi"})
+            assert down.is_error and "context store (Redis) is unreachable" in text_of(down)
+            with running(start_redis(port=redis_port)) as redis:
+                await wait_ready(bridge.url, 200)
+                first = await client.call_tool("ask_agent", {"agent": "echo", "message": "up"})
+                assert not first.is_error, text_of(first)
+                handle = (first.structured_content or {})["conversation"]
+                redis.stop()
+                mid = await client.call_tool(
+                    "ask_agent", {"agent": "echo", "message": "down again", "conversation": handle}
+                )
+                assert mid.is_error and "unreachable" in text_of(mid)
+            with running(start_redis(port=redis_port)):
+                await wait_ready(bridge.url, 200)
+                after = await client.call_tool("ask_agent", {"agent": "echo", "message": "back"})
+        assert not after.is_error, text_of(after)
+        assert bridge.popen.poll() is None

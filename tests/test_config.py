@@ -1,0 +1,85 @@
+"""Settings: every bad value is a one-line error that names its variable and never echoes a secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.config import ConfigError, DemoMode, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory) -> None:
+    for name in ("DUST_API_KEY", "DUST_WORKSPACE_ID", "DUST_BASE_URL", "REDIS_URL", "BRIDGE_DEMO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_are_demo_mode_without_a_key() -> None:
+    settings = load_settings()
+    assert settings.demo is DemoMode.AUTO
+    assert settings.demo_active
+    assert settings.port == 8080 and settings.host == "127.0.0.1"
+    assert settings.context_ttl_seconds == 3600
+    assert settings.heartbeat_seconds == 15
+
+
+def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUST_API_KEY", "sk-abcdef123456")
+    monkeypatch.setenv("DUST_WORKSPACE_ID", "w0rkspace1")
+    monkeypatch.setenv("DUST_BASE_URL", "https://eu.dust.tt/")
+    settings = load_settings()
+    assert not settings.demo_active
+    assert settings.dust_base_url == "https://eu.dust.tt"
+    assert "sk-abcdef123456" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DUST_BASE_URL", "ftp://dust.tt", "DUST_BASE_URL: must be an http(s) URL"),
+        ("BRIDGE_CONTEXT_TTL_SECONDS", "abc", "BRIDGE_CONTEXT_TTL_SECONDS:"),
+        (
+            "BRIDGE_CONTEXT_TTL_SECONDS",
+            "0",
+            "BRIDGE_CONTEXT_TTL_SECONDS: Input should be greater than or equal to 1",
+        ),
+        ("BRIDGE_HEARTBEAT_SECONDS", "-1", "BRIDGE_HEARTBEAT_SECONDS:"),
+        ("BRIDGE_DEMO", "maybe", "BRIDGE_DEMO:"),
+        ("REDIS_URL", "http://localhost:6379", "REDIS_URL: must start with redis://"),
+        ("BRIDGE_PORT", "70000", "BRIDGE_PORT:"),
+        ("BRIDGE_LOG_LEVEL", "LOUD", "BRIDGE_LOG_LEVEL: must be one of"),
+    ],
+)
+def test_bad_value_names_the_variable_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_production_switch_makes_a_missing_key_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_DEMO", "off")
+    with pytest.raises(ConfigError, match="DUST_API_KEY is required when BRIDGE_DEMO=off"):
+        load_settings()
+
+
+def test_key_without_workspace_is_an_error_that_does_not_echo_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DUST_API_KEY", "sk-secretvalue999")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "DUST_WORKSPACE_ID" in str(info.value)
+    assert "sk-secretvalue999" not in str(info.value)
+
+
+def test_csv_lists_are_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_AGENT_TOOLS", "echo, dust ,")
+    monkeypatch.setenv("BRIDGE_ALLOWED_HOSTS", "bridge.example.com")
+    settings = load_settings()
+    assert settings.agent_tools == ["echo", "dust"]
+    assert settings.allowed_hosts == ["bridge.example.com"]

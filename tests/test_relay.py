@@ -1,0 +1,105 @@
+"""The streaming relay: coalesced tokens, tool status lines, heartbeats while Dust is silent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from bridge.dust.events import AgentEvent
+from bridge.relay import StreamRelay
+
+
+def tokens(text: str, n: int, classification: str = "tokens") -> AgentEvent:
+    return AgentEvent(
+        event_id=f"1-{n}", type="generation_tokens", data={"text": text, "classification": classification}
+    )
+
+
+def success(content: str) -> AgentEvent:
+    return AgentEvent(event_id="9-9", type="agent_message_success", data={"message": {"content": content}})
+
+
+async def feed(events: list[AgentEvent | float]) -> AsyncIterator[AgentEvent]:
+    for item in events:
+        if isinstance(item, float):
+            await anyio.sleep(item)
+        else:
+            yield item
+
+
+def make_relay(sent: list[str], **kw: float) -> StreamRelay:
+    async def emit(message: str) -> None:
+        sent.append(message)
+
+    return StreamRelay(
+        emit,
+        heartbeat_seconds=kw.get("heartbeat", 10.0),
+        coalesce_seconds=kw.get("coalesce", 10.0),
+        coalesce_chars=int(kw.get("chars", 10)),
+    )
+
+
+async def test_tokens_are_coalesced_by_size_and_the_answer_is_exact() -> None:
+    sent: list[str] = []
+    events: list[AgentEvent | float] = [tokens(c, i) for i, c in enumerate("abcdefghijklmnopqrstuvwxy")]
+    events.append(success("abcdefghijklmnopqrstuvwxy"))
+    outcome = await make_relay(sent, chars=10).run(feed(events))
+    assert outcome.text == "abcdefghijklmnopqrstuvwxy"
+    assert sent == ["abcdefghij", "klmnopqrst", "uvwxy"]
+    assert outcome.terminal is not None and outcome.terminal.type == "agent_message_success"
+
+
+async def test_tokens_are_flushed_after_the_coalescing_interval() -> None:
+    sent: list[str] = []
+    events: list[AgentEvent | float] = [tokens("ab", 1), 0.3, tokens("cd", 2), success("abcd")]
+    await make_relay(sent, chars=1000, coalesce=0.05).run(feed(events))
+    assert sent == ["ab", "cd"]
+
+
+async def test_heartbeats_while_dust_is_silent_and_tool_status_lines() -> None:
+    sent: list[str] = []
+    events: list[AgentEvent | float] = [
+        AgentEvent(event_id="1-1", type="tool_call_started", data={"toolName": "web_search"}),
+        0.35,
+        AgentEvent(event_id="1-2", type="agent_action_success", data={"action": {"toolName": "web_search"}}),
+        tokens("done", 3),
+        success("done"),
+    ]
+    outcome = await make_relay(sent, heartbeat=0.1).run(feed(events))
+    assert sent[0] == "[tool] web_search started"
+    beats = [m for m in sent if m.startswith("[waiting]")]
+    assert len(beats) >= 2
+    assert all("web_search running" in m for m in beats)
+    assert "[tool] web_search done" in sent
+    assert outcome.heartbeats == len(beats)
+    assert sent[-1] == "done"
+
+
+async def test_chain_of_thought_is_hidden_by_default() -> None:
+    sent: list[str] = []
+    events: list[AgentEvent | float] = [tokens("hmm", 1, "chain_of_thought"), tokens("hi", 2), success("hi")]
+    outcome = await make_relay(sent).run(feed(events))
+    assert sent == ["hi"]
+    assert outcome.text == "hi"
+
+
+async def test_stream_error_is_reraised_after_flushing() -> None:
+    sent: list[str] = []
+
+    async def broken() -> AsyncIterator[AgentEvent]:
+        yield tokens("partial", 1)
+        raise ConnectionError("cut")
+
+    with pytest.raises(ConnectionError):
+        await make_relay(sent).run(broken())
+    assert sent == ["partial"]
+
+
+async def test_agent_error_is_the_terminal_event() -> None:
+    sent: list[str] = []
+    error = AgentEvent(event_id="1-2", type="agent_error", data={"error": {"code": "x", "message": "boom"}})
+    outcome = await make_relay(sent).run(feed([tokens("a", 1), error]))
+    assert outcome.terminal is error
+    assert outcome.text == "a"
