@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -90,6 +92,14 @@ async def _check_ready(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     return 200, {"status": "ready", "checks": checks}
 
 
+def _process_counts() -> dict[str, int]:
+    """Tasks and file descriptors of this process: what a leak would make grow."""
+    counts = {"tasks": len(asyncio.all_tasks())}
+    with contextlib.suppress(OSError):
+        counts["open_fds"] = len(os.listdir("/proc/self/fd"))
+    return counts
+
+
 def create_app(settings: Settings) -> Starlette:
     """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, `/healthz`, `/readyz`, `/status`."""
     holder = _Holder()
@@ -131,6 +141,7 @@ def create_app(settings: Settings) -> Starlette:
             "store": runtime.store.kind,
             "transports": ["streamable-http:/mcp", "sse:/sse"],
             "active_streams": runtime.conversations.active_streams,
+            "process": _process_counts(),
         }
         if runtime.demo:
             body["warning"] = DEMO_BANNER

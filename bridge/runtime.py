@@ -17,7 +17,6 @@ import anyio
 import uvicorn
 from pydantic import SecretStr
 
-from bridge import __version__
 from bridge.agents import AgentDirectory
 from bridge.config import Settings
 from bridge.conversations import ConversationService
@@ -109,7 +108,6 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             ),
             stream_max_reconnects=settings.stream_max_reconnects,
             stream_total_timeout=settings.answer_timeout_seconds,
-            user_agent=f"dust-mcp-bridge/{__version__}",
         )
         stack.push_async_callback(dust.aclose)
         store = create_store(settings.redis_url, settings.context_ttl_seconds)

@@ -39,6 +39,11 @@ def stats(simulator: Proc) -> dict[str, Any]:
     return body
 
 
+def status(bridge: Proc) -> dict[str, Any]:
+    body: dict[str, Any] = httpx2.get(f"{bridge.url}/status", timeout=5).json()
+    return body
+
+
 def text_of(result: CallToolResult) -> str:
     return "".join(block.text for block in result.content if isinstance(block, TextContent))
 
@@ -200,27 +205,41 @@ async def test_heartbeats_arrive_while_a_slow_agent_is_silent(bridge: Proc, simu
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_client_cancel_cancels_the_generation_at_dust(bridge: Proc, simulator: Proc, mode: str) -> None:
-    faults(simulator, token_delay_ms=200)
-    progress = Progress()
+async def test_client_cancel_cancels_the_generation_at_dust_and_leaks_nothing(
+    bridge: Proc, simulator: Proc, mode: str
+) -> None:
     async with Client(f"{bridge.url}/mcp", mode=mode) as client:  # type: ignore[arg-type]
-        async with anyio.create_task_group() as tg:
+        await ask(client, agent="echo", message="warm up")  # lazily created pools and tasks exist now
+    baseline = status(bridge)["process"]
+    faults(simulator, token_delay_ms=200)
+    settled: list[dict[str, int]] = []
+    for round_ in range(1, 4):
+        progress = Progress()
+        async with Client(f"{bridge.url}/mcp", mode=mode) as client:  # type: ignore[arg-type]
+            async with anyio.create_task_group() as tg:
 
-            async def call() -> None:
-                await ask(client, progress, agent="storyteller", message="a long story")
+                async def call(client: Client, progress: Progress) -> None:
+                    await ask(client, progress, agent="storyteller", message="a long story")
 
-            tg.start_soon(call)
+                tg.start_soon(call, client, progress)
+                with anyio.fail_after(20):
+                    await progress.first.wait()
+                tg.cancel_scope.cancel()
             with anyio.fail_after(20):
-                await progress.first.wait()
-            tg.cancel_scope.cancel()
+                while len(stats(simulator)["cancels"]) < round_:
+                    await anyio.sleep(0.05)
         with anyio.fail_after(20):
-            while not stats(simulator)["cancels"]:
+            while stats(simulator)["open_streams"]:
                 await anyio.sleep(0.05)
+        # Nothing left behind in the bridge: no stream, no extra task.
+        with anyio.fail_after(20):
+            while (now := status(bridge))["active_streams"] or now["process"]["tasks"] > baseline["tasks"]:
+                await anyio.sleep(0.05)
+        settled.append(now["process"])
     cancels = stats(simulator)["cancels"]
-    assert len(cancels) == 1 and len(cancels[0]["messageIds"]) == 1
-    with anyio.fail_after(20):
-        while stats(simulator)["open_streams"]:
-            await anyio.sleep(0.05)
+    assert len(cancels) == 3 and all(len(c["messageIds"]) == 1 for c in cancels)
+    # Pooled keep-alive connections may add a socket once; repeated cancels must not add more.
+    assert settled[-1]["open_fds"] <= settled[0]["open_fds"]
 
 
 async def test_stream_cut_mid_answer_is_resumed_without_loss_or_duplication(

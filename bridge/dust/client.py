@@ -13,7 +13,6 @@ the circuit breaker.
 
 from __future__ import annotations
 
-import importlib.metadata
 import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
@@ -27,6 +26,7 @@ import anyio
 import httpx2
 import pydantic
 
+from bridge import __version__
 from bridge.dust.breaker import CircuitBreaker
 from bridge.dust.errors import (
     DustError,
@@ -47,12 +47,7 @@ from bridge.dust.models import (
     UserMessage,
 )
 
-try:
-    _VERSION = importlib.metadata.version("dust-mcp-bridge")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    _VERSION = "0+unknown"
-
-DEFAULT_USER_AGENT = f"dust-mcp-bridge/{_VERSION}"
+DEFAULT_USER_AGENT = f"dust-mcp-bridge/{__version__}"
 
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0

@@ -1,0 +1,590 @@
+"""Streaming overhead of dust-mcp-bridge against the direct floor, and its memory per live context.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/stream_overhead.py [--concurrency 1,50,200] [--turns N] [--quick]
+                                              [--redis] [--phases latency,rss] [--json PATH]
+
+What it does:
+
+1. Starts the Dust simulator (token delay 15 ms, 4 characters per `generation_tokens` event) and two
+   bridges against it: one with the default progress coalescing (BRIDGE_COALESCE_MS=100,
+   BRIDGE_COALESCE_CHARS=200) and one with coalescing off (BRIDGE_COALESCE_MS=0: every token event
+   is relayed at once). In-memory context store unless --redis.
+2. For each concurrency level C, in rounds (all C callers start together; the round ends when all
+   are done), and interleaving the three paths round by round so drift hits them alike:
+   - direct: C tasks share one `bridge.dust.client.DustClient` (the bridge's own client code) and
+     each creates a conversation with `echo000001` and reads its event stream to the terminal event;
+   - bridge: C MCP clients (`mcp.Client`, created and warmed with `list_tools` before timing) each
+     call `ask_agent` with the same message and a progress callback.
+   Time to first chunk = first `generation_tokens` event (direct) / first progress notification
+   carrying answer text (bridge); time to result = terminal event / `call_tool` returning. Both are
+   measured from just before the create-conversation POST / `call_tool`.
+3. RSS: a fresh bridge answers 1,000 then 1,000 more `ask_agent` calls (50 at a time) and its
+   VmRSS/VmHWM are read from /proc before, between and after.
+
+Every child process is stopped by pid on the way out; every loop is bounded and the whole run has
+an overall timeout. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shlex
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.types import CallToolResult, TextContent
+from pydantic import SecretStr
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bridge.dust.client import DustClient  # noqa: E402
+from bridge.dust.models import MessageContext  # noqa: E402
+from tests.procs import Proc, start_bridge, start_redis, start_simulator  # noqa: E402
+
+AGENT_SID = "echo000001"
+AGENT_NAME = "echo"
+# The echo agent answers "Echo (turn 1): <message>": 52 characters, i.e. 13 token events of 4
+# characters, one every TOKEN_DELAY_MS, so about 200 ms of generation.
+MESSAGE = "How long does a streamed answer take?"
+EXPECTED = f"Echo (turn 1): {MESSAGE}"
+RSS_MESSAGE = "x"
+TOKEN_DELAY_MS = 15.0
+CHUNK_CHARS = 4
+API_KEY = "sk-bench123456"
+WORKSPACE = "demo"
+CALL_TIMEOUT = 60.0  # seconds one ask may take before it counts as an error
+OVERALL_TIMEOUT = 1200.0  # seconds for the whole run
+
+BRIDGE_VARIANTS: dict[str, dict[str, str]] = {
+    # What a user sees: the defaults (first flush up to 100 ms after the first token).
+    "bridge (coalesce 100ms)": {},
+    # The bridge's own overhead: every token event relayed at once.
+    "bridge (coalesce 0)": {"BRIDGE_COALESCE_MS": "0"},
+}
+
+
+# --- small utilities --------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between closest ranks."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in KiB."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds a process has used (this process when pid is None)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_facts() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kib = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def redis_dbsize(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"DBSIZE\r\n")
+        reply = sock.recv(64)
+    return int(reply.strip().lstrip(b":"))
+
+
+class LoopLag:
+    """Measures how late this process's event loop wakes up (a sign the client side is saturated)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await anyio.sleep(self.interval)
+            self.samples.append(time.perf_counter() - start - self.interval)
+
+
+@dataclass
+class Sample:
+    first_chunk: float | None
+    result: float
+    error: str | None = None
+
+
+@dataclass
+class PathStats:
+    """All samples of one path at one concurrency level, plus the CPU it cost."""
+
+    samples: list[Sample] = field(default_factory=list)
+    wall: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    lag: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[Sample]:
+        return [s for s in self.samples if s.error is None]
+
+    @property
+    def errors(self) -> list[str]:
+        return [s.error for s in self.samples if s.error is not None]
+
+    def ttfc(self) -> list[float]:
+        return [s.first_chunk for s in self.ok if s.first_chunk is not None]
+
+    def ttr(self) -> list[float]:
+        return [s.result for s in self.ok]
+
+
+# --- the two paths ----------------------------------------------------------------------------
+
+
+async def direct_once(dust: DustClient, message: str, expected: str) -> Sample:
+    """Create a conversation and read its events with the project's DustClient."""
+    context = MessageContext(username="bench", timezone="UTC")
+    t0 = time.perf_counter()
+    first: float | None = None
+    try:
+        with anyio.fail_after(CALL_TIMEOUT):
+            created = await dust.create_conversation(content=message, mentions=[AGENT_SID], context=context)
+            if created.agent_message is None:
+                return Sample(None, time.perf_counter() - t0, "no agent message")
+            events = dust.stream_agent_events(created.conversation.s_id, created.agent_message.s_id)
+            text: list[str] = []
+            terminal = None
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if event.type == "generation_tokens" and event.data.get("classification") == "tokens":
+                        if first is None:
+                            first = time.perf_counter() - t0
+                        text.append(str(event.data.get("text") or ""))
+                    if event.is_terminal:
+                        terminal = event
+                        break
+            done = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - every failure is a counted error
+        return Sample(first, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:200])
+    if terminal is None or terminal.type != "agent_message_success":
+        return Sample(first, done, f"terminal {terminal.type if terminal else None}")
+    if "".join(text) != expected:
+        return Sample(first, done, f"wrong answer {''.join(text)!r}")
+    return Sample(first, done)
+
+
+async def bridge_once(client: Client, message: str, expected: str) -> Sample:
+    """Call ask_agent through MCP, timing the first progress notification with answer text."""
+    first: float | None = None
+    t0 = 0.0
+
+    async def on_progress(progress: float, total: float | None, text: str | None) -> None:
+        nonlocal first
+        # Heartbeats and tool status lines start with "["; answer chunks do not.
+        if first is None and text and not text.startswith("["):
+            first = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    try:
+        with anyio.fail_after(CALL_TIMEOUT):
+            result: CallToolResult = await client.call_tool(
+                "ask_agent", {"agent": AGENT_NAME, "message": message}, progress_callback=on_progress
+            )
+        done = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - every failure is a counted error
+        return Sample(first, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:200])
+    block = result.content[0] if result.content else None
+    answer = block.text if isinstance(block, TextContent) else None
+    if result.is_error:
+        return Sample(first, done, f"tool error: {answer}"[:200])
+    if answer != expected:
+        return Sample(first, done, f"wrong answer {answer!r}"[:200])
+    return Sample(first, done)
+
+
+@contextlib.asynccontextmanager
+async def mcp_clients(url: str, count: int) -> AsyncIterator[list[Client]]:
+    """`count` connected MCP clients that have listed the tools (so no call pays for discovery)."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients: list[Client] = []
+        for _ in range(count):
+            client = Client(f"{url}/mcp", read_timeout_seconds=CALL_TIMEOUT)
+            clients.append(await stack.enter_async_context(client))
+
+        async def warm(c: Client) -> None:
+            with anyio.fail_after(CALL_TIMEOUT):
+                await c.list_tools()
+
+        async with anyio.create_task_group() as tg:
+            for c in clients:
+                tg.start_soon(warm, c)
+        yield clients
+
+
+async def run_round(calls: list[Callable[[], Awaitable[Sample]]]) -> list[Sample]:
+    """Start all calls together; return their samples once all are done."""
+    results: list[Sample | None] = [None] * len(calls)
+    go = anyio.Event()
+
+    async def one(i: int) -> None:
+        await go.wait()
+        results[i] = await calls[i]()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(calls)):
+            tg.start_soon(one, i)
+        await anyio.sleep(0)  # let every task reach the gate
+        go.set()
+    return [r for r in results if r is not None]
+
+
+@contextlib.contextmanager
+def measured(stats: PathStats, pids: dict[str, int | None], lag: LoopLag) -> Iterator[None]:
+    """Add the wall time, CPU seconds per process and loop lag of the enclosed section to `stats`."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    lag_start = len(lag.samples)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stats.wall += time.perf_counter() - start
+        for name, pid in pids.items():
+            stats.cpu[name] = stats.cpu.get(name, 0.0) + cpu_seconds(pid) - before[name]
+        stats.lag.extend(lag.samples[lag_start:])
+
+
+# --- phases -----------------------------------------------------------------------------------
+
+
+async def latency_level(
+    concurrency: int,
+    rounds: int,
+    dust: DustClient,
+    bridges: dict[str, Proc],
+    simulator: Proc,
+    lag: LoopLag,
+) -> dict[str, PathStats]:
+    stats: dict[str, PathStats] = {"direct": PathStats(), **{name: PathStats() for name in bridges}}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            name: await stack.enter_async_context(mcp_clients(proc.url, concurrency))
+            for name, proc in bridges.items()
+        }
+        # One untimed warm-up round per path (connection pools, the bridge's agent cache).
+        await run_round([lambda: direct_once(dust, MESSAGE, EXPECTED)] * concurrency)
+        for name in bridges:
+            await run_round([_bridge_call(c) for c in clients[name]])
+        for _ in range(rounds):
+            with measured(stats["direct"], {"client": None, "simulator": simulator.pid}, lag):
+                stats["direct"].samples += await run_round(
+                    [lambda: direct_once(dust, MESSAGE, EXPECTED)] * concurrency
+                )
+            for name, proc in bridges.items():
+                pids = {"client": None, "simulator": simulator.pid, "bridge": proc.pid}
+                with measured(stats[name], pids, lag):
+                    stats[name].samples += await run_round([_bridge_call(c) for c in clients[name]])
+    return stats
+
+
+def _bridge_call(client: Client, message: str = MESSAGE, expected: str = EXPECTED) -> Callable[[], Awaitable[Sample]]:
+    return lambda: bridge_once(client, message, expected)
+
+
+async def rss_phase(bridge: Proc, batches: int, per_batch: int, concurrency: int) -> dict[str, Any]:
+    """RSS of `bridge` as it accumulates live conversation contexts."""
+    readings: list[dict[str, Any]] = [{"label": "started, idle", "contexts": 0, **proc_status(bridge.pid)}]
+    expected = f"Echo (turn 1): {RSS_MESSAGE}"
+    errors: list[str] = []
+    async with mcp_clients(bridge.url, concurrency) as clients:
+        warm = await run_round([_bridge_call(clients[0], RSS_MESSAGE, expected)])
+        errors += [s.error for s in warm if s.error]
+        contexts = 1
+        readings.append({"label": "after 1 call, idle", "contexts": contexts, **proc_status(bridge.pid)})
+        for batch in range(batches):
+            done = 0
+            while done < per_batch:
+                n = min(concurrency, per_batch - done)
+                samples = await run_round([_bridge_call(c, RSS_MESSAGE, expected) for c in clients[:n]])
+                errors += [s.error for s in samples if s.error]
+                done += n
+            contexts += per_batch
+            readings.append(
+                {"label": f"after batch {batch + 1}, idle", "contexts": contexts, **proc_status(bridge.pid)}
+            )
+    readings.append({"label": "clients closed, idle", "contexts": contexts, **proc_status(bridge.pid)})
+    return {"readings": readings, "errors": errors}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value * 1000:.1f}"
+
+
+def level_table(concurrency: int, stats: dict[str, PathStats]) -> str:
+    lines = [f"\n=== concurrency {concurrency} ==="]
+    header = (
+        f"{'path':<26}{'n':>5}{'err':>5}  {'TTFC p50':>9}{'p99':>8}{'max':>8}"
+        f"  {'result p50':>10}{'p99':>8}{'max':>8}  {'cpu ms/req (client/sim/bridge)':>32}"
+        f"  {'loop lag p99':>12}"
+    )
+    lines.append(header)
+    for name, s in stats.items():
+        ttfc, ttr = s.ttfc(), s.ttr()
+        n = max(len(s.samples), 1)
+        cpu = "/".join(f"{s.cpu.get(k, math.nan) * 1000 / n:.2f}" for k in ("client", "simulator", "bridge"))
+        lines.append(
+            f"{name:<26}{len(s.samples):>5}{len(s.errors):>5}  {ms(percentile(ttfc, 50)):>9}"
+            f"{ms(percentile(ttfc, 99)):>8}{ms(max(ttfc, default=math.nan)):>8}"
+            f"  {ms(percentile(ttr, 50)):>10}{ms(percentile(ttr, 99)):>8}{ms(max(ttr, default=math.nan)):>8}"
+            f"  {cpu:>32}  {ms(percentile(s.lag, 99)):>12}"
+        )
+    direct = stats["direct"]
+    for name, s in stats.items():
+        if name == "direct":
+            continue
+        parts = []
+        for label, get in (("first chunk", PathStats.ttfc), ("result", PathStats.ttr)):
+            d, b = get(direct), get(s)
+            added = [percentile(b, q) - percentile(d, q) for q in (50, 99)]
+            ratio = percentile(b, 50) / percentile(d, 50) if d else math.nan
+            parts.append(f"{label}: +{ms(added[0])} ms p50, +{ms(added[1])} ms p99, x{ratio:.2f} at p50")
+        lines.append(f"  added by {name}: " + "; ".join(parts))
+    for name, s in stats.items():
+        if s.errors:
+            lines.append(f"  {name} errors (first 3 of {len(s.errors)}): {s.errors[:3]}")
+    return "\n".join(lines)
+
+
+def stats_json(stats: PathStats) -> dict[str, Any]:
+    ttfc, ttr = stats.ttfc(), stats.ttr()
+    return {
+        "n": len(stats.samples),
+        "errors": len(stats.errors),
+        "error_examples": stats.errors[:5],
+        "ttfc_ms": {q: percentile(ttfc, p) * 1000 for q, p in (("p50", 50), ("p99", 99), ("max", 100))},
+        "result_ms": {q: percentile(ttr, p) * 1000 for q, p in (("p50", 50), ("p99", 99), ("max", 100))},
+        "cpu_ms_per_request": {k: v * 1000 / max(len(stats.samples), 1) for k, v in stats.cpu.items()},
+        "wall_s": stats.wall,
+        "loop_lag_p99_ms": percentile(stats.lag, 99) * 1000,
+    }
+
+
+def rss_table(title: str, rss: dict[str, Any]) -> str:
+    lines = [f"\n=== RSS: {title} ===", f"{'state':<26}{'contexts':>9}{'VmRSS MiB':>11}{'VmHWM MiB':>11}"]
+    for r in rss["readings"]:
+        lines.append(f"{r['label']:<26}{r['contexts']:>9}{r['VmRSS'] / 1024:>11.1f}{r['VmHWM'] / 1024:>11.1f}")
+    readings = rss["readings"]
+    base = next(r for r in readings if r["label"].startswith("after 1 call"))
+    batch_rows = [r for r in readings if r["label"].startswith("after batch")]
+    if batch_rows:
+        first = batch_rows[0]
+        per = (first["VmRSS"] - base["VmRSS"]) / max(first["contexts"] - base["contexts"], 1)
+        lines.append(f"  growth over the first batch: {per:.2f} KiB RSS per call/context")
+        if len(batch_rows) > 1:
+            last = batch_rows[-1]
+            per2 = (last["VmRSS"] - first["VmRSS"]) / max(last["contexts"] - first["contexts"], 1)
+            lines.append(f"  growth over later batches: {per2:.2f} KiB RSS per call/context")
+    if "redis_keys" in rss:
+        lines.append(f"  redis keys: {rss['redis_keys']}, redis-server VmRSS {rss['redis_rss_kib'] / 1024:.1f} MiB")
+    lines.append(f"  errors: {len(rss['errors'])}" + (f" e.g. {rss['errors'][:3]}" if rss["errors"] else ""))
+    return "\n".join(lines)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def bench_env(simulator: Proc, redis: Proc | None, extra: dict[str, str]) -> dict[str, str]:
+    """The bridge's environment: production defaults except where `extra` says otherwise."""
+    env = {
+        "DUST_BASE_URL": simulator.url,
+        "DUST_API_KEY": API_KEY,
+        "DUST_WORKSPACE_ID": WORKSPACE,
+        "BRIDGE_DEMO": "off",
+    }
+    if redis is not None:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+    env.update(extra)
+    return env
+
+
+def rounds_for(concurrency: int, turns: int | None, quick: bool) -> int:
+    if turns is not None:
+        return turns
+    if quick:
+        return max(1, math.ceil(40 / concurrency))
+    # At least 200 samples at C=1 and 400 at higher levels.
+    return math.ceil((200 if concurrency == 1 else 400) / concurrency)
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    procs: list[Proc] = []
+    report: dict[str, Any] = {
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_facts(),
+        "settings": {
+            "agent": AGENT_SID,
+            "answer_chars": len(EXPECTED),
+            "token_delay_ms": TOKEN_DELAY_MS,
+            "chunk_chars": CHUNK_CHARS,
+            "store": "redis" if args.redis else "memory",
+        },
+        "levels": {},
+        "rss": {},
+    }
+    print(f"machine: {report['machine']}")
+    print(f"command: {report['command']}")
+    try:
+        simulator = start_simulator(
+            args=["--token-delay-ms", str(TOKEN_DELAY_MS), "--log-level", "warning"]
+        )
+        procs.append(simulator)
+        async with httpx2.AsyncClient() as http:
+            response = await http.post(f"{simulator.url}/_sim/faults", json={"chunk_chars": CHUNK_CHARS})
+            response.raise_for_status()
+        redis = start_redis() if args.redis else None
+        if redis is not None:
+            procs.append(redis)
+        lag = LoopLag()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lag.run)
+            if "latency" in args.phases:
+                bridges: dict[str, Proc] = {}
+                for name, extra in BRIDGE_VARIANTS.items():
+                    bridges[name] = start_bridge(bench_env(simulator, redis, extra))
+                    procs.append(bridges[name])
+                async with DustClient(simulator.url, WORKSPACE, SecretStr(API_KEY)) as dust:
+                    for concurrency in args.concurrency:
+                        rounds = rounds_for(concurrency, args.turns, args.quick)
+                        started = time.perf_counter()
+                        stats = await latency_level(concurrency, rounds, dust, bridges, simulator, lag)
+                        print(level_table(concurrency, stats), flush=True)
+                        print(f"  ({rounds} rounds, {time.perf_counter() - started:.1f} s)", flush=True)
+                        report["levels"][str(concurrency)] = {
+                            "rounds": rounds,
+                            **{name: stats_json(s) for name, s in stats.items()},
+                        }
+                for proc in bridges.values():
+                    proc.stop()
+            if "rss" in args.phases:
+                stores: list[tuple[str, Proc | None]] = [("memory", None)]
+                if redis is not None:
+                    stores.append(("redis", redis))
+                for label, store in stores:
+                    bridge = start_bridge(bench_env(simulator, store, {}))
+                    procs.append(bridge)
+                    per_batch = 100 if args.quick else 1000
+                    rss = await rss_phase(bridge, batches=2, per_batch=per_batch, concurrency=50)
+                    if store is not None:
+                        rss["redis_keys"] = redis_dbsize(store.port)
+                        rss["redis_rss_kib"] = proc_status(store.pid)["VmRSS"]
+                    bridge.stop()
+                    print(rss_table(f"{label} store, {per_batch} contexts per batch", rss), flush=True)
+                    report["rss"][label] = rss
+            tg.cancel_scope.cancel()
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--concurrency",
+        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        default=None,
+        help="comma-separated levels (default 1,50,200; --quick: 1,50)",
+    )
+    parser.add_argument(
+        "--turns", type=int, default=None, help="rounds per level (each caller asks once per round)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--redis", action="store_true", help="bridges use a Redis context store")
+    parser.add_argument(
+        "--phases",
+        type=lambda v: {x.strip() for x in v.split(",") if x.strip()},
+        default={"latency", "rss"},
+        help="comma-separated: latency, rss (default both)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    if args.concurrency is None:
+        args.concurrency = [1, 50] if args.quick else [1, 50, 200]
+    if any(c < 1 or c > 1000 for c in args.concurrency):
+        parser.error("concurrency levels must be between 1 and 1000")
+    if args.turns is not None and not 1 <= args.turns <= 10_000:
+        parser.error("--turns must be between 1 and 10000")
+    if not args.phases <= {"latency", "rss"}:
+        parser.error("--phases takes latency and/or rss")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+
+    async def bounded() -> dict[str, Any]:
+        with anyio.fail_after(OVERALL_TIMEOUT):
+            return await amain(args)
+
+    report = anyio.run(bounded)
+    report["duration_s"] = round(time.perf_counter() - started, 1)
+    print(f"\ntotal {report['duration_s']} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

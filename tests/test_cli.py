@@ -1,0 +1,72 @@
+"""The command line: Claude Desktop config, agents and check against the simulator, config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from mcp import Client
+
+from tests.procs import Proc, bridge_env, running, start_bridge
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_claude_config_is_a_working_stdio_entry_without_the_real_key() -> None:
+    done = run_cli("claude-config", env={"DUST_API_KEY": "sk-realsecret12345", "DUST_WORKSPACE_ID": "ws1"})
+    assert done.returncode == 0, done.stderr
+    entry = json.loads(done.stdout)["mcpServers"]["dust"]
+    assert entry["command"] == sys.executable
+    assert entry["args"] == ["-m", "bridge", "stdio"]
+    assert entry["env"]["DUST_WORKSPACE_ID"] == "ws1"
+    assert "sk-realsecret12345" not in done.stdout
+
+
+def test_agents_and_check_against_dust(simulator: Proc) -> None:
+    env = bridge_env(simulator)
+    agents = run_cli("agents", env=env)
+    check = run_cli("check", env=env)
+    assert agents.returncode == 0, agents.stderr
+    assert "echo000001\techo\t" in agents.stdout
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "dust: ok" in check.stdout and "store: ok" in check.stdout
+
+
+def test_check_fails_and_says_why_when_redis_is_unreachable(simulator: Proc) -> None:
+    env = bridge_env(simulator, redis_port=1)
+    check = run_cli("check", env=env)
+    assert check.returncode == 1
+    assert "store: FAILED (context store (Redis) is unreachable)" in check.stdout
+    assert "redis://" not in check.stdout
+
+
+def test_bad_setting_is_one_line_and_exit_2() -> None:
+    done = run_cli("serve", env={"BRIDGE_HEARTBEAT_SECONDS": "soon"})
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("dust-mcp-bridge: configuration error: BRIDGE_HEARTBEAT_SECONDS:")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_per_agent_tools_from_the_allow_list(simulator: Proc) -> None:
+    env = bridge_env(simulator, BRIDGE_AGENT_TOOLS="echo,file-reader")
+    with running(start_bridge(env)) as bridge:
+        async with Client(f"{bridge.url}/mcp") as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            first = await client.call_tool("ask_echo", {"message": "direct tool"})
+            handle = (first.structured_content or {})["conversation"]
+            second = await client.call_tool("ask_echo", {"message": "again", "conversation": handle})
+    assert {"ask_echo", "ask_file_reader"} <= names
+    assert first.content[0].text == "Echo (turn 1): direct tool"  # type: ignore[union-attr]
+    assert second.content[0].text == "Echo (turn 2): again"  # type: ignore[union-attr]
