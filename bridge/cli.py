@@ -69,11 +69,11 @@ def cmd_stdio(args: argparse.Namespace) -> None:
     anyio.run(run)
 
 
-def cmd_simulator(args: argparse.Namespace) -> None:
+def cmd_simulator(argv: list[str]) -> None:
     """Run the bundled Dust simulator on its own."""
     from bridge.simulator import main as simulator_main
 
-    simulator_main(args.rest)
+    simulator_main(argv)
 
 
 def cmd_agents(args: argparse.Namespace) -> None:
@@ -161,8 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default=None, help="listen address (BRIDGE_HOST, default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="listen port (BRIDGE_PORT, default 8080)")
     sub.add_parser("stdio", help="serve MCP over stdio (Claude Desktop)")
-    sim = sub.add_parser("simulator", help="run the bundled Dust simulator", add_help=False)
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    # Its own options (--port, fault knobs, --help) belong to the simulator's parser: see main().
+    sub.add_parser(
+        "simulator", help="run the bundled Dust simulator (--help for its options)", add_help=False
+    )
     sub.add_parser("agents", help="list the workspace's agents")
     sub.add_parser("check", help="check the configuration, Dust and the context store")
     cc = sub.add_parser("claude-config", help="print a claude_desktop_config.json entry")
@@ -172,15 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `dust-mcp-bridge` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "simulator":
+        cmd_simulator(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "serve":
         cmd_serve(args)
     elif args.command == "demo":
         cmd_serve(args, force_demo=True)
     elif args.command == "stdio":
         cmd_stdio(args)
-    elif args.command == "simulator":
-        cmd_simulator(args)
     elif args.command == "agents":
         cmd_agents(args)
     elif args.command == "check":

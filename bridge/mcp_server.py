@@ -27,7 +27,7 @@ from mcp.types import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge import __version__
-from bridge.conversations import Answer
+from bridge.conversations import Answer, describe_dust_error
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.runtime import Runtime
@@ -107,7 +107,7 @@ def _slug(reference: str) -> str:
 
 
 def _tool_error(exc: BridgeError | DustError) -> ToolError:
-    return ToolError(str(exc) if isinstance(exc, BridgeError) else exc.message)
+    return ToolError(str(exc) if isinstance(exc, BridgeError) else describe_dust_error(exc))
 
 
 class BridgeMCPServer(MCPServer[Any]):
@@ -282,7 +282,7 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         except BridgeError as exc:
             raise ResourceError(str(exc)) from None
         except DustError as exc:
-            raise ResourceError(exc.message) from None
+            raise ResourceError(describe_dust_error(exc)) from None
         return json.dumps(
             {
                 "sId": agent.s_id,

@@ -88,6 +88,7 @@ async def test_readyz_names_an_unreachable_dust(redis_server: Proc) -> None:
     assert body["checks"]["dust"] == "unavailable"
     assert "Dust" in body["reason"]
     assert result.is_error
+    assert "Dust is unreachable right now" in text_of(result)
     assert "sk-unreachable000" not in bridge.log() + text_of(result) + str(body)
 
 

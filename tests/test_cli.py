@@ -70,3 +70,21 @@ async def test_per_agent_tools_from_the_allow_list(simulator: Proc) -> None:
     assert {"ask_echo", "ask_file_reader"} <= names
     assert first.content[0].text == "Echo (turn 1): direct tool"  # type: ignore[union-attr]
     assert second.content[0].text == "Echo (turn 2): again"  # type: ignore[union-attr]
+
+
+def test_simulator_subcommand_serves_the_dust_api() -> None:
+    import httpx2
+
+    from tests.procs import free_port, spawn, wait_for_http
+
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "bridge", "simulator", "--port", str(port)], port, name="sim-cli")
+    with running(proc):
+        wait_for_http(f"{proc.url}/_sim/health", proc.popen)
+        agents = httpx2.get(
+            f"{proc.url}/api/v1/w/demo/assistant/agent_configurations",
+            headers={"Authorization": "Bearer sk-anything123"},
+            timeout=5,
+        )
+    assert agents.status_code == 200
+    assert "echo000001" in {a["sId"] for a in agents.json()["agentConfigurations"]}

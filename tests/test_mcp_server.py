@@ -395,3 +395,18 @@ async def test_stdio_transport(simulator: Proc, redis_server: Proc) -> None:
     assert answer_of(first) == "Echo (turn 1): over stdio"
     assert progress.messages
     assert answer_of(second) == "Echo (turn 2): session memory"
+
+
+async def test_expired_handle_is_a_clear_error_and_a_new_conversation_works(simulator: Proc) -> None:
+    with running(start_bridge(bridge_env(simulator, BRIDGE_CONTEXT_TTL_SECONDS="1"))) as short_lived:
+        async with Client(f"{short_lived.url}/mcp") as client:
+            first = await ask(client, agent="echo", message="soon forgotten")
+            handle = (first.structured_content or {})["conversation"]
+            # Expiry is time itself, not an event to await; and polling would refresh the sliding TTL.
+            await anyio.sleep(1.6)
+            late = await client.call_tool("get_conversation", {"conversation": handle})
+            again = await ask(client, agent="echo", message="continue?", conversation=handle)
+            fresh = await ask(client, agent="echo", message="fresh start")
+    assert "unknown or expired conversation handle" in text_of(late)
+    assert again.is_error and "unknown or expired conversation handle" in text_of(again)
+    assert answer_of(fresh) == "Echo (turn 1): fresh start"
