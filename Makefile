@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
-APT_TEST_PACKAGES := redis-server libmagic1
+APT_TEST_PACKAGES := redis-server libmagic1 clamav-daemon
 
 .PHONY: run demo test lint typecheck unit system-deps bench clean
 

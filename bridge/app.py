@@ -14,15 +14,18 @@ import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import __version__
 from bridge.config import Settings
 from bridge.dust.errors import DustError
 from bridge.mcp_server import build_mcp_server
+from bridge.openapi import openapi_spec
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
 from bridge.store import StoreUnavailable
+from bridge.uploads.clamav import ScannerUnavailable
+from bridge.uploads.http import upload_route
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +87,22 @@ async def _check_ready(runtime: Runtime) -> tuple[int, dict[str, Any]]:
             checks["dust"] = "unavailable"
             reasons.append("Dust did not answer in time")
 
+    async def scanner() -> None:
+        if not runtime.uploads.scan_required:
+            checks["scanner"] = "off"
+            return
+        try:
+            with anyio.fail_after(_READY_CHECK_SECONDS):
+                await runtime.uploads.ping_scanner()
+            checks["scanner"] = "ok"
+        except (ScannerUnavailable, TimeoutError):
+            checks["scanner"] = "unavailable"
+            reasons.append("virus scanner (clamd) is unreachable at CLAMD_URL")
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(store)
         tg.start_soon(dust)
+        tg.start_soon(scanner)
     if reasons:
         return 503, {"status": "not_ready", "reason": "; ".join(reasons), "checks": checks}
     return 200, {"status": "ready", "checks": checks}
@@ -101,7 +117,7 @@ def _process_counts() -> dict[str, int]:
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, `/healthz`, `/readyz`, `/status`."""
+    """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, uploads, health, status, metrics."""
     holder = _Holder()
     mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools)
     security = transport_security(settings)
@@ -141,11 +157,22 @@ def create_app(settings: Settings) -> Starlette:
             "store": runtime.store.kind,
             "transports": ["streamable-http:/mcp", "sse:/sse"],
             "active_streams": runtime.conversations.active_streams,
+            "uploads": {
+                "scan": "required" if runtime.uploads.scan_required else "off",
+                "in_flight": runtime.uploads.in_flight,
+            },
             "process": _process_counts(),
         }
         if runtime.demo:
             body["warning"] = DEMO_BANNER
         return JSONResponse(body)
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = holder.get().metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(openapi_spec())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -162,6 +189,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/uploads", upload_route(holder.get), methods=["POST"]),
         *sse_app.routes,
         *http_app.routes,
     ]

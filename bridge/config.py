@@ -8,6 +8,8 @@ therefore names its variable explicitly instead of relying on one prefix; `.env.
 from __future__ import annotations
 
 import enum
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message is one human line naming the variable."""
+
+
+class ScanMode(enum.StrEnum):
+    """Whether uploads must pass the virus scanner."""
+
+    REQUIRED = "required"  # fail closed: no clamd, no upload
+    OFF = "off"  # only by explicit choice; every record then says scan: skipped
 
 
 class DemoMode(enum.StrEnum):
@@ -80,6 +89,29 @@ class Settings(BaseSettings):
         default=3600, ge=1, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_CONTEXT_TTL_SECONDS")
     )
 
+    # Uploads
+    clamd_url: str = Field(default="tcp://127.0.0.1:3310", validation_alias=AliasChoices("CLAMD_URL"))
+    scan_mode: ScanMode = Field(default=ScanMode.REQUIRED, validation_alias=AliasChoices("BRIDGE_SCAN_MODE"))
+    scan_timeout_seconds: float = Field(
+        default=120.0, gt=0, le=3600, validation_alias=AliasChoices("BRIDGE_SCAN_TIMEOUT_SECONDS")
+    )
+    upload_max_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1,
+        le=100 * 1024 * 1024,
+        validation_alias=AliasChoices("BRIDGE_UPLOAD_MAX_BYTES"),
+    )
+    upload_allowed_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_UPLOAD_ALLOWED_TYPES")
+    )
+    upload_ttl_seconds: int = Field(
+        default=86400, ge=60, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_UPLOAD_TTL_SECONDS")
+    )
+    upload_dir: str = Field(
+        default_factory=lambda: str(Path(tempfile.gettempdir()) / "dust-mcp-bridge"),
+        validation_alias=AliasChoices("BRIDGE_UPLOAD_DIR"),
+    )
+
     # MCP behaviour
     heartbeat_seconds: float = Field(
         default=15.0, gt=0, le=300, validation_alias=AliasChoices("BRIDGE_HEARTBEAT_SECONDS")
@@ -112,7 +144,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("BRIDGE_LOG_LEVEL"))
 
-    @field_validator("agent_tools", "allowed_hosts", "allowed_origins", mode="before")
+    @field_validator("agent_tools", "allowed_hosts", "allowed_origins", "upload_allowed_types", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -136,6 +168,26 @@ class Settings(BaseSettings):
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("clamd_url")
+    @classmethod
+    def _clamd_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "unix" and parts.path:
+            return value
+        if parts.scheme == "tcp" and parts.hostname and parts.port:
+            return value
+        raise ValueError("must be unix:///path/to/clamd.sock or tcp://host:port")
+
+    @field_validator("upload_allowed_types")
+    @classmethod
+    def _upload_types(cls, value: list[str]) -> list[str]:
+        from bridge.uploads.mime import unknown_types
+
+        unknown = unknown_types(value)
+        if unknown:
+            raise ValueError(f"not a type Dust accepts: {', '.join(unknown)}")
+        return [v.lower() for v in value]
 
     @field_validator("dust_api_key")
     @classmethod

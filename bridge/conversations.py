@@ -30,7 +30,14 @@ from bridge.dust.errors import (
 from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
 from bridge.errors import BridgeError
 from bridge.relay import RelayOutcome, StreamRelay
-from bridge.store import ContextStore, ConversationRecord, StoreUnavailable, is_valid_handle, new_handle
+from bridge.store import (
+    ContextStore,
+    ConversationRecord,
+    StoreUnavailable,
+    UploadRecord,
+    is_valid_handle,
+    new_handle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ Progress = Callable[[str], Awaitable[None]]
 
 # How long a cancel POST to Dust may take once the client has gone; it runs shielded.
 _CANCEL_TIMEOUT_SECONDS = 5.0
+_MAX_FILES = 20
+_UPLOAD_URI_PREFIX = "bridge://uploads/"
 
 
 class InvalidMessage(BridgeError):
@@ -179,6 +188,7 @@ class ConversationService:
         message: str,
         conversation: str | None = None,
         new_conversation: bool = False,
+        files: list[str] | None = None,
         progress: Progress | None = None,
     ) -> Answer:
         """Ask `agent_ref` `message` in a new or continued conversation and stream the answer.
@@ -194,9 +204,10 @@ class ConversationService:
         except DustError as exc:
             raise UpstreamError(describe_dust_error(exc)) from None
 
+        attachments = await self._attachments(principal, files or [])
         record = await self._existing(principal, session_key, agent, conversation, new_conversation)
         context = MessageContext(username=self._settings.dust_username, timezone=self._settings.dust_timezone)
-        agent_message = await self._post(record, agent, text, context)
+        agent_message = await self._post(record, agent, text, context, attachments)
         now = self._clock()
         if record is None:
             record = ConversationRecord(
@@ -377,18 +388,48 @@ class ConversationService:
         except StoreUnavailable as exc:
             raise UpstreamError(str(exc)) from None
 
+    async def _attachments(self, principal: str, references: list[str]) -> list[UploadRecord]:
+        """The principal's uploads named by id or `bridge://uploads/<id>`, checked before posting."""
+        if len(references) > _MAX_FILES:
+            raise InvalidMessage(f"at most {_MAX_FILES} files can be attached to one message")
+        found: list[UploadRecord] = []
+        for reference in dict.fromkeys(ref.strip() for ref in references):
+            upload_id = reference.removeprefix(_UPLOAD_URI_PREFIX)
+            try:
+                upload = await self._store.get_upload(upload_id, principal)
+            except StoreUnavailable as exc:
+                raise UpstreamError(str(exc)) from None
+            if upload is None:
+                raise InvalidMessage(
+                    f"unknown or expired upload {reference!r}: pass an upload id or bridge://uploads/ URI"
+                    " returned by upload_file or POST /v1/uploads"
+                )
+            found.append(upload)
+        return found
+
     async def _post(
-        self, record: ConversationRecord | None, agent: Agent, text: str, context: MessageContext
+        self,
+        record: ConversationRecord | None,
+        agent: Agent,
+        text: str,
+        context: MessageContext,
+        attachments: list[UploadRecord],
     ) -> _PostedTurn:
+        fragments = [{"title": upload.filename, "fileId": upload.dust_file_id} for upload in attachments]
         try:
             if record is None:
                 created = await self._dust.create_conversation(
-                    content=text, mentions=[agent.s_id], context=context
+                    content=text, mentions=[agent.s_id], context=context, content_fragments=fragments
                 )
                 agent_message = created.agent_message
                 conversation_id = created.conversation.s_id
                 url = created.conversation.url
             else:
+                # Fragments attach to the next user message, so they go in first.
+                for upload in attachments:
+                    await self._dust.create_content_fragment(
+                        record.dust_conversation_id, title=upload.filename, file_id=upload.dust_file_id
+                    )
                 posted = await self._dust.post_message(
                     record.dust_conversation_id, content=text, mentions=[agent.s_id], context=context
                 )

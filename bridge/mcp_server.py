@@ -5,10 +5,13 @@ No HTTP details live here; the same server object serves stdio, Streamable HTTP 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
@@ -31,6 +34,7 @@ from bridge.conversations import Answer, describe_dust_error
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.runtime import Runtime
+from bridge.store import UploadRecord
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +50,17 @@ This server connects you to the agents of a Dust (dust.tt) workspace.
    new Dust conversation starts (handshake-era clients also continue their last chat per agent;
    pass new_conversation=true to start afresh).
 get_conversation(conversation) returns the transcript; end_conversation(conversation) forgets it.
+To give an agent a file, upload it (upload_file for small files, or the bridge's POST /v1/uploads)
+and pass the returned uri in ask_agent's `files`.
 """
 
 _CONVERSATION_ARG = (
     "The `conversation` handle from an earlier ask_agent result, to continue that chat. Omit it to start"
     " a new conversation."
+)
+
+_FILES_ARG = (
+    "Upload ids or bridge://uploads/... URIs (from upload_file or POST /v1/uploads) to attach to this message"
 )
 
 RuntimeProvider = Callable[[], Runtime]
@@ -97,7 +107,12 @@ def session_key(ctx: Context, runtime: Runtime) -> str | None:
 
 
 def principal_of(ctx: Context | ServerRequestContext[Any, Any]) -> str:
-    """The principal a request acts for."""
+    """The principal an MCP request acts for."""
+    return LOCAL_PRINCIPAL
+
+
+def principal_of_request(request: object) -> str:
+    """The principal a plain HTTP request (e.g. an upload) acts for."""
     return LOCAL_PRINCIPAL
 
 
@@ -139,6 +154,21 @@ class BridgeMCPServer(MCPServer[Any]):
                     uri=f"dust://conversations/{record.handle}",
                     name=f"conversation-{record.handle[-8:]}",
                     title=f"Conversation with {record.agent_name} ({record.turns} turn(s))",
+                    mime_type="application/json",
+                )
+            )
+        try:
+            uploads = await runtime.uploads.list(principal_of(ctx))
+        except BridgeError as exc:
+            logger.warning("upload listing unavailable: %s", exc)
+            uploads = []
+        for upload in uploads:
+            listed.append(
+                Resource(
+                    uri=upload.uri,
+                    name=f"upload-{upload.upload_id[-8:]}",
+                    title=upload.filename,
+                    description=f"{upload.mime}, {upload.size} bytes, scan {upload.scan}",
                     mime_type="application/json",
                 )
             )
@@ -193,6 +223,7 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         message: str,
         conversation: str | None,
         new_conversation: bool,
+        files: list[str] | None,
     ) -> CallToolResult:
         rt = runtime()
         sequence = 0
@@ -210,6 +241,7 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
                 message=message,
                 conversation=conversation,
                 new_conversation=new_conversation,
+                files=files,
                 progress=progress,
             )
         except BridgeError as exc:
@@ -227,6 +259,7 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         new_conversation: Annotated[
             bool, Field(description="Start a fresh conversation even if this session has one with the agent")
         ] = False,
+        files: Annotated[list[str] | None, Field(description=_FILES_ARG)] = None,
     ) -> Annotated[CallToolResult, AskAgentResult]:
         """Ask a Dust agent and stream its answer.
 
@@ -234,7 +267,7 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         The result's `conversation` is a handle: pass it back as `conversation` on the next call to
         continue the same Dust conversation (the agent then remembers the earlier turns).
         """
-        return await _ask(ctx, agent, message, conversation, new_conversation)
+        return await _ask(ctx, agent, message, conversation, new_conversation, files)
 
     @mcp.tool(
         annotations=ToolAnnotations(title="Read a conversation", read_only_hint=True, open_world_hint=True),
@@ -265,6 +298,53 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         except BridgeError as exc:
             raise _tool_error(exc) from None
         return "Conversation ended; its handle no longer works. The conversation is still in Dust."
+
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            title="Upload a file for Dust", read_only_hint=False, open_world_hint=True
+        ),
+    )
+    async def upload_file(
+        filename: Annotated[str, Field(description="The file's name, with its extension (e.g. report.pdf)")],
+        content_base64: Annotated[
+            str, Field(description="The file's bytes, base64-encoded (small files only)")
+        ],
+        ctx: Context,
+        mime_type: Annotated[str | None, Field(description="The file's MIME type, if known")] = None,
+    ) -> dict[str, Any]:
+        """Upload a small file (a few MB) so a Dust agent can read it.
+
+        Pass the returned `uri` in ask_agent's `files` to attach it to a message. The file is
+        type-checked and virus-scanned before it reaches Dust. Larger files go through the bridge's
+        HTTP endpoint POST /v1/uploads (multipart, part `file`), which returns the same record.
+        """
+        try:
+            data = base64.b64decode("".join(content_base64.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise ToolError("content_base64 is not valid base64") from None
+        try:
+            record = await runtime().uploads.ingest_bytes(
+                owner=principal_of(ctx), filename=filename, declared_type=mime_type, data=data
+            )
+        except BridgeError as exc:
+            raise _tool_error(exc) from None
+        return upload_json(record)
+
+    @mcp.resource(
+        "bridge://uploads/{upload_id}",
+        name="upload",
+        title="Uploaded file",
+        description="An uploaded file's metadata: name, size, sha256, type, scan verdict, Dust file id",
+        mime_type="application/json",
+    )
+    async def upload_resource(upload_id: str, ctx: Context) -> str:
+        try:
+            record = await runtime().uploads.get(principal_of(ctx), upload_id)
+        except BridgeError as exc:
+            raise ResourceError(str(exc)) from None
+        if record is None:
+            raise ResourceError(f"unknown or expired upload {upload_id}")
+        return json.dumps(upload_json(record))
 
     for reference in agent_tools or []:
         _add_agent_tool(mcp, reference, _ask)
@@ -331,8 +411,9 @@ def _add_agent_tool(mcp: BridgeMCPServer, reference: str, ask: Any) -> None:
         ctx: Context,
         conversation: Annotated[str | None, Field(description=_CONVERSATION_ARG)] = None,
         new_conversation: bool = False,
+        files: Annotated[list[str] | None, Field(description=_FILES_ARG)] = None,
     ) -> Annotated[CallToolResult, AskAgentResult]:
-        result: CallToolResult = await ask(ctx, reference, message, conversation, new_conversation)
+        result: CallToolResult = await ask(ctx, reference, message, conversation, new_conversation, files)
         return result
 
     mcp.add_tool(
@@ -345,6 +426,26 @@ def _add_agent_tool(mcp: BridgeMCPServer, reference: str, ask: Any) -> None:
         ),
         annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True),
     )
+
+
+def upload_json(record: UploadRecord) -> dict[str, Any]:
+    """The upload record as both the tool and the HTTP route return it."""
+    body: dict[str, Any] = {
+        "id": record.upload_id,
+        "uri": record.uri,
+        "filename": record.filename,
+        "size": record.size,
+        "sha256": record.sha256,
+        "mime_type": record.mime,
+        "scan": record.scan,
+        "dust_file_id": record.dust_file_id,
+        "expires_at": datetime.fromtimestamp(record.expires_at, tz=UTC).isoformat(),
+    }
+    for key in ("pages", "width", "height"):
+        value = getattr(record, key)
+        if value is not None:
+            body[key] = value
+    return body
 
 
 def _answer_result(answer: Answer) -> CallToolResult:

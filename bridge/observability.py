@@ -1,9 +1,11 @@
-"""Logging set-up: everything to stderr (stdout belongs to the stdio transport), secrets masked."""
+"""Logging (to stderr: stdout belongs to the stdio transport; secrets masked) and Prometheus metrics."""
 
 from __future__ import annotations
 
 import logging
 import sys
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from bridge.config import Settings
 from bridge.security.redact import RedactingFilter
@@ -27,3 +29,29 @@ def configure_logging(settings: Settings) -> None:
         named.propagate = True
     logging.getLogger("httpx2").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("httpcore2").setLevel(max(logging.WARNING, root.level))
+
+
+class Metrics:
+    """The bridge's Prometheus metrics, in a registry of its own (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.uploads = Counter(
+            "bridge_uploads_total",
+            "Uploads by outcome (accepted or the problem type) and MIME type",
+            ["outcome", "mime"],
+            registry=self.registry,
+        )
+        self.scanned_bytes = Counter(
+            "bridge_scanned_bytes_total", "Bytes sent to the virus scanner", registry=self.registry
+        )
+        self.scan_seconds = Histogram(
+            "bridge_scan_duration_seconds",
+            "Time to scan one upload with clamd",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -12,21 +12,29 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import uvicorn
 from pydantic import SecretStr
 
 from bridge.agents import AgentDirectory
-from bridge.config import Settings
+from bridge.config import ScanMode, Settings
 from bridge.conversations import ConversationService
 from bridge.dust.breaker import CircuitBreaker
 from bridge.dust.client import DustClient
+from bridge.observability import Metrics
 from bridge.store import ContextStore, create_store
+from bridge.uploads.clamav import ClamdClient
+from bridge.uploads.mime import MimeSniffer, allowed_types
+from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
 
 logger = logging.getLogger(__name__)
 
 DEMO_WORKSPACE = "demo"
+# An upload that has not finished within this long is dead; its temp file may go.
+_TEMP_MAX_AGE_SECONDS = 3600.0
+_SWEEP_INTERVAL_SECONDS = 600.0
 DEMO_BANNER = (
     "DEMO MODE: no DUST_API_KEY is set, so the bridge talks to its bundled Dust simulator, not to Dust."
     " Set DUST_API_KEY and DUST_WORKSPACE_ID to use your workspace (BRIDGE_DEMO=off makes this an error)."
@@ -42,6 +50,8 @@ class Runtime:
     store: ContextStore
     agents: AgentDirectory
     conversations: ConversationService
+    uploads: UploadPipeline
+    metrics: Metrics
     demo: bool
     dust_base_url: str
     workspace_id: str
@@ -83,6 +93,39 @@ async def _demo_simulator() -> AsyncIterator[str]:
             server.should_exit = True
 
 
+def _upload_pipeline(
+    settings: Settings, dust: DustClient, store: ContextStore, metrics: Metrics
+) -> UploadPipeline:
+    scanner: ClamdClient | None = None
+    if settings.scan_mode is ScanMode.REQUIRED:
+        scanner = ClamdClient(
+            settings.clamd_url,
+            timeout=settings.scan_timeout_seconds,
+            max_stream_bytes=settings.upload_max_bytes,
+        )
+    else:
+        logger.warning(
+            "BRIDGE_SCAN_MODE=off: uploads are NOT virus-scanned; every upload record says scan: skipped"
+        )
+    policy = UploadPolicy(
+        max_bytes=settings.upload_max_bytes,
+        allowed_types=allowed_types(settings.upload_allowed_types),
+        scan_required=scanner is not None,
+        ttl_seconds=settings.upload_ttl_seconds,
+        temp_dir=Path(settings.upload_dir),
+    )
+    return UploadPipeline(policy, dust, store, scanner, MimeSniffer(), metrics)
+
+
+async def _sweep_forever(uploads: UploadPipeline) -> None:
+    """Remove upload temp files left behind by crashed processes: now, then every few minutes."""
+    while True:
+        removed = await anyio.to_thread.run_sync(uploads.sweep, _TEMP_MAX_AGE_SECONDS)
+        if removed:
+            logger.info("removed %d leftover upload temp file(s)", removed)
+        await anyio.sleep(_SWEEP_INTERVAL_SECONDS)
+
+
 @contextlib.asynccontextmanager
 async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Build the runtime (starting the demo simulator when demo mode is active) and close it on exit."""
@@ -114,12 +157,19 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         stack.push_async_callback(store.aclose)
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
         conversations = ConversationService(dust, store, agents, settings)
+        metrics = Metrics()
+        uploads = _upload_pipeline(settings, dust, store, metrics)
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(task_group.cancel_scope.cancel)
+        task_group.start_soon(_sweep_forever, uploads)
         yield Runtime(
             settings=settings,
             dust=dust,
             store=store,
             agents=agents,
             conversations=conversations,
+            uploads=uploads,
+            metrics=metrics,
             demo=settings.demo_active,
             dust_base_url=base_url,
             workspace_id=workspace_id,

@@ -106,6 +106,57 @@ def _require_handle(handle: str) -> None:
         raise ValueError("not a conversation handle")
 
 
+UPLOAD_PREFIX = "upl_"
+_UPLOAD_RE = re.compile(rf"{UPLOAD_PREFIX}[A-Za-z0-9_-]{{22}}")  # 16 random bytes = 128 bits
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A scanned file that reached Dust: only metadata is kept (the bytes live in Dust)."""
+
+    upload_id: str
+    owner: str
+    filename: str
+    size: int
+    sha256: str
+    mime: str
+    scan: str  # "clean", or "skipped" when BRIDGE_SCAN_MODE=off
+    dust_file_id: str
+    created_at: float  # epoch seconds
+    expires_at: float  # epoch seconds
+    pages: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def uri(self) -> str:
+        """The MCP resource URI of this upload."""
+        return f"bridge://uploads/{self.upload_id}"
+
+
+_UPLOAD_ADAPTER = pydantic.TypeAdapter(UploadRecord)
+
+
+def new_upload_id() -> str:
+    """A fresh, unguessable upload id: `upl_` followed by 128 random bits (base64url)."""
+    return UPLOAD_PREFIX + secrets.token_urlsafe(16)
+
+
+def is_valid_upload_id(value: str) -> bool:
+    """Whether `value` has exactly the shape `new_upload_id()` produces."""
+    return isinstance(value, str) and _UPLOAD_RE.fullmatch(value) is not None
+
+
+def _decode_upload(raw: str | None, upload_id: str) -> UploadRecord | None:
+    if raw is None:
+        return None
+    try:
+        record = _UPLOAD_ADAPTER.validate_json(raw, strict=True)
+    except pydantic.ValidationError:
+        return None
+    return record if record.upload_id == upload_id else None
+
+
 class ContextStore(Protocol):
     """Where conversation records and per-session memory live, with one sliding TTL."""
 
@@ -133,6 +184,18 @@ class ContextStore(Protocol):
 
     async def recall(self, session_key: str, agent_id: str) -> str | None:
         """The handle last remembered for (session, agent), if still live (its TTL restarts)."""
+        ...
+
+    async def put_upload(self, record: UploadRecord) -> None:
+        """Keep an upload's metadata until `record.expires_at` (a fixed, not sliding, expiry)."""
+        ...
+
+    async def get_upload(self, upload_id: str, owner: str) -> UploadRecord | None:
+        """The owner's live upload, else None (unknown, expired, malformed and foreign look alike)."""
+        ...
+
+    async def list_uploads(self, owner: str, limit: int = 100) -> list[UploadRecord]:
+        """The owner's live uploads, newest first."""
         ...
 
     async def ping(self) -> None:
@@ -174,6 +237,8 @@ class MemoryStore:
         self._records: OrderedDict[str, _Entry[ConversationRecord]] = OrderedDict()
         self._sessions: OrderedDict[tuple[str, str], _Entry[str]] = OrderedDict()
         self._by_owner: dict[str, set[str]] = {}
+        # Uploads all share one TTL, so insertion order is expiry order here too.
+        self._uploads: OrderedDict[str, UploadRecord] = OrderedDict()
 
     def _live_record(self, handle: str, now: float) -> ConversationRecord | None:
         entry = self._records.get(handle)
@@ -272,6 +337,30 @@ class MemoryStore:
         self._sessions.move_to_end(key)
         return entry.value
 
+    async def put_upload(self, record: UploadRecord) -> None:
+        """Keep the upload until it expires, evicting the oldest upload when full."""
+        if not is_valid_upload_id(record.upload_id):
+            raise ValueError("not an upload id")
+        now = time.time()
+        while self._uploads and next(iter(self._uploads.values())).expires_at <= now:
+            self._uploads.popitem(last=False)
+        while len(self._uploads) >= self._max:
+            self._uploads.popitem(last=False)
+        self._uploads[record.upload_id] = record
+
+    async def get_upload(self, upload_id: str, owner: str) -> UploadRecord | None:
+        """The owner's live upload, else None."""
+        record = self._uploads.get(upload_id)
+        if record is None or record.owner != owner or record.expires_at <= time.time():
+            return None
+        return record
+
+    async def list_uploads(self, owner: str, limit: int = 100) -> list[UploadRecord]:
+        """The owner's live uploads, newest first."""
+        now = time.time()
+        mine = [r for r in reversed(self._uploads.values()) if r.owner == owner and r.expires_at > now]
+        return mine[: max(limit, 0)]
+
     async def ping(self) -> None:
         """Always answers: the store is this process."""
 
@@ -280,6 +369,7 @@ class MemoryStore:
         self._records.clear()
         self._sessions.clear()
         self._by_owner.clear()
+        self._uploads.clear()
 
 
 @contextlib.contextmanager
@@ -445,6 +535,56 @@ class RedisStore:
             value = _text(await self._client.getex(self._session_key(session_key, agent_id), ex=self._ttl))
         return value if value is not None and is_valid_handle(value) else None
 
+    def _upload_key(self, upload_id: str) -> str:
+        return f"{self._prefix}upload:{upload_id}"
+
+    def _uploads_key(self, owner: str) -> str:
+        return f"{self._prefix}uploads:{_key_part(owner)}"
+
+    async def put_upload(self, record: UploadRecord) -> None:
+        """Write the upload with an absolute expiry and index it under its owner, atomically."""
+        if not is_valid_upload_id(record.upload_id):
+            raise ValueError("not an upload id")
+        expires = max(1, int(record.expires_at - time.time()))
+        index = self._uploads_key(record.owner)
+        with _redis_errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(
+                    self._upload_key(record.upload_id), _UPLOAD_ADAPTER.dump_json(record).decode(), ex=expires
+                )
+                pipe.zadd(index, {record.upload_id: record.created_at})
+                pipe.zremrangebyrank(index, 0, -(OWNER_INDEX_MAX + 1))
+                pipe.expire(index, expires)
+                await pipe.execute()
+
+    async def get_upload(self, upload_id: str, owner: str) -> UploadRecord | None:
+        """The owner's live upload, else None."""
+        if not is_valid_upload_id(upload_id):
+            return None
+        with _redis_errors():
+            record = _decode_upload(_text(await self._client.get(self._upload_key(upload_id))), upload_id)
+        return record if record is not None and record.owner == owner else None
+
+    async def list_uploads(self, owner: str, limit: int = 100) -> list[UploadRecord]:
+        """The owner's live uploads, newest first; dead index entries are dropped."""
+        index = self._uploads_key(owner)
+        with _redis_errors():
+            ids = [i for m in await self._client.zrevrange(index, 0, max(limit, 1) - 1) if (i := _text(m))]
+            if not ids:
+                return []
+            raws = await self._client.mget([self._upload_key(i) for i in ids])
+            found: list[UploadRecord] = []
+            dead: list[str] = []
+            for upload_id, raw in zip(ids, raws, strict=True):
+                record = _decode_upload(_text(raw), upload_id)
+                if record is None or record.owner != owner:
+                    dead.append(upload_id)
+                else:
+                    found.append(record)
+            if dead:
+                await self._client.zrem(index, *dead)
+        return found[: max(limit, 0)]
+
     async def ping(self) -> None:
         """Round-trip a PING; StoreUnavailable if Redis does not answer."""
         with _redis_errors():
@@ -471,7 +611,10 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "StoreUnavailable",
+    "UploadRecord",
     "create_store",
     "is_valid_handle",
+    "is_valid_upload_id",
     "new_handle",
+    "new_upload_id",
 ]

@@ -32,3 +32,12 @@ def simulator() -> Iterator[Proc]:
     """The Dust simulator as a separate process for the whole run (tests reset it via /_sim/reset)."""
     with running(start_simulator()) as proc:
         yield proc
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """One clamd (unix socket + loopback TCP, EICAR test signature only) for the run, stopped by pid."""
+    from tests.procs import start_clamd
+
+    with running(start_clamd(tmp_path_factory.mktemp("clamd"))) as proc:
+        yield proc

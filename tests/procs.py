@@ -164,8 +164,10 @@ def running(proc: Proc) -> Iterator[Proc]:
 TEST_DUST_KEY = "sk-testkey0123456789abcdef"
 
 
-def bridge_env(simulator: Proc | None, redis_port: int | None = None, **extra: str) -> dict[str, str]:
-    """Environment for a bridge talking to `simulator` (demo mode when None) and optionally Redis."""
+def bridge_env(
+    simulator: Proc | None, redis_port: int | None = None, clamd: Proc | None = None, **extra: str
+) -> dict[str, str]:
+    """Environment for a bridge talking to `simulator` (demo mode when None), optionally Redis and clamd."""
     env = {"BRIDGE_LOG_LEVEL": "INFO", "BRIDGE_HEARTBEAT_SECONDS": "1", "BRIDGE_COALESCE_MS": "20"}
     if simulator is not None:
         env.update(
@@ -178,6 +180,8 @@ def bridge_env(simulator: Proc | None, redis_port: int | None = None, **extra: s
         )
     if redis_port is not None:
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    if clamd is not None:
+        env["CLAMD_URL"] = f"unix://{clamd.extra['socket']}"
     env.update(extra)
     return env
 
@@ -188,3 +192,75 @@ def start_bridge(env: dict[str, str], port: int | None = None) -> Proc:
     proc = spawn([sys.executable, "-m", "bridge", "serve", "--port", str(port)], port, env=env, name="bridge")
     wait_for_http(f"http://127.0.0.1:{port}/healthz", proc.popen)
     return proc
+
+
+# A one-line ndb signature (name:target:offset:hex) for the EICAR test string, per reference/infra.md §2.
+# This is the hex of the string, not the string itself, so host antivirus tools leave the repo alone.
+EICAR_NDB = (
+    "Test.EICAR:0:*:58354f2150254041505b345c505a58353428505e2937434329377d2445494341522d5354414e444152"
+    "442d414e544956495255532d544553542d46494c452124482b482a"
+)
+
+
+def clamd_binary() -> str:
+    found = shutil.which("clamd") or ("/usr/sbin/clamd" if Path("/usr/sbin/clamd").exists() else None)
+    if found is None:
+        raise RuntimeError("clamd is not installed; `make test` installs clamav-daemon with apt")
+    return found
+
+
+def clamd_ping(socket_path: str, timeout: float = 0.5) -> bool:
+    """True when clamd answers zPING with PONG on its unix socket."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(b"zPING\0")
+        return sock.recv(16).startswith(b"PONG")
+    return False
+
+
+def start_clamd(tmpdir: Path | None = None, stream_max_length: str = "25M") -> Proc:
+    """A clamd on a unix socket and a loopback TCP port, loading only the EICAR test signature.
+
+    `.extra` carries `socket` (the unix socket path) and `tcp` (`tcp://127.0.0.1:PORT`). Debian
+    ships no signature database, and clamd refuses to start without one, hence the ndb file.
+    """
+    workdir = (tmpdir or Path(tempfile.mkdtemp(prefix="clamd-"))).resolve()
+    (workdir / "db").mkdir(parents=True, exist_ok=True)
+    (workdir / "tmp").mkdir(exist_ok=True)
+    (workdir / "db" / "test-eicar.ndb").write_text(EICAR_NDB + "\n", encoding="ascii")
+    port = free_port()
+    sock_path = workdir / "clamd.sock"
+    conf = workdir / "clamd.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                f"DatabaseDirectory {workdir / 'db'}",
+                f"TemporaryDirectory {workdir / 'tmp'}",
+                f"LocalSocket {sock_path}",
+                "FixStaleSocket yes",
+                f"TCPSocket {port}",
+                "TCPAddr 127.0.0.1",
+                "Foreground yes",
+                f"StreamMaxLength {stream_max_length}",
+                f"LogFile {workdir / 'clamd.log'}",
+                "SelfCheck 0",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    proc = spawn([clamd_binary(), f"--config-file={conf}"], port, name="clamd")
+    proc.extra.update({"socket": str(sock_path), "tcp": f"tcp://127.0.0.1:{port}"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"clamd exited with {proc.popen.returncode} before answering PING:\n{proc.log()}"
+            )
+        if clamd_ping(str(sock_path)):
+            wait_for_port(port, proc.popen)
+            return proc
+        time.sleep(0.02)
+    proc.stop()
+    raise TimeoutError("clamd did not answer PING within 30s")

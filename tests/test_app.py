@@ -27,14 +27,16 @@ async def wait_ready(url: str, want: int, timeout: float = 20.0) -> dict[str, An
             await anyio.sleep(0.2)
 
 
-async def test_health_ready_and_status_against_dust_and_redis(simulator: Proc, redis_server: Proc) -> None:
-    with running(start_bridge(bridge_env(simulator, redis_server.port))) as bridge:
+async def test_health_ready_and_status_against_dust_redis_and_clamd(
+    simulator: Proc, redis_server: Proc, clamd: Proc
+) -> None:
+    with running(start_bridge(bridge_env(simulator, redis_server.port, clamd))) as bridge:
         async with httpx2.AsyncClient() as http:
             health = await http.get(f"{bridge.url}/healthz")
             status = (await http.get(f"{bridge.url}/status")).json()
         ready = await wait_ready(bridge.url, 200)
     assert health.status_code == 200 and health.json() == {"status": "ok"}
-    assert ready["checks"] == {"store": "ok", "dust": "ok"}
+    assert ready["checks"] == {"store": "ok", "dust": "ok", "scanner": "ok"}
     assert status["mode"] == "dust" and status["store"] == "redis"
     assert status["dust"]["circuit"] == "closed"
     assert "sk-" not in str(status)
@@ -92,9 +94,11 @@ async def test_readyz_names_an_unreachable_dust(redis_server: Proc) -> None:
     assert "sk-unreachable000" not in bridge.log() + text_of(result) + str(body)
 
 
-async def test_redis_down_at_start_and_mid_run_gives_clear_errors_and_recovers(simulator: Proc) -> None:
+async def test_redis_down_at_start_and_mid_run_gives_clear_errors_and_recovers(
+    simulator: Proc, clamd: Proc
+) -> None:
     redis_port = free_port()
-    with running(start_bridge(bridge_env(simulator, redis_port))) as bridge:
+    with running(start_bridge(bridge_env(simulator, redis_port, clamd))) as bridge:
         # Redis is not running yet: the bridge is alive but not ready, and says why.
         body = await wait_ready(bridge.url, 503)
         assert "Redis" in body["reason"]

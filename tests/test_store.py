@@ -20,9 +20,12 @@ from bridge.store import (
     MemoryStore,
     RedisStore,
     StoreUnavailable,
+    UploadRecord,
     create_store,
     is_valid_handle,
+    is_valid_upload_id,
     new_handle,
+    new_upload_id,
 )
 from tests.procs import Proc, free_port, running, start_redis
 
@@ -469,3 +472,64 @@ async def test_memory_store_sweeps_expired_entries_on_write() -> None:
     # Expired entries were dropped, not evicted one by one at the bound, and nothing else remains.
     assert await store.list_for_owner("alice") == [fresh]
     assert len(store._records) == 1 and len(store._sessions) == 1
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+def make_upload(owner: str = "alice", *, ttl: float = 60.0, created: float | None = None) -> UploadRecord:
+    now = time.time() if created is None else created
+    return UploadRecord(
+        upload_id=new_upload_id(),
+        owner=owner,
+        filename="report.pdf",
+        size=1234,
+        sha256="0" * 64,
+        mime="application/pdf",
+        scan="clean",
+        dust_file_id="fil_abc",
+        created_at=now,
+        expires_at=now + ttl,
+        pages=3,
+    )
+
+
+async def test_upload_ids_are_unguessable_and_checked() -> None:
+    ids = {new_upload_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(is_valid_upload_id(i) for i in ids)
+    sample = next(iter(ids))
+    assert not is_valid_upload_id(sample[:-1])
+    assert not is_valid_upload_id(sample + "x")
+    assert not is_valid_upload_id("dmc_" + sample[4:])
+
+
+async def test_upload_records_belong_to_their_owner(make_store: StoreFactory) -> None:
+    store = make_store(LONG_TTL).store
+    mine = make_upload("alice")
+    theirs = make_upload("bob")
+    await store.put_upload(mine)
+    await store.put_upload(theirs)
+    assert await store.get_upload(mine.upload_id, "alice") == mine
+    assert await store.get_upload(mine.upload_id, "bob") is None
+    assert await store.get_upload("upl_" + "A" * 22, "alice") is None
+    assert await store.get_upload("not-an-id", "alice") is None
+    assert [u.upload_id for u in await store.list_uploads("alice")] == [mine.upload_id]
+    assert mine.uri == f"bridge://uploads/{mine.upload_id}"
+
+
+async def test_uploads_are_listed_newest_first_and_expire(make_store: StoreFactory) -> None:
+    store = make_store(LONG_TTL).store
+    older = make_upload(created=time.time() - 10)
+    newer = make_upload()
+    short = make_upload(ttl=1.0)
+    for record in (older, newer, short):
+        await store.put_upload(record)
+    listed = [u.upload_id for u in await store.list_uploads("alice")]
+    assert listed[-1] == older.upload_id and newer.upload_id in listed
+    # Expiry is absolute time for uploads (in both stores), so this waits on the clock, bounded.
+    deadline = time.monotonic() + 5
+    while await store.get_upload(short.upload_id, "alice") is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert await store.get_upload(short.upload_id, "alice") is None
+    assert short.upload_id not in [u.upload_id for u in await store.list_uploads("alice")]

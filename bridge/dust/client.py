@@ -30,6 +30,7 @@ from bridge import __version__
 from bridge.dust.breaker import CircuitBreaker
 from bridge.dust.errors import (
     DustError,
+    DustNotFound,
     DustServerError,
     DustUnavailable,
     error_from_response,
@@ -347,6 +348,17 @@ class DustClient:
         )
         return DustFile.model_validate(_field(body, "file", dict))
 
+    async def delete_file(self, file_id: str) -> None:
+        """Delete a file (e.g. one created but never uploaded); a file already gone is fine.
+
+        Raises:
+            DustAuthError, DustRateLimited, DustServerError, DustUnavailable: see `DustError` subclasses.
+        """
+        try:
+            await self._request("DELETE", f"/files/{_seg(file_id)}", idempotent=True, expect_body=False)
+        except DustNotFound:
+            return
+
     # --- events ---------------------------------------------------------------------------------
 
     def stream_agent_events(
@@ -430,6 +442,7 @@ class DustClient:
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         max_retries: int | None = None,
+        expect_body: bool = True,
     ) -> dict[str, Any]:
         """Send one request (to `url`, else the workspace API `path`) with the safe retries, feed the
         breaker, and return the JSON object it answered."""
@@ -462,7 +475,7 @@ class DustClient:
                 self._record_status(response.status_code)
                 if response.status_code >= 400:
                     raise self._error(response)
-                return _json_object(response)
+                return _json_object(response) if expect_body else {}
         finally:
             if not verdict:
                 self._breaker.release(probe)

@@ -1,0 +1,367 @@
+"""One pipeline for every upload: size cap while streaming, libmagic type check, ClamAV, then Dust.
+
+Bytes go to a temp file as they arrive (never whole into memory), hashed on the way. Nothing
+reaches Dust before the type is allowed and the scan is clean; a failure at any step loses nothing
+else and leaves no temp file behind. Only metadata is kept (in the context store, with a TTL), so
+any replica can attach the file to a conversation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from bridge.dust.client import DustClient
+from bridge.dust.errors import DustBadRequest, DustError, DustRateLimited
+from bridge.errors import BridgeError
+from bridge.observability import Metrics
+from bridge.store import ContextStore, StoreUnavailable, UploadRecord, new_upload_id
+from bridge.uploads.clamav import ClamdClient, ScannerUnavailable, ScanTooLarge
+from bridge.uploads.metadata import describe
+from bridge.uploads.mime import (
+    InvalidFileName,
+    MimeSniffer,
+    TypeMismatch,
+    TypeNotAllowed,
+    decide_type,
+    sanitize_filename,
+    size_limit,
+)
+
+logger = logging.getLogger(__name__)
+audit = logging.getLogger("bridge.audit")
+
+TEMP_PREFIX = "dmb-upload-"
+_HEAD_BYTES = 8192
+_CHUNK = 64 * 1024
+
+
+class UploadError(BridgeError):
+    """An upload refused for a stated reason; `problem` is the stable problem type, `status` the HTTP one."""
+
+    code = "upload_error"
+
+    def __init__(self, problem: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.status = status
+
+
+def _too_large(limit: int, what: str = "the upload limit") -> UploadError:
+    return UploadError("too_large", 413, f"the file is larger than {what} ({limit} bytes)")
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    """What the pipeline enforces (from Settings)."""
+
+    max_bytes: int
+    allowed_types: frozenset[str]
+    scan_required: bool
+    ttl_seconds: int
+    temp_dir: Path
+
+
+class UploadPipeline:
+    """Runs uploads; shared by `POST /v1/uploads` and the `upload_file` tool."""
+
+    def __init__(
+        self,
+        policy: UploadPolicy,
+        dust: DustClient,
+        store: ContextStore,
+        scanner: ClamdClient | None,
+        sniffer: MimeSniffer,
+        metrics: Metrics,
+    ) -> None:
+        self._policy = policy
+        self._dust = dust
+        self._store = store
+        self._scanner = scanner
+        self._sniffer = sniffer
+        self._metrics = metrics
+        self._temp_files: set[Path] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Uploads being received or processed right now."""
+        return len(self._temp_files)
+
+    def sweep(self, max_age_seconds: float) -> int:
+        """Remove leftover temp files (see `sweep_temp_files`); blocking, call it in a thread."""
+        return sweep_temp_files(
+            self._policy.temp_dir, max_age_seconds=max_age_seconds, in_use=set(self._temp_files)
+        )
+
+    @property
+    def scan_required(self) -> bool:
+        """False only when BRIDGE_SCAN_MODE=off."""
+        return self._policy.scan_required
+
+    async def ingest(
+        self, *, owner: str, filename: str, declared_type: str | None, chunks: AsyncIterable[bytes]
+    ) -> UploadRecord:
+        """Run one upload from a stream of chunks to a stored record.
+
+        Raises:
+            UploadError: any refusal, with its problem type and HTTP status.
+        """
+        try:
+            record = await self._ingest(owner, filename, declared_type, chunks)
+        except UploadError as exc:
+            self._metrics.uploads.labels(outcome=exc.problem, mime="unknown").inc()
+            raise
+        self._metrics.uploads.labels(outcome="accepted", mime=record.mime).inc()
+        return record
+
+    async def _ingest(
+        self, owner: str, filename: str, declared_type: str | None, chunks: AsyncIterable[bytes]
+    ) -> UploadRecord:
+        try:
+            name = sanitize_filename(filename)
+        except InvalidFileName as exc:
+            raise UploadError("bad_request", 400, str(exc)) from None
+        path = await self._new_temp_file()
+        self._temp_files.add(path)
+        try:
+            size, digest, head = await self._spool(chunks, path)
+            if size == 0:
+                raise UploadError("empty_file", 400, "the file is empty")
+            sniffed = await self._sniffer.sniff(head)
+            try:
+                mime = decide_type(
+                    filename=name, declared=declared_type, sniffed=sniffed, allowed=self._policy.allowed_types
+                )
+            except TypeMismatch as exc:
+                audit.warning(
+                    "upload refused: type_mismatch owner=%s file=%r sniffed=%s", owner, name, sniffed
+                )
+                raise UploadError("type_mismatch", 415, str(exc)) from None
+            except TypeNotAllowed as exc:
+                raise UploadError("type_not_allowed", 415, str(exc)) from None
+            limit = size_limit(mime, self._policy.max_bytes)
+            if size > limit:
+                raise _too_large(limit, f"the limit for {mime}")
+            verdict = await self._scan(path, size, owner, name)
+            details = await anyio.to_thread.run_sync(describe, path, mime)
+            dust_file_id = await self._send_to_dust(path, name, mime, size)
+            now = time.time()
+            record = UploadRecord(
+                upload_id=new_upload_id(),
+                owner=owner,
+                filename=name,
+                size=size,
+                sha256=digest,
+                mime=mime,
+                scan=verdict,
+                dust_file_id=dust_file_id,
+                created_at=now,
+                expires_at=now + self._policy.ttl_seconds,
+                **details,
+            )
+            try:
+                await self._store.put_upload(record)
+            except StoreUnavailable as exc:
+                raise UploadError("store_unavailable", 503, str(exc)) from None
+            audit.info(
+                "upload accepted owner=%s id=%s file=%r type=%s size=%d scan=%s",
+                owner,
+                record.upload_id,
+                name,
+                mime,
+                size,
+                verdict,
+            )
+            return record
+        finally:
+            self._temp_files.discard(path)
+            with anyio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
+                await anyio.Path(path).unlink()
+
+    async def ingest_bytes(
+        self, *, owner: str, filename: str, declared_type: str | None, data: bytes
+    ) -> UploadRecord:
+        """Run one upload whose bytes are already in memory (the `upload_file` tool).
+
+        Raises:
+            UploadError: any refusal.
+        """
+
+        async def one() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), _CHUNK):
+                yield data[start : start + _CHUNK]
+
+        return await self.ingest(owner=owner, filename=filename, declared_type=declared_type, chunks=one())
+
+    async def get(self, owner: str, upload_id: str) -> UploadRecord | None:
+        """The owner's upload, or None (unknown, expired and foreign look alike).
+
+        Raises:
+            UploadError: the store is unreachable.
+        """
+        try:
+            return await self._store.get_upload(upload_id, owner)
+        except StoreUnavailable as exc:
+            raise UploadError("store_unavailable", 503, str(exc)) from None
+
+    async def list(self, owner: str) -> list[UploadRecord]:
+        """The owner's live uploads, newest first.
+
+        Raises:
+            UploadError: the store is unreachable.
+        """
+        try:
+            return await self._store.list_uploads(owner)
+        except StoreUnavailable as exc:
+            raise UploadError("store_unavailable", 503, str(exc)) from None
+
+    async def ping_scanner(self) -> None:
+        """Raise ScannerUnavailable unless clamd answers (or scanning is off on purpose)."""
+        if self._scanner is not None:
+            await self._scanner.ping()
+
+    # -- steps -------------------------------------------------------------------------------
+
+    async def _new_temp_file(self) -> Path:
+        directory = self._policy.temp_dir
+        await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
+        # The pid in the name lets a later start-up tell a dead process's leftovers from a live one's.
+        fd, name = await anyio.to_thread.run_sync(
+            lambda: tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".part", dir=directory)
+        )
+        os.close(fd)
+        return Path(name)
+
+    async def _spool(self, chunks: AsyncIterable[bytes], path: Path) -> tuple[int, str, bytes]:
+        """Write the chunks to `path`, stopping as soon as the hard cap is passed."""
+        size = 0
+        sha = hashlib.sha256()
+        head = bytearray()
+        cap = self._policy.max_bytes
+        async with await anyio.open_file(path, "wb") as out:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > cap:
+                    raise _too_large(cap)
+                sha.update(chunk)
+                if len(head) < _HEAD_BYTES:
+                    head += chunk[: _HEAD_BYTES - len(head)]
+                await out.write(chunk)
+        return size, sha.hexdigest(), bytes(head)
+
+    async def _scan(self, path: Path, size: int, owner: str, name: str) -> str:
+        if self._scanner is None:
+            return "skipped"
+        try:
+            result = await self._scanner.scan_file(path)
+            self._metrics.scanned_bytes.inc(result.scanned_bytes)
+            self._metrics.scan_seconds.observe(result.seconds)
+        except ScanTooLarge:
+            raise _too_large(size, "what the virus scanner accepts") from None
+        except ScannerUnavailable as exc:
+            raise UploadError(
+                "scanner_unavailable",
+                503,
+                f"the virus scanner is unavailable ({exc}); the file was not accepted",
+            ) from None
+        if not result.clean:
+            audit.warning(
+                "upload refused: infected owner=%s file=%r signature=%s", owner, name, result.signature
+            )
+            raise UploadError(
+                "infected", 422, f"the virus scanner found {result.signature}; the file was refused"
+            )
+        return "clean"
+
+    async def _send_to_dust(self, path: Path, name: str, mime: str, size: int) -> str:
+        try:
+            created = await self._dust.create_file(content_type=mime, file_name=name, file_size=size)
+        except DustRateLimited as exc:
+            raise UploadError(
+                "rate_limited", 429, f"Dust is rate-limiting file uploads: {exc.message}"
+            ) from None
+        except DustBadRequest as exc:
+            raise UploadError(
+                "dust_rejected", 422, f"Dust refused the file: {exc.type}: {exc.message}"
+            ) from None
+        except DustError as exc:
+            raise UploadError(
+                "dust_unavailable", 502, f"Dust could not take the file: {exc.type}: {exc.message}"
+            ) from None
+        try:
+            uploaded = await self._dust.upload_file(created, _read_chunks(path), content_type=mime)
+        except DustError as exc:
+            await self._forget_in_dust(created.s_id)
+            problem, status = (
+                ("rate_limited", 429) if isinstance(exc, DustRateLimited) else ("dust_rejected", 422)
+            )
+            raise UploadError(problem, status, f"Dust refused the file: {exc.type}: {exc.message}") from None
+        except BaseException:
+            await self._forget_in_dust(created.s_id)
+            raise
+        return uploaded.s_id
+
+    async def _forget_in_dust(self, file_id: str) -> None:
+        # A created-but-empty file is useless in Dust; remove it so nothing half-done stays there.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self._dust.delete_file(file_id)
+            except DustError as exc:
+                logger.warning("could not delete an unfinished Dust file: %s", exc.message)
+
+
+async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as source:
+        while chunk := await source.read(_CHUNK):
+            yield chunk
+
+
+def sweep_temp_files(directory: Path, *, max_age_seconds: float, in_use: set[Path]) -> int:
+    """Delete upload temp files nobody is writing; return how many.
+
+    A file is a leftover when it is not one of this process's uploads in progress and its writer
+    (the pid in its name) is dead, is this very process (a restart that reused the pid, as PID 1 in
+    a container does), or it is older than `max_age_seconds`. Files of other live processes that
+    are young are left alone: another replica on the same host may be streaming into them.
+    """
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(directory.glob(f"{TEMP_PREFIX}*.part"))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry in in_use:
+            continue
+        pid_text = entry.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        other_live_writer = pid_text.isdigit() and int(pid_text) != os.getpid() and _alive(int(pid_text))
+        try:
+            old = now - entry.stat().st_mtime > max_age_seconds
+        except FileNotFoundError:
+            continue
+        if not other_live_writer or old:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
