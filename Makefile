@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
-APT_TEST_PACKAGES := redis-server libmagic1 clamav-daemon
+APT_RUN_PACKAGES := libmagic1
+APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon
 
-.PHONY: run demo test lint typecheck unit system-deps bench clean
+.PHONY: run demo test lint typecheck unit system-deps run-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,19 +20,30 @@ $(DEVSTAMP): pyproject.toml $(STAMP)
 	touch $@
 
 ## make run: the bridge on 127.0.0.1:8080 (demo mode against the bundled Dust simulator unless DUST_API_KEY is set)
-run: $(STAMP)
+run: run-deps $(STAMP)
 	$(BIN)/dust-mcp-bridge serve
+
+demo: run-deps $(STAMP)
+	$(BIN)/dust-mcp-bridge demo
 
 ## make test: system packages, dev dependencies, lint, type check, the whole suite
 test: system-deps $(DEVSTAMP) lint typecheck unit
 
-system-deps:
-	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# apt-get only for what is missing, with sudo when not root.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+run-deps:
+	$(call apt_install,$(APT_RUN_PACKAGES))
+
+system-deps:
+	$(call apt_install,$(APT_TEST_PACKAGES))
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check bridge tests bench

@@ -40,6 +40,10 @@ def _env(name: str) -> Any:
     return Field(validation_alias=AliasChoices(name))
 
 
+def _default_upload_dir() -> str:
+    return str(Path(tempfile.gettempdir()) / "dust-mcp-bridge")
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -108,8 +112,7 @@ class Settings(BaseSettings):
         default=86400, ge=60, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_UPLOAD_TTL_SECONDS")
     )
     upload_dir: str = Field(
-        default_factory=lambda: str(Path(tempfile.gettempdir()) / "dust-mcp-bridge"),
-        validation_alias=AliasChoices("BRIDGE_UPLOAD_DIR"),
+        default_factory=lambda: _default_upload_dir(), validation_alias=AliasChoices("BRIDGE_UPLOAD_DIR")
     )
 
     # MCP behaviour
@@ -178,6 +181,12 @@ class Settings(BaseSettings):
         if parts.scheme == "tcp" and parts.hostname and parts.port:
             return value
         raise ValueError("must be unix:///path/to/clamd.sock or tcp://host:port")
+
+    @field_validator("upload_dir")
+    @classmethod
+    def _upload_dir(cls, value: str) -> str:
+        # An empty value (as in .env.example) means the default, never the working directory.
+        return str(Path(value).resolve()) if value.strip() else _default_upload_dir()
 
     @field_validator("upload_allowed_types")
     @classmethod

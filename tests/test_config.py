@@ -83,3 +83,46 @@ def test_csv_lists_are_split(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.agent_tools == ["echo", "dust"]
     assert settings.allowed_hosts == ["bridge.example.com"]
+
+
+def test_the_example_file_is_valid_as_it_stands(tmp_path: pytest.TempPathFactory) -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    (Path(str(tmp_path)) / ".env").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    settings = load_settings()
+    assert settings.demo_active
+    assert settings.upload_dir.endswith("dust-mcp-bridge")
+    assert settings.redis_url is None and settings.agent_tools == []
+
+
+def test_every_setting_is_documented_in_the_example_file() -> None:
+    from pathlib import Path
+
+    from bridge.config import Settings
+
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text(encoding="utf-8")
+    for field in Settings.model_fields.values():
+        variable = field.validation_alias.choices[0]  # type: ignore[union-attr]
+        assert f"\n{variable}=" in example, f"{variable} is missing from .env.example"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "CLAMD_URL",
+            "http://clamd:3310",
+            "CLAMD_URL: must be unix:///path/to/clamd.sock or tcp://host:port",
+        ),
+        ("BRIDGE_SCAN_MODE", "sometimes", "BRIDGE_SCAN_MODE:"),
+        ("BRIDGE_UPLOAD_ALLOWED_TYPES", "application/x-msdownload", "not a type Dust accepts"),
+        ("BRIDGE_UPLOAD_MAX_BYTES", "0", "BRIDGE_UPLOAD_MAX_BYTES:"),
+    ],
+)
+def test_bad_upload_settings(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()
