@@ -315,7 +315,8 @@ def measured(stats: PathStats, pids: dict[str, int | None], lag: LoopLag) -> Ite
             own += used
             stats.cpu[name] = stats.cpu.get(name, 0.0) + used
         # CPU that something else on the machine used meanwhile (other jobs perturb the figures).
-        foreign = max(0.0, machine_busy_seconds() - busy_before - own)
+        # Not clipped per section: tick rounding errors must be able to cancel out over rounds.
+        foreign = machine_busy_seconds() - busy_before - own
         stats.cpu["other"] = stats.cpu.get("other", 0.0) + foreign
         stats.lag.extend(lag.samples[lag_start:])
 
@@ -409,7 +410,8 @@ def level_table(concurrency: int, stats: dict[str, PathStats]) -> str:
         ttfc, ttr = s.ttfc(), s.ttr()
         n = max(len(s.samples), 1)
         cpu = "/".join(
-            f"{s.cpu.get(k, math.nan) * 1000 / n:.2f}" for k in ("client", "simulator", "bridge", "other")
+            f"{max(s.cpu.get(k, math.nan), 0.0) * 1000 / n:.2f}"
+            for k in ("client", "simulator", "bridge", "other")
         )
         lines.append(
             f"{name:<26}{len(s.samples):>5}{len(s.errors):>5}  {ms(percentile(ttfc, 50)):>9}"

@@ -197,7 +197,10 @@ class StreamRelay:
                         pending_since = self._clock()
                     pending.append(text)
                     pending_chars += len(text)
-                    if pending_chars >= self._coalesce_chars or self._coalesce_seconds == 0:
+                    # The first chunk goes out at once: coalescing is for the flood that follows,
+                    # not for the moment the user first sees the answer start.
+                    first = outcome.first_chunk_at is None
+                    if first or pending_chars >= self._coalesce_chars or self._coalesce_seconds == 0:
                         await flush()
                 elif classification == "chain_of_thought" and text and self._show_cot:
                     await flush()

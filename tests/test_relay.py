@@ -41,21 +41,27 @@ def make_relay(sent: list[str], **kw: float) -> StreamRelay:
     )
 
 
-async def test_tokens_are_coalesced_by_size_and_the_answer_is_exact() -> None:
+async def test_first_chunk_goes_out_at_once_then_tokens_are_coalesced_by_size() -> None:
     sent: list[str] = []
     events: list[AgentEvent | float] = [tokens(c, i) for i, c in enumerate("abcdefghijklmnopqrstuvwxy")]
     events.append(success("abcdefghijklmnopqrstuvwxy"))
     outcome = await make_relay(sent, chars=10).run(feed(events))
     assert outcome.text == "abcdefghijklmnopqrstuvwxy"
-    assert sent == ["abcdefghij", "klmnopqrst", "uvwxy"]
+    assert sent == ["a", "bcdefghijk", "lmnopqrstu", "vwxy"]
     assert outcome.terminal is not None and outcome.terminal.type == "agent_message_success"
 
 
 async def test_tokens_are_flushed_after_the_coalescing_interval() -> None:
     sent: list[str] = []
-    events: list[AgentEvent | float] = [tokens("ab", 1), 0.3, tokens("cd", 2), success("abcd")]
+    events: list[AgentEvent | float] = [
+        tokens("ab", 1),
+        tokens("cd", 2),
+        0.3,
+        tokens("ef", 3),
+        success("abcdef"),
+    ]
     await make_relay(sent, chars=1000, coalesce=0.05).run(feed(events))
-    assert sent == ["ab", "cd"]
+    assert sent == ["ab", "cd", "ef"]
 
 
 async def test_heartbeats_while_dust_is_silent_and_tool_status_lines() -> None:

@@ -132,6 +132,8 @@ class DustClient:
         self._stream_total_timeout = stream_total_timeout
         self._stream_read_timeout = stream_read_timeout
         self._reconnect_delay = reconnect_delay
+        # The SSE base Dust redirected streams to, once seen (see `_event_source`).
+        self._sse_api: str | None = None
         self._http = httpx2.AsyncClient(
             headers={
                 "Authorization": f"Bearer {api_key.get_secret_value()}",
@@ -375,9 +377,7 @@ class DustClient:
             DustBadRequest: Dust rejected the request (e.g. not an agent message).
             DustStreamError: too many reconnects without progress, or the total time ran out.
         """
-        path = (
-            f"{self._api}/assistant/conversations/{_seg(conversation_id)}/messages/{_seg(message_id)}/events"
-        )
+        path = f"/assistant/conversations/{_seg(conversation_id)}/messages/{_seg(message_id)}/events"
         return follow_events(
             lambda resume_from, read_timeout: self._event_source(path, resume_from, read_timeout),
             last_event_id=last_event_id,
@@ -389,9 +389,34 @@ class DustClient:
 
     @asynccontextmanager
     async def _event_source(
+        self, path: str, last_event_id: str | None, read_timeout: float
+    ) -> AsyncIterator[AsyncIterator[httpx2.ServerSentEvent]]:
+        """One connection to an event stream; HTTP and network failures become `DustError`s.
+
+        Current Dust redirects every stream from /api/v1 to /api/sse/v1. Once that redirect has been
+        seen, streams go straight to the SSE base (one round trip less per connection); should that
+        base ever answer 404, the client forgets it and goes through /api/v1 again.
+        """
+        if self._sse_api is not None:
+            stack = AsyncExitStack()
+            try:
+                # Only the connecting is guarded: errors from the consumer must not land here.
+                frames = await stack.enter_async_context(
+                    self._event_connection(self._sse_api + path, last_event_id, read_timeout)
+                )
+            except DustNotFound:
+                self._sse_api = None
+            else:
+                async with stack:
+                    yield frames
+                return
+        async with self._event_connection(self._api + path, last_event_id, read_timeout) as frames:
+            yield frames
+
+    @asynccontextmanager
+    async def _event_connection(
         self, url: str, last_event_id: str | None, read_timeout: float
     ) -> AsyncIterator[AsyncIterator[httpx2.ServerSentEvent]]:
-        """One connection to an event stream; HTTP and network failures become `DustError`s."""
         probe = self._breaker.acquire()
         verdict = False
         try:
@@ -420,6 +445,11 @@ class DustClient:
                     raise self._error(response)
                 verdict = True
                 self._breaker.record_success()
+                sse_api = self._api.replace("/api/v1/", "/api/sse/v1/", 1)
+                if response.history and str(response.url.copy_with(query=None)) == url.replace(
+                    self._api, sse_api, 1
+                ):
+                    self._sse_api = sse_api
                 frames = cast(AsyncGenerator[httpx2.ServerSentEvent, None], aiter(source))
                 # Finalise the frame generator before the response closes (LIFO exit order).
                 stack.push_async_callback(frames.aclose)

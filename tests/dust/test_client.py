@@ -211,6 +211,26 @@ async def test_create_conversation_and_stream_exact_text(
         assert await sim.requests("GET", "/api/sse/v1/")
 
 
+async def test_the_sse_redirect_is_remembered_and_forgotten_when_it_stops_working(
+    sim: Sim, client: DustClient
+) -> None:
+    for turn in range(2):
+        conversation_id, message_id = await ask(client, "echo000001", f"turn {turn}")
+        assert answer_text(await collect(client.stream_agent_events(conversation_id, message_id)))
+    # One redirect hop on /api/v1 for the first stream; the second went straight to /api/sse.
+    assert len(await sim.requests("GET", "/api/v1/w/demo/assistant/conversations/")) == 1
+    assert len(await sim.requests("GET", "/api/sse/v1/")) == 2
+    # A deployment without the SSE base: the remembered base answers 404, the client falls back.
+    await sim.faults(
+        fail_next=[
+            {"match": "/api/sse/", "method": "GET", "status": 404, "type": "message_not_found", "count": 1}
+        ]
+    )
+    conversation_id, message_id = await ask(client, "echo000001", "after the 404")
+    events = await collect(client.stream_agent_events(conversation_id, message_id))
+    assert answer_text(events) == "Echo (turn 1): after the 404"
+
+
 async def test_post_message_continues_the_conversation(client: DustClient) -> None:
     conversation_id, message_id = await ask(client, "echo000001", "first")
     assert answer_text(await collect(client.stream_agent_events(conversation_id, message_id))) == (
