@@ -55,8 +55,10 @@ typecheck: $(DEVSTAMP)
 unit: $(DEVSTAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP)
+## make bench: the streaming and upload benchmarks (print figures; see docs/performance.md)
+bench: system-deps $(STAMP)
 	$(BIN)/python bench/stream_overhead.py
+	$(BIN)/python bench/upload.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

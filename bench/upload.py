@@ -85,7 +85,7 @@ async def _timed(into: list[float], http: httpx2.AsyncClient, url: str, name: st
 
 
 async def throughput(
-    bridge: Proc, sizes_mb: list[int], levels: list[int], rounds: int
+    bridge: Proc, sizes_mb: list[int], levels: list[int], rounds: int, min_samples: int
 ) -> list[dict[str, Any]]:
     rows = []
     url = f"{bridge.url}/v1/uploads"
@@ -96,7 +96,8 @@ async def throughput(
                 latencies: list[float] = []
                 scan_before = scan_seconds_total(bridge)
                 wall_start = time.perf_counter()
-                for _ in range(rounds):
+                # Enough rounds for at least `min_samples` uploads per cell, so p99 means something.
+                for _ in range(max(rounds, -(-min_samples // level))):
                     async with anyio.create_task_group() as tg:
                         for index in range(level):
                             tg.start_soon(_timed, latencies, http, url, f"f{index}.txt", data)
@@ -186,6 +187,7 @@ async def main() -> None:
     parser.add_argument("--sizes-mb", default="1,25")
     parser.add_argument("--concurrency", default="1,20")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-samples", type=int, default=30)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sizes = [int(v) for v in args.sizes_mb.split(",")]
@@ -214,7 +216,7 @@ async def main() -> None:
                         await post(http, f"{bridge.url}/v1/uploads", "warm.txt", b"warm", "text/plain")
                     # Memory first, while the bridge has done nothing but one tiny upload: the fairest idle.
                     big = await big_upload_rss(bridge, 100 * 1000 * 1000)
-                    rows = await throughput(bridge, sizes, levels, args.rounds)
+                    rows = await throughput(bridge, sizes, levels, args.rounds, args.min_samples)
     if args.json:
         args.json.write_text(json.dumps({"throughput": rows, "big_upload": big}, indent=2), encoding="utf-8")
     print(f"done: {len(rows)} throughput cells and the 100 MB memory run")
