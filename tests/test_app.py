@@ -7,13 +7,9 @@ from typing import Any
 import anyio
 import httpx2
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
+from tests.helpers import text_of
 from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 async def wait_ready(url: str, want: int, timeout: float = 20.0) -> dict[str, Any]:

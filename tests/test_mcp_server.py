@@ -14,6 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.types import CallToolResult, TextContent
 
+from tests.helpers import faults, stats, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
 ERAS = ["legacy", "auto"]  # 2025-11-25 handshake with Mcp-Session-Id, and 2026-07-28 stateless
@@ -30,22 +31,9 @@ def reset_simulator(simulator: Proc) -> None:
     httpx2.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
 
 
-def faults(simulator: Proc, **values: Any) -> None:
-    httpx2.post(f"{simulator.url}/_sim/faults", json=values, timeout=5).raise_for_status()
-
-
-def stats(simulator: Proc) -> dict[str, Any]:
-    body: dict[str, Any] = httpx2.get(f"{simulator.url}/_sim/stats", timeout=5).json()
-    return body
-
-
 def status(bridge: Proc) -> dict[str, Any]:
     body: dict[str, Any] = httpx2.get(f"{bridge.url}/status", timeout=5).json()
     return body
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def answer_of(result: CallToolResult) -> str:

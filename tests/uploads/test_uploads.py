@@ -20,8 +20,8 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
+from tests.helpers import faults, text_of
 from tests.procs import EICAR_NDB, Proc, bridge_env, free_port, running, start_bridge, start_clamd
 
 EICAR = bytes.fromhex(EICAR_NDB.rsplit(":", 1)[1])  # rebuilt here, never committed as such
@@ -95,10 +95,6 @@ def sim_files(simulator: Proc) -> list[dict[str, Any]]:
     return files
 
 
-def faults(simulator: Proc, **values: Any) -> None:
-    httpx2.post(f"{simulator.url}/_sim/faults", json=values, timeout=5).raise_for_status()
-
-
 def post_file(
     bridge: Proc, name: str, data: bytes, content_type: str | None = None, part: str = "file"
 ) -> httpx2.Response:
@@ -108,10 +104,6 @@ def post_file(
 
 def leftovers(upload_dir: Path) -> list[Path]:
     return list(upload_dir.glob("*.part"))
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 def test_pdf_upload_is_scanned_sent_to_dust_and_described(

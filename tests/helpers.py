@@ -1,0 +1,26 @@
+"""Small helpers shared by the end-to-end tests: reading tool results, steering the simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+from mcp.types import CallToolResult, TextContent
+
+from tests.procs import Proc
+
+
+def text_of(result: CallToolResult) -> str:
+    """All text content of a tool result, concatenated."""
+    return "".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+def faults(simulator: Proc, **values: Any) -> None:
+    """Merge `values` into the simulator's live options (`fail_next=[]` clears pending failures)."""
+    httpx2.post(f"{simulator.url}/_sim/faults", json=values, timeout=5).raise_for_status()
+
+
+def stats(simulator: Proc) -> dict[str, Any]:
+    """The simulator's counters."""
+    body: dict[str, Any] = httpx2.get(f"{simulator.url}/_sim/stats", timeout=5).json()
+    return body
