@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
+TOOLS := .venv-tools
+TOOLSTAMP := $(TOOLS)/.installed
 APT_RUN_PACKAGES := libmagic1
 APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon
 
@@ -19,6 +21,12 @@ $(DEVSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+$(TOOLSTAMP): tools/requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet -r tools/requirements.txt
+	touch $@
+
 ## make run: the bridge on 127.0.0.1:8080 (demo mode against the bundled Dust simulator unless DUST_API_KEY is set)
 run: run-deps $(STAMP)
 	$(BIN)/dust-mcp-bridge serve
@@ -27,7 +35,7 @@ demo: run-deps $(STAMP)
 	$(BIN)/dust-mcp-bridge demo
 
 ## make test: system packages, dev dependencies, lint, type check, the whole suite
-test: system-deps $(DEVSTAMP) lint typecheck unit
+test: system-deps $(DEVSTAMP) $(TOOLSTAMP) lint typecheck unit
 
 # apt-get only for what is missing, with sudo when not root.
 define apt_install
@@ -61,4 +69,4 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/upload.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
