@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -43,13 +44,18 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
         file=sys.stderr,
         flush=True,
     )
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done; by then everything has been
+    # drained and closed, so that is a clean stop and should exit 0, not "killed by signal".
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30,
+        # On SIGTERM uvicorn stops accepting, lets in-flight answers finish for this long, then
+        # cancels them (each cancelled ask_agent cancels its generation at Dust).
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         lifespan="on",
     )
 

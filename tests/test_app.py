@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import httpx2
 from mcp import Client
+from mcp.types import CallToolResult
 
 from tests.helpers import text_of
 from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
@@ -116,3 +117,40 @@ async def test_redis_down_at_start_and_mid_run_gives_clear_errors_and_recovers(
                 after = await client.call_tool("ask_agent", {"agent": "echo", "message": "back"})
         assert not after.is_error, text_of(after)
         assert bridge.popen.poll() is None
+
+
+async def test_sigterm_lets_a_streaming_answer_finish_then_exits_cleanly(simulator: Proc) -> None:
+    import signal
+
+    from tests.helpers import faults
+
+    faults(simulator, token_delay_ms=40)
+    progress = anyio.Event()
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.set()
+
+    with running(start_bridge(bridge_env(simulator, BRIDGE_SHUTDOWN_GRACE_SECONDS="60"))) as bridge:
+        async with Client(f"{bridge.url}/mcp") as client, anyio.create_task_group() as tg:
+            # The client validates results against the tool's output schema: list the tools now,
+            # while the server still answers new requests.
+            await client.list_tools()
+            outcome: dict[str, CallToolResult] = {}
+
+            async def call() -> None:
+                outcome["result"] = await client.call_tool(
+                    "ask_agent",
+                    {"agent": "echo", "message": "finish me " * 20},
+                    progress_callback=on_progress,
+                )
+
+            tg.start_soon(call)
+            with anyio.fail_after(20):
+                await progress.wait()
+            bridge.popen.send_signal(signal.SIGTERM)
+        exit_code = await anyio.to_thread.run_sync(bridge.popen.wait, 30)
+    result = outcome["result"]
+    assert not result.is_error, text_of(result)
+    assert result.content[0].text == "Echo (turn 1): " + ("finish me " * 20).strip()  # type: ignore[union-attr]
+    assert exit_code == 0
+    faults(simulator, token_delay_ms=15)

@@ -17,7 +17,9 @@ def tool() -> object:
     def find(name: str) -> str:
         path = TOOLS_BIN / name
         if not path.exists():
-            pytest.fail(f"{path} is missing: run `make test` (it installs tools/requirements.txt into .venv-tools)")
+            pytest.fail(
+                f"{path} is missing: run `make test` (it installs tools/requirements.txt into .venv-tools)"
+            )
         return str(path)
 
     return find
