@@ -146,8 +146,8 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("BRIDGE_ALLOWED_ORIGINS")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("BRIDGE_LOG_LEVEL"))
-    shutdown_grace_seconds: float = Field(
-        default=30.0, ge=0, le=3600, validation_alias=AliasChoices("BRIDGE_SHUTDOWN_GRACE_SECONDS")
+    shutdown_grace_seconds: int = Field(
+        default=30, ge=0, le=3600, validation_alias=AliasChoices("BRIDGE_SHUTDOWN_GRACE_SECONDS")
     )
 
     @field_validator("agent_tools", "allowed_hosts", "allowed_origins", "upload_allowed_types", mode="before")
