@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,6 +24,7 @@ from bridge.dust.errors import DustError
 from bridge.mcp_server import build_mcp_server
 from bridge.openapi import openapi_spec
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
+from bridge.security.auth import ClientKeyMiddleware, parse_keys
 from bridge.store import StoreUnavailable
 from bridge.uploads.clamav import ScannerUnavailable
 from bridge.uploads.http import upload_route
@@ -155,6 +157,7 @@ def create_app(settings: Settings) -> Starlette:
                 "circuit": runtime.dust.breaker_state,
             },
             "store": runtime.store.kind,
+            "client_keys": "required" if runtime.settings.api_keys else "off",
             "transports": ["streamable-http:/mcp", "sse:/sse"],
             "active_streams": runtime.conversations.active_streams,
             "uploads": {
@@ -195,6 +198,10 @@ def create_app(settings: Settings) -> Starlette:
         *sse_app.routes,
         *http_app.routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    keys = parse_keys(settings.api_keys)
+    if keys:
+        middleware.append(Middleware(ClientKeyMiddleware, keys=keys))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.mcp = mcp
     return app

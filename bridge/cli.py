@@ -154,6 +154,23 @@ def cmd_claude_config(args: argparse.Namespace) -> None:
     print(json.dumps(claude_config(args.name), indent=2))
 
 
+def cmd_keys_new(args: argparse.Namespace) -> None:
+    """Print a fresh client key and the BRIDGE_API_KEYS entry that accepts it (only its hash)."""
+    from bridge.security.auth import hash_key, new_key, parse_keys
+
+    key = new_key()
+    entry = f"{args.name}:{hash_key(key).hex()}"
+    try:
+        parse_keys([entry])
+    except ValueError:
+        print(
+            "dust-mcp-bridge: key names are letters, digits, '.', '_' and '-' (at most 64)", file=sys.stderr
+        )
+        raise SystemExit(2) from None
+    print(f"key for {args.name} (give it to the client; it is not stored anywhere):\n  {key}")
+    print(f"add this entry to BRIDGE_API_KEYS (comma-separated) or to a key file (one per line):\n  {entry}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="dust-mcp-bridge", description="Dust agents as MCP tools")
@@ -173,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("agents", help="list the workspace's agents")
     sub.add_parser("check", help="check the configuration, Dust and the context store")
+    keys = sub.add_parser("keys", help="manage client keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a fresh client key and its config line")
+    new.add_argument("name", help="the principal name (e.g. alice or ci-bot)")
     cc = sub.add_parser("claude-config", help="print a claude_desktop_config.json entry")
     cc.add_argument("--name", default="dust", help="server name in Claude Desktop (default: dust)")
     return parser
@@ -199,3 +220,5 @@ def main(argv: list[str] | None = None) -> None:
         cmd_check(args)
     elif args.command == "claude-config":
         cmd_claude_config(args)
+    elif args.command == "keys":
+        cmd_keys_new(args)

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         default=60.0, ge=0, le=86400, validation_alias=AliasChoices("BRIDGE_AGENTS_CACHE_SECONDS")
     )
 
+    # Access control
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_API_KEYS")
+    )
+
     # HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("BRIDGE_HOST"))
     port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("BRIDGE_PORT"))
@@ -150,7 +155,9 @@ class Settings(BaseSettings):
         default=30, ge=0, le=3600, validation_alias=AliasChoices("BRIDGE_SHUTDOWN_GRACE_SECONDS")
     )
 
-    @field_validator("agent_tools", "allowed_hosts", "allowed_origins", "upload_allowed_types", mode="before")
+    @field_validator(
+        "agent_tools", "allowed_hosts", "allowed_origins", "upload_allowed_types", "api_keys", mode="before"
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -184,6 +191,17 @@ class Settings(BaseSettings):
         if parts.scheme == "tcp" and parts.hostname and parts.port:
             return value
         raise ValueError("must be unix:///path/to/clamd.sock or tcp://host:port")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: list[str]) -> list[str]:
+        from bridge.security.auth import parse_keys
+
+        try:
+            parse_keys(value)
+        except OSError as exc:
+            raise ValueError(f"cannot read the key file ({exc.strerror})") from None
+        return value
 
     @field_validator("upload_dir")
     @classmethod

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -34,11 +35,12 @@ from bridge.conversations import Answer, describe_dust_error
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.runtime import Runtime
+from bridge.security.audit import audit_event
 from bridge.store import UploadRecord
 
 logger = logging.getLogger(__name__)
 
-# Until client authentication exists every caller is the same local principal.
+# The principal of stdio and of HTTP without BRIDGE_API_KEYS: the one local user.
 LOCAL_PRINCIPAL = "local"
 
 INSTRUCTIONS = """\
@@ -107,12 +109,17 @@ def session_key(ctx: Context, runtime: Runtime) -> str | None:
 
 
 def principal_of(ctx: Context | ServerRequestContext[Any, Any]) -> str:
-    """The principal an MCP request acts for."""
-    return LOCAL_PRINCIPAL
+    """The principal an MCP request acts for: its client key's name, or the local user."""
+    request_context = ctx.request_context if isinstance(ctx, Context) else ctx
+    return principal_of_request(request_context.request)
 
 
 def principal_of_request(request: object) -> str:
-    """The principal a plain HTTP request (e.g. an upload) acts for."""
+    """The principal of an HTTP request (set by the client-key middleware); stdio is the local user."""
+    scope = getattr(request, "scope", None)
+    user = scope.get("user") if isinstance(scope, dict) else None
+    if isinstance(user, AuthenticatedUser):
+        return str(user.access_token.client_id)
     return LOCAL_PRINCIPAL
 
 
@@ -233,9 +240,10 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
             sequence += 1
             await ctx.report_progress(sequence, None, text)
 
+        principal = principal_of(ctx)
         try:
             answer = await rt.conversations.ask(
-                principal=principal_of(ctx),
+                principal=principal,
                 session_key=session_key(ctx, rt),
                 agent_ref=agent,
                 message=message,
@@ -245,7 +253,18 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
                 progress=progress,
             )
         except BridgeError as exc:
+            audit_event("tool_call", tool="ask_agent", principal=principal, agent=agent, outcome=exc.code)
             raise _tool_error(exc) from None
+        audit_event(
+            "tool_call",
+            tool="ask_agent",
+            principal=principal,
+            agent=answer.agent.s_id,
+            conversation=answer.dust_conversation_id,
+            continued=answer.continued,
+            files=len(files or []),
+            outcome="ok",
+        )
         return _answer_result(answer)
 
     @mcp.tool(

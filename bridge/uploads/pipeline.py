@@ -24,6 +24,7 @@ from bridge.dust.client import DustClient
 from bridge.dust.errors import DustBadRequest, DustError, DustRateLimited
 from bridge.errors import BridgeError
 from bridge.observability import Metrics
+from bridge.security.audit import audit_event
 from bridge.store import ContextStore, StoreUnavailable, UploadRecord, new_upload_id
 from bridge.uploads.clamav import ClamdClient, ScannerUnavailable, ScanTooLarge
 from bridge.uploads.metadata import describe
@@ -38,7 +39,6 @@ from bridge.uploads.mime import (
 )
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("bridge.audit")
 
 TEMP_PREFIX = "dmb-upload-"
 _HEAD_BYTES = 8192
@@ -142,8 +142,13 @@ class UploadPipeline:
                     filename=name, declared=declared_type, sniffed=sniffed, allowed=self._policy.allowed_types
                 )
             except TypeMismatch as exc:
-                audit.warning(
-                    "upload refused: type_mismatch owner=%s file=%r sniffed=%s", owner, name, sniffed
+                audit_event(
+                    "upload_refused",
+                    level=logging.WARNING,
+                    principal=owner,
+                    file=name,
+                    reason="type_mismatch",
+                    sniffed=sniffed,
                 )
                 raise UploadError("type_mismatch", 415, str(exc)) from None
             except TypeNotAllowed as exc:
@@ -172,14 +177,15 @@ class UploadPipeline:
                 await self._store.put_upload(record)
             except StoreUnavailable as exc:
                 raise UploadError("store_unavailable", 503, str(exc)) from None
-            audit.info(
-                "upload accepted owner=%s id=%s file=%r type=%s size=%d scan=%s",
-                owner,
-                record.upload_id,
-                name,
-                mime,
-                size,
-                verdict,
+            audit_event(
+                "upload_accepted",
+                principal=owner,
+                upload_id=record.upload_id,
+                file=name,
+                mime=mime,
+                size=size,
+                sha256=digest,
+                scan=verdict,
             )
             return record
         finally:
@@ -276,8 +282,13 @@ class UploadPipeline:
                 f"the virus scanner is unavailable ({exc}); the file was not accepted",
             ) from None
         if not result.clean:
-            audit.warning(
-                "upload refused: infected owner=%s file=%r signature=%s", owner, name, result.signature
+            audit_event(
+                "upload_refused",
+                level=logging.WARNING,
+                principal=owner,
+                file=name,
+                reason="infected",
+                signature=result.signature,
             )
             raise UploadError(
                 "infected", 422, f"the virus scanner found {result.signature}; the file was refused"

@@ -1,0 +1,140 @@
+"""Client keys: who is calling. A key's name is the principal everything it creates belongs to.
+
+Keys are configured as `name:sha256hex` (only the hash is stored); clients send the key itself as
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. The middleware hashes what it receives and
+compares it with every configured hash in constant time. A match becomes the SDK's
+`AuthenticatedUser`, so the MCP transports also bind each session to the key that opened it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.authentication import AuthCredentials
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bridge.problems import problem
+from bridge.security.audit import audit_event
+
+KEY_PREFIX = "dmb_"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+# Paths that need a key; everything else (health, readiness, metrics, status, openapi) stays open.
+PROTECTED_PREFIXES = ("/mcp", "/sse", "/messages", "/v1/")
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """One configured key: its principal name and the sha256 of the key."""
+
+    name: str
+    sha256: bytes
+
+
+def hash_key(key: str) -> bytes:
+    """The sha256 digest a key is stored as."""
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def new_key() -> str:
+    """A fresh client key (256 random bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def parse_keys(entries: Iterable[str]) -> list[ClientKey]:
+    """Parse `name:sha256hex` entries; an entry `@/path` reads one entry per line from a file.
+
+    Raises:
+        ValueError: a malformed entry (the message names the entry's position, never its hash).
+    """
+    keys: list[ClientKey] = []
+    lines: list[str] = []
+    for entry in entries:
+        entry = entry.strip()
+        if entry.startswith("@"):
+            text = Path(entry[1:]).read_text(encoding="utf-8")
+            lines += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        elif entry:
+            lines.append(entry)
+    for number, line in enumerate(lines, start=1):
+        name, _, digest = line.partition(":")
+        if not _NAME_RE.fullmatch(name) or not _HASH_RE.fullmatch(digest.lower()):
+            raise ValueError(
+                f"entry {number} is not name:sha256hex (generate one with `dust-mcp-bridge keys new NAME`)"
+            )
+        keys.append(ClientKey(name=name, sha256=bytes.fromhex(digest)))
+    names = [key.name for key in keys]
+    if len(set(names)) != len(names):
+        raise ValueError("two keys have the same name")
+    return keys
+
+
+def match_key(presented: str, keys: list[ClientKey]) -> ClientKey | None:
+    """The configured key `presented` is, compared in constant time against every key."""
+    digest = hash_key(presented)
+    found: ClientKey | None = None
+    for key in keys:
+        # No early exit: the time taken does not depend on which key (if any) matched.
+        if hmac.compare_digest(digest, key.sha256):
+            found = key
+    return found
+
+
+def presented_key(scope: Scope) -> str | None:
+    """The key a request carries in `Authorization: Bearer` or `X-API-Key`, if any."""
+    headers = dict(scope.get("headers") or [])
+    authorization = headers.get(b"authorization", b"").decode("latin-1")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    api_key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
+    return api_key or None
+
+
+def user_for(name: str) -> AuthenticatedUser:
+    """The SDK user for a principal (the token field holds no secret)."""
+    return AuthenticatedUser(AccessToken(token=f"principal:{name}", client_id=name, scopes=[], subject=name))
+
+
+class ClientKeyMiddleware:
+    """Require a client key on the MCP and upload routes; attach the principal to the request."""
+
+    def __init__(self, app: ASGIApp, keys: list[ClientKey]) -> None:
+        self._app = app
+        self._keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate HTTP requests to protected paths; pass everything else through."""
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
+            await self._app(scope, receive, send)
+            return
+        presented = presented_key(scope)
+        key = match_key(presented, self._keys) if presented else None
+        client = (scope.get("client") or ("?", 0))[0]
+        if key is None:
+            audit_event(
+                "auth_failure",
+                reason="missing key" if presented is None else "unknown key",
+                path=scope["path"],
+                client=client,
+            )
+            # The same answer for a missing and a wrong key: nothing that helps guessing.
+            response = problem(
+                401,
+                "unauthorized",
+                "a valid client key is required (Authorization: Bearer <key> or X-API-Key)",
+                headers={"WWW-Authenticate": 'Bearer realm="dust-mcp-bridge"'},
+            )
+            await response(scope, receive, send)
+            return
+        audit_event("auth_success", principal=key.name, path=scope["path"], client=client)
+        scope["user"] = user_for(key.name)
+        scope["auth"] = AuthCredentials([])
+        await self._app(scope, receive, send)
