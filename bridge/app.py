@@ -24,7 +24,8 @@ from bridge.dust.errors import DustError
 from bridge.mcp_server import build_mcp_server
 from bridge.openapi import openapi_spec
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
-from bridge.security.auth import ClientKeyMiddleware, parse_keys
+from bridge.security.auth import PROTECTED_PREFIXES, ClientKeyMiddleware, parse_keys, principal_of_scope
+from bridge.security.ratelimit import RateLimitMiddleware
 from bridge.store import StoreUnavailable
 from bridge.uploads.clamav import ScannerUnavailable
 from bridge.uploads.http import upload_route
@@ -202,6 +203,15 @@ def create_app(settings: Settings) -> Starlette:
     keys = parse_keys(settings.api_keys)
     if keys:
         middleware.append(Middleware(ClientKeyMiddleware, keys=keys))
+    # Inside the key check, so the budget is the principal's (the one local user without keys).
+    middleware.append(
+        Middleware(
+            RateLimitMiddleware,
+            limiter=lambda: holder.get().limiter,
+            protected=PROTECTED_PREFIXES,
+            principal_of=principal_of_scope,
+        )
+    )
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.mcp = mcp
     return app

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("BRIDGE_API_KEYS")
     )
 
+    rate_limit: str = Field(default="300/minute", validation_alias=AliasChoices("BRIDGE_RATE_LIMIT"))
+    max_concurrent_answers: int = Field(
+        default=8, ge=1, le=10_000, validation_alias=AliasChoices("BRIDGE_MAX_CONCURRENT_ANSWERS")
+    )
+
     # HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("BRIDGE_HOST"))
     port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("BRIDGE_PORT"))
@@ -201,6 +206,17 @@ class Settings(BaseSettings):
             parse_keys(value)
         except OSError as exc:
             raise ValueError(f"cannot read the key file ({exc.strerror})") from None
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("must look like 300/minute, 20/second or 5000/hour") from None
         return value
 
     @field_validator("upload_dir")

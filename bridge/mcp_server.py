@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -36,12 +35,10 @@ from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.runtime import Runtime
 from bridge.security.audit import audit_event
+from bridge.security.auth import principal_of_scope
 from bridge.store import UploadRecord
 
 logger = logging.getLogger(__name__)
-
-# The principal of stdio and of HTTP without BRIDGE_API_KEYS: the one local user.
-LOCAL_PRINCIPAL = "local"
 
 INSTRUCTIONS = """\
 This server connects you to the agents of a Dust (dust.tt) workspace.
@@ -117,10 +114,7 @@ def principal_of(ctx: Context | ServerRequestContext[Any, Any]) -> str:
 def principal_of_request(request: object) -> str:
     """The principal of an HTTP request (set by the client-key middleware); stdio is the local user."""
     scope = getattr(request, "scope", None)
-    user = scope.get("user") if isinstance(scope, dict) else None
-    if isinstance(user, AuthenticatedUser):
-        return str(user.access_token.client_id)
-    return LOCAL_PRINCIPAL
+    return principal_of_scope(scope if isinstance(scope, dict) else None)
 
 
 def _slug(reference: str) -> str:
@@ -242,16 +236,17 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
 
         principal = principal_of(ctx)
         try:
-            answer = await rt.conversations.ask(
-                principal=principal,
-                session_key=session_key(ctx, rt),
-                agent_ref=agent,
-                message=message,
-                conversation=conversation,
-                new_conversation=new_conversation,
-                files=files,
-                progress=progress,
-            )
+            async with rt.limiter.answer_slot(principal):
+                answer = await rt.conversations.ask(
+                    principal=principal,
+                    session_key=session_key(ctx, rt),
+                    agent_ref=agent,
+                    message=message,
+                    conversation=conversation,
+                    new_conversation=new_conversation,
+                    files=files,
+                    progress=progress,
+                )
         except BridgeError as exc:
             audit_event("tool_call", tool="ask_agent", principal=principal, agent=agent, outcome=exc.code)
             raise _tool_error(exc) from None

@@ -24,6 +24,8 @@ from bridge.conversations import ConversationService
 from bridge.dust.breaker import CircuitBreaker
 from bridge.dust.client import DustClient
 from bridge.observability import Metrics
+from bridge.security.auth import parse_keys
+from bridge.security.ratelimit import Limiter, build_limiter
 from bridge.store import ContextStore, create_store
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.mime import MimeSniffer, allowed_types
@@ -52,6 +54,7 @@ class Runtime:
     conversations: ConversationService
     uploads: UploadPipeline
     metrics: Metrics
+    limiter: Limiter
     demo: bool
     dust_base_url: str
     workspace_id: str
@@ -158,6 +161,13 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
         conversations = ConversationService(dust, store, agents, settings)
         metrics = Metrics()
+        keys = parse_keys(settings.api_keys)
+        limiter = build_limiter(
+            settings.rate_limit,
+            settings.max_concurrent_answers,
+            {key.name: (key.rate, key.concurrency) for key in keys if key.rate or key.concurrency},
+            settings.redis_url,
+        )
         uploads = _upload_pipeline(settings, dust, store, metrics)
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
@@ -170,6 +180,7 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             conversations=conversations,
             uploads=uploads,
             metrics=metrics,
+            limiter=limiter,
             demo=settings.demo_active,
             dust_base_url=base_url,
             workspace_id=workspace_id,

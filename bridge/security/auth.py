@@ -15,7 +15,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from limits import parse as parse_limit
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
@@ -25,6 +27,8 @@ from bridge.problems import problem
 from bridge.security.audit import audit_event
 
 KEY_PREFIX = "dmb_"
+# The principal of stdio and of HTTP without BRIDGE_API_KEYS: the one local user.
+LOCAL_PRINCIPAL = "local"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 # Paths that need a key; everything else (health, readiness, metrics, status, openapi) stays open.
@@ -37,6 +41,8 @@ class ClientKey:
 
     name: str
     sha256: bytes
+    rate: str | None = None  # e.g. "60/minute": this key's own request rate
+    concurrency: int | None = None  # this key's own cap on answers streaming at once
 
 
 def hash_key(key: str) -> bytes:
@@ -65,16 +71,41 @@ def parse_keys(entries: Iterable[str]) -> list[ClientKey]:
         elif entry:
             lines.append(entry)
     for number, line in enumerate(lines, start=1):
-        name, _, digest = line.partition(":")
+        name, _, rest = line.partition(":")
+        digest, *options = rest.split(":")
         if not _NAME_RE.fullmatch(name) or not _HASH_RE.fullmatch(digest.lower()):
             raise ValueError(
-                f"entry {number} is not name:sha256hex (generate one with `dust-mcp-bridge keys new NAME`)"
+                f"entry {number} is not name:sha256hex[:rate=N/period][:concurrency=N]"
+                " (generate one with `dust-mcp-bridge keys new NAME`)"
             )
-        keys.append(ClientKey(name=name, sha256=bytes.fromhex(digest)))
+        keys.append(ClientKey(name=name, sha256=bytes.fromhex(digest), **_key_options(number, options)))
     names = [key.name for key in keys]
     if len(set(names)) != len(names):
         raise ValueError("two keys have the same name")
     return keys
+
+
+def _key_options(number: int, options: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for option in options:
+        field, _, value = option.partition("=")
+        if field == "rate" and _rate_ok(value):
+            parsed["rate"] = value
+        elif field == "concurrency" and value.isdigit() and int(value) > 0:
+            parsed["concurrency"] = int(value)
+        else:
+            raise ValueError(
+                f"entry {number}: unknown or bad option {field!r} (rate=N/period or concurrency=N)"
+            )
+    return parsed
+
+
+def _rate_ok(value: str) -> bool:
+    try:
+        parse_limit(value)
+    except ValueError:
+        return False
+    return True
 
 
 def match_key(presented: str, keys: list[ClientKey]) -> ClientKey | None:
@@ -96,6 +127,14 @@ def presented_key(scope: Scope) -> str | None:
         return authorization[7:].strip() or None
     api_key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
     return api_key or None
+
+
+def principal_of_scope(scope: Scope | None) -> str:
+    """The principal a request acts for: its client key's name, or the local user."""
+    user = scope.get("user") if scope is not None else None
+    if isinstance(user, AuthenticatedUser):
+        return str(user.access_token.client_id)
+    return LOCAL_PRINCIPAL
 
 
 def user_for(name: str) -> AuthenticatedUser:
