@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -11,9 +12,19 @@ from bridge.config import Settings
 from bridge.security.redact import RedactingFilter
 
 
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every secret value the settings hold, for the redaction filter."""
+    secrets = [settings.dust_api_key.get_secret_value()] if settings.dust_api_key else []
+    if settings.redis_url:
+        password = urlsplit(settings.redis_url).password
+        if password:
+            secrets.append(password)
+    return secrets
+
+
 def configure_logging(settings: Settings) -> None:
     """One stderr handler with the redaction filter, at `BRIDGE_LOG_LEVEL`."""
-    secrets = [settings.dust_api_key.get_secret_value()] if settings.dust_api_key else []
+    secrets = configured_secrets(settings)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(secrets))

@@ -1,4 +1,5 @@
-"""Mask secrets in log records: Dust keys (`sk-...`), bearer tokens and every configured secret.
+"""Mask secrets in log records: Dust keys (`sk-...`), client keys (`dmb_...`), bearer tokens, URL
+passwords and every configured secret.
 
 The filter rewrites the formatted message (arguments and exception text included), so a secret
 that slipped into an exception's repr is masked too.
@@ -11,11 +12,10 @@ import re
 from collections.abc import Iterable
 
 MASK = "***"
-_PATTERNS = [
-    re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"),
-    re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}"),
-    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
-]
+_KEYS = re.compile(r"\b(?:sk-|dmb_)[A-Za-z0-9_-]{6,}")  # Dust API keys, the bridge's client keys
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}")
+_HEADER = re.compile(r"(?i)((?:authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -23,9 +23,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, MASK)
-    text = _PATTERNS[0].sub(MASK, text)
-    text = _PATTERNS[1].sub(lambda m: f"{m.group(1)} {MASK}", text)
-    return _PATTERNS[2].sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = _KEYS.sub(MASK, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _HEADER.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
 
 
 class RedactingFilter(logging.Filter):
