@@ -154,6 +154,18 @@ def cmd_claude_config(args: argparse.Namespace) -> None:
     print(json.dumps(claude_config(args.name), indent=2))
 
 
+def cmd_keys_new_store_key(args: argparse.Namespace) -> None:
+    """Print a fresh context-store encryption key."""
+    from bridge.security.sealing import new_store_key
+
+    print(new_store_key())
+    print(
+        "put it first in BRIDGE_STORE_ENCRYPTION_KEY (comma-separated); keep older keys after it until"
+        " what they encrypted has expired",
+        file=sys.stderr,
+    )
+
+
 def cmd_keys_new(args: argparse.Namespace) -> None:
     """Print a fresh client key and the BRIDGE_API_KEYS entry that accepts it (only its hash)."""
     from bridge.security.auth import hash_key, new_key, parse_keys
@@ -194,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="print a fresh client key and its config line")
     new.add_argument("name", help="the principal name (e.g. alice or ci-bot)")
+    keys_sub.add_parser("new-store-key", help="print a fresh BRIDGE_STORE_ENCRYPTION_KEY key")
     cc = sub.add_parser("claude-config", help="print a claude_desktop_config.json entry")
     cc.add_argument("--name", default="dust", help="server name in Claude Desktop (default: dust)")
     return parser
@@ -220,5 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd_check(args)
     elif args.command == "claude-config":
         cmd_claude_config(args)
+    elif args.command == "keys" and args.keys_command == "new-store-key":
+        cmd_keys_new_store_key(args)
     elif args.command == "keys":
         cmd_keys_new(args)

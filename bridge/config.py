@@ -89,6 +89,9 @@ class Settings(BaseSettings):
 
     # Context store
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    store_encryption_keys: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BRIDGE_STORE_ENCRYPTION_KEY")
+    )
     context_ttl_seconds: int = Field(
         default=3600, ge=1, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_CONTEXT_TTL_SECONDS")
     )
@@ -208,6 +211,23 @@ class Settings(BaseSettings):
             raise ValueError(f"cannot read the key file ({exc.strerror})") from None
         return value
 
+    @field_validator("store_encryption_keys")
+    @classmethod
+    def _store_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from bridge.security.sealing import Sealer
+
+        Sealer(_split_csv(value.get_secret_value()))  # raises a message that holds no key material
+        return value
+
+    @property
+    def store_keys(self) -> list[str]:
+        """The context-store encryption keys, newest first (empty: no encryption)."""
+        if self.store_encryption_keys is None:
+            return []
+        return list(_split_csv(self.store_encryption_keys.get_secret_value()))
+
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -283,6 +303,10 @@ _FIELD_TO_ENV = {
 }
 
 
+# Values never echoed in an error: secrets, and URLs or key lists that may carry one.
+_SECRET_VARIABLES = {"DUST_API_KEY", "BRIDGE_STORE_ENCRYPTION_KEY", "REDIS_URL", "BRIDGE_API_KEYS"}
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = error.get("loc") or ()
     field = str(loc[0]) if loc else ""
@@ -294,7 +318,7 @@ def _describe(error: dict[str, Any]) -> str:
     # Never echo what could be a secret back into an error line.
     if (
         variable
-        and variable != "DUST_API_KEY"
+        and variable not in _SECRET_VARIABLES
         and isinstance(value, str | int | float)
         and len(str(value)) < 200
     ):

@@ -26,6 +26,7 @@ from bridge.dust.client import DustClient
 from bridge.observability import Metrics
 from bridge.security.auth import parse_keys
 from bridge.security.ratelimit import Limiter, build_limiter
+from bridge.security.sealing import Sealer
 from bridge.store import ContextStore, create_store
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.mime import MimeSniffer, allowed_types
@@ -156,7 +157,8 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             stream_total_timeout=settings.answer_timeout_seconds,
         )
         stack.push_async_callback(dust.aclose)
-        store = create_store(settings.redis_url, settings.context_ttl_seconds)
+        sealer = Sealer(settings.store_keys) if settings.store_keys else None
+        store = create_store(settings.redis_url, settings.context_ttl_seconds, sealer)
         stack.push_async_callback(store.aclose)
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
         conversations = ConversationService(dust, store, agents, settings)

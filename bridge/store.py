@@ -36,6 +36,8 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.security.sealing import Sealer
+
 HANDLE_PREFIX = "dmc_"
 _HANDLE_BYTES = 24  # 192 random bits; DESIGN.md asks for at least 128
 # token_urlsafe(24) is exactly 32 base64url characters: 24 bytes = 192 bits = 32 * 6, so no padding
@@ -411,15 +413,27 @@ class RedisStore:
 
     kind = "redis"
 
-    def __init__(self, client: aioredis.Redis, ttl_seconds: int, prefix: str = "dmb:") -> None:
+    def __init__(
+        self, client: aioredis.Redis, ttl_seconds: int, prefix: str = "dmb:", sealer: Sealer | None = None
+    ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         self._client = client
         self._ttl = ttl_seconds
         self._prefix = prefix
+        self._sealer = sealer
+
+    def _seal(self, plaintext: str) -> str:
+        return self._sealer.seal(plaintext) if self._sealer is not None else plaintext
+
+    def _open(self, stored: object) -> str | None:
+        text = _text(stored)
+        return self._sealer.open(text) if self._sealer is not None else text
 
     @classmethod
-    def from_url(cls, url: str, ttl_seconds: int, prefix: str = "dmb:") -> RedisStore:
+    def from_url(
+        cls, url: str, ttl_seconds: int, prefix: str = "dmb:", sealer: Sealer | None = None
+    ) -> RedisStore:
         """A store on `url` (redis://, rediss:// or unix://) that fails fast when Redis is down.
 
         Short timeouts keep a dead Redis from stalling a tool call; one quick retry absorbs the
@@ -437,7 +451,7 @@ class RedisStore:
         except ValueError:
             # The parser's message may echo parts of the URL; the URL can carry a password.
             raise ValueError("invalid Redis URL") from None
-        return cls(client, ttl_seconds, prefix)
+        return cls(client, ttl_seconds, prefix, sealer)
 
     def _conv_key(self, handle: str) -> str:
         return f"{self._prefix}conv:{handle}"
@@ -454,7 +468,7 @@ class RedisStore:
         owner_key = self._owner_key(record.owner)
         with _redis_errors():
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self._conv_key(record.handle), _encode(record), ex=self._ttl)
+                pipe.set(self._conv_key(record.handle), self._seal(_encode(record)), ex=self._ttl)
                 pipe.zadd(owner_key, {record.handle: record.last_used_at})
                 pipe.zremrangebyrank(owner_key, 0, -(OWNER_INDEX_MAX + 1))
                 # The index lives as long as its newest member could.
@@ -467,7 +481,7 @@ class RedisStore:
             return None
         key = self._conv_key(handle)
         with _redis_errors():
-            record = _decode(_text(await self._client.get(key)), handle)
+            record = _decode(self._open(await self._client.get(key)), handle)
             # Check ownership before touching the TTL so a foreign caller cannot keep a record alive.
             if record is None or record.owner != owner:
                 return None
@@ -484,7 +498,7 @@ class RedisStore:
             return False
         key = self._conv_key(handle)
         with _redis_errors():
-            record = _decode(_text(await self._client.get(key)), handle)
+            record = _decode(self._open(await self._client.get(key)), handle)
             if record is None or record.owner != owner:
                 return False
             async with self._client.pipeline(transaction=True) as pipe:
@@ -508,7 +522,9 @@ class RedisStore:
                 handles = [handle for member in members if (handle := _text(member)) is not None]
                 if not handles:
                     break
-                raws = [_text(raw) for raw in await self._client.mget([self._conv_key(h) for h in handles])]
+                raws = [
+                    self._open(raw) for raw in await self._client.mget([self._conv_key(h) for h in handles])
+                ]
                 dead = []
                 for handle, raw in zip(handles, raws, strict=True):
                     record = _decode(raw, handle)
@@ -550,7 +566,9 @@ class RedisStore:
         with _redis_errors():
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(
-                    self._upload_key(record.upload_id), _UPLOAD_ADAPTER.dump_json(record).decode(), ex=expires
+                    self._upload_key(record.upload_id),
+                    self._seal(_UPLOAD_ADAPTER.dump_json(record).decode()),
+                    ex=expires,
                 )
                 pipe.zadd(index, {record.upload_id: record.created_at})
                 pipe.zremrangebyrank(index, 0, -(OWNER_INDEX_MAX + 1))
@@ -562,7 +580,9 @@ class RedisStore:
         if not is_valid_upload_id(upload_id):
             return None
         with _redis_errors():
-            record = _decode_upload(_text(await self._client.get(self._upload_key(upload_id))), upload_id)
+            record = _decode_upload(
+                self._open(await self._client.get(self._upload_key(upload_id))), upload_id
+            )
         return record if record is not None and record.owner == owner else None
 
     async def list_uploads(self, owner: str, limit: int = 100) -> list[UploadRecord]:
@@ -576,7 +596,7 @@ class RedisStore:
             found: list[UploadRecord] = []
             dead: list[str] = []
             for upload_id, raw in zip(ids, raws, strict=True):
-                record = _decode_upload(_text(raw), upload_id)
+                record = _decode_upload(self._open(raw), upload_id)
                 if record is None or record.owner != owner:
                     dead.append(upload_id)
                 else:
@@ -596,10 +616,13 @@ class RedisStore:
             await self._client.aclose()
 
 
-def create_store(redis_url: str | None, ttl_seconds: int) -> ContextStore:
-    """The Redis store when `redis_url` is set, else the in-process one. Never touches the network."""
+def create_store(redis_url: str | None, ttl_seconds: int, sealer: Sealer | None = None) -> ContextStore:
+    """The Redis store when `redis_url` is set (sealed when `sealer` is given), else the in-process one.
+
+    Never touches the network. The in-process store is not sealed: it never leaves the process.
+    """
     if redis_url:
-        return RedisStore.from_url(redis_url, ttl_seconds)
+        return RedisStore.from_url(redis_url, ttl_seconds, sealer=sealer)
     return MemoryStore(ttl_seconds)
 
 

@@ -45,7 +45,7 @@ def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> No
         ),
         ("BRIDGE_HEARTBEAT_SECONDS", "-1", "BRIDGE_HEARTBEAT_SECONDS:"),
         ("BRIDGE_DEMO", "maybe", "BRIDGE_DEMO:"),
-        ("REDIS_URL", "http://localhost:6379", "REDIS_URL: must start with redis://"),
+        ("REDIS_URL", "http://:hunter2@localhost:6379", "REDIS_URL: must start with redis://"),
         ("BRIDGE_PORT", "70000", "BRIDGE_PORT:"),
         ("BRIDGE_LOG_LEVEL", "LOUD", "BRIDGE_LOG_LEVEL: must be one of"),
     ],
@@ -59,6 +59,7 @@ def test_bad_value_names_the_variable_in_one_line(
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+    assert "hunter2" not in message
 
 
 def test_production_switch_makes_a_missing_key_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
