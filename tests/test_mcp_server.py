@@ -14,6 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.types import CallToolResult, TextContent
 
+from bridge.security.sealing import new_store_key
 from tests.helpers import faults, stats, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
@@ -352,7 +353,8 @@ async def test_agent_card_resource_and_prompt(bridge: Proc) -> None:
 async def test_handle_survives_a_restart_and_works_on_a_second_bridge(
     simulator: Proc, redis_server: Proc
 ) -> None:
-    env = bridge_env(simulator, redis_server.port)
+    # With context encrypted at rest: every process shares the key, so each reads the others' writes.
+    env = bridge_env(simulator, redis_server.port, BRIDGE_STORE_ENCRYPTION_KEY=new_store_key())
     first_bridge = start_bridge(env)
     with running(first_bridge):
         async with Client(f"{first_bridge.url}/mcp") as client:
