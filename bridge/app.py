@@ -14,6 +14,7 @@ import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -48,7 +49,7 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[*_LOOPBACK_HOSTS, *settings.allowed_hosts],
-        allowed_origins=[*_LOOPBACK_ORIGINS, *settings.allowed_origins],
+        allowed_origins=[*_LOOPBACK_ORIGINS, *settings.allowed_origins, *settings.cors_origins],
     )
 
 
@@ -200,6 +201,28 @@ def create_app(settings: Settings) -> Starlette:
         *http_app.routes,
     ]
     middleware = []
+    if settings.cors_origins:
+        # Outermost, so preflights are answered before any key is asked for (browsers send none).
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=[
+                    "Authorization",
+                    "X-API-Key",
+                    "Content-Type",
+                    "Accept",
+                    "Mcp-Session-Id",
+                    "MCP-Protocol-Version",
+                    "Mcp-Method",
+                    "Mcp-Name",
+                    "Last-Event-ID",
+                ],
+                expose_headers=["Mcp-Session-Id", "WWW-Authenticate", "Retry-After"],
+                max_age=600,
+            )
+        )
     keys = parse_keys(settings.api_keys)
     if keys:
         middleware.append(Middleware(ClientKeyMiddleware, keys=keys))

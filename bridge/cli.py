@@ -56,6 +56,9 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
         # On SIGTERM uvicorn stops accepting, lets in-flight answers finish for this long, then
         # cancels them (each cancelled ask_agent cancels its generation at Dust).
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # X-Forwarded-For/-Proto are believed only from BRIDGE_TRUSTED_PROXIES (none by default).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or "",
         lifespan="on",
     )
 

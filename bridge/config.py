@@ -8,6 +8,7 @@ therefore names its variable explicitly instead of relying on one prefix; `.env.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -158,13 +159,26 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("BRIDGE_ALLOWED_ORIGINS")
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_TRUSTED_PROXIES")
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_CORS_ORIGINS")
+    )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("BRIDGE_LOG_LEVEL"))
     shutdown_grace_seconds: int = Field(
         default=30, ge=0, le=3600, validation_alias=AliasChoices("BRIDGE_SHUTDOWN_GRACE_SECONDS")
     )
 
     @field_validator(
-        "agent_tools", "allowed_hosts", "allowed_origins", "upload_allowed_types", "api_keys", mode="before"
+        "agent_tools",
+        "allowed_hosts",
+        "allowed_origins",
+        "upload_allowed_types",
+        "api_keys",
+        "trusted_proxies",
+        "cors_origins",
+        mode="before",
     )
     @classmethod
     def _csv(cls, value: Any) -> Any:
@@ -227,6 +241,25 @@ class Settings(BaseSettings):
         if self.store_encryption_keys is None:
             return []
         return list(_split_csv(self.store_encryption_keys.get_secret_value()))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("rate_limit")
     @classmethod

@@ -127,3 +127,28 @@ def test_bad_upload_settings(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=expected):
         load_settings()
+
+
+def test_every_list_setting_accepts_a_comma_separated_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typing import get_args
+
+    from bridge.config import Settings
+
+    samples = {
+        "BRIDGE_TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1",
+        "BRIDGE_CORS_ORIGINS": "https://a.example,https://b.example",
+        "BRIDGE_UPLOAD_ALLOWED_TYPES": "application/pdf,image/png",
+    }
+    list_fields = [
+        name
+        for name, f in Settings.model_fields.items()
+        if list in (get_args(f.annotation) or (f.annotation,)) or str(f.annotation).startswith("list")
+    ]
+    for name in list_fields:
+        variable = Settings.model_fields[name].validation_alias.choices[0]  # type: ignore[union-attr]
+        monkeypatch.setenv(variable, samples.get(variable, "a,b"))
+    for variable in ("BRIDGE_API_KEYS",):
+        monkeypatch.delenv(variable, raising=False)
+    settings = load_settings()
+    assert settings.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
