@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -26,6 +28,7 @@ from bridge.mcp_server import build_mcp_server
 from bridge.openapi import openapi_spec
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
 from bridge.security.auth import PROTECTED_PREFIXES, ClientKeyMiddleware, parse_keys, principal_of_scope
+from bridge.security.oauth import JwtVerifier, OAuthSettings
 from bridge.security.ratelimit import RateLimitMiddleware
 from bridge.store import StoreUnavailable
 from bridge.uploads.clamav import ScannerUnavailable
@@ -118,6 +121,21 @@ def _process_counts() -> dict[str, int]:
     with contextlib.suppress(OSError):
         counts["open_fds"] = len(os.listdir("/proc/self/fd"))
     return counts
+
+
+def _oauth_settings(settings: Settings) -> OAuthSettings | None:
+    if settings.oauth_issuer is None or settings.oauth_audience is None or settings.public_url is None:
+        return None
+    return OAuthSettings(
+        issuer=settings.oauth_issuer,
+        audience=settings.oauth_audience,
+        jwks_url=settings.oauth_jwks_url or f"{settings.oauth_issuer}/.well-known/jwks.json",
+        resource_url=f"{settings.public_url}/mcp",
+    )
+
+
+def _metadata_url(oauth: OAuthSettings) -> str:
+    return str(build_resource_metadata_url(AnyHttpUrl(oauth.resource_url)))
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -224,8 +242,21 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     keys = parse_keys(settings.api_keys)
-    if keys:
-        middleware.append(Middleware(ClientKeyMiddleware, keys=keys))
+    oauth = _oauth_settings(settings)
+    if keys or oauth is not None:
+        middleware.append(
+            Middleware(
+                ClientKeyMiddleware,
+                keys=keys,
+                jwt_verifier=JwtVerifier(oauth) if oauth is not None else None,
+                resource_metadata_url=_metadata_url(oauth) if oauth is not None else None,
+            )
+        )
+    if oauth is not None:
+        # RFC 9728 metadata, so OAuth-capable MCP clients find the authorization server themselves.
+        routes += create_protected_resource_routes(
+            resource_url=AnyHttpUrl(oauth.resource_url), authorization_servers=[AnyHttpUrl(oauth.issuer)]
+        )
     # Inside the key check, so the budget is the principal's (the one local user without keys).
     middleware.append(
         Middleware(

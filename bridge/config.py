@@ -145,6 +145,10 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("BRIDGE_API_KEYS")
     )
 
+    oauth_issuer: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_ISSUER"))
+    oauth_audience: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_AUDIENCE"))
+    oauth_jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_JWKS_URL"))
+    public_url: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_PUBLIC_URL"))
     rate_limit: str = Field(default="300/minute", validation_alias=AliasChoices("BRIDGE_RATE_LIMIT"))
     max_concurrent_answers: int = Field(
         default=8, ge=1, le=10_000, validation_alias=AliasChoices("BRIDGE_MAX_CONCURRENT_ANSWERS")
@@ -242,6 +246,21 @@ class Settings(BaseSettings):
             return []
         return list(_split_csv(self.store_encryption_keys.get_secret_value()))
 
+    @field_validator("oauth_issuer", "oauth_jwks_url", "public_url")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("oauth_audience")
+    @classmethod
+    def _audience(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, value: list[str]) -> list[str]:
@@ -322,6 +341,16 @@ class Settings(BaseSettings):
         if (self.dust_api_key is None) != (self.dust_workspace_id is None) and self.demo is not DemoMode.ON:
             missing = "DUST_API_KEY" if self.dust_api_key is None else "DUST_WORKSPACE_ID"
             raise ValueError(f"{missing} must be set together with the other Dust credential")
+        return self
+
+    @model_validator(mode="after")
+    def _oauth_complete(self) -> Settings:
+        if (self.oauth_issuer is None) != (self.oauth_audience is None):
+            raise ValueError(
+                "BRIDGE_OAUTH_ISSUER and BRIDGE_OAUTH_AUDIENCE turn OAuth on together: set both or neither"
+            )
+        if self.oauth_issuer is not None and self.public_url is None:
+            raise ValueError("BRIDGE_PUBLIC_URL (how clients reach this bridge) is required with OAuth")
         return self
 
     @property

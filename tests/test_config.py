@@ -152,3 +152,14 @@ def test_every_list_setting_accepts_a_comma_separated_value(monkeypatch: pytest.
     settings = load_settings()
     assert settings.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_oauth_needs_issuer_audience_and_public_url_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_OAUTH_ISSUER", "https://auth.example.com")
+    with pytest.raises(ConfigError, match="set both or neither"):
+        load_settings()
+    monkeypatch.setenv("BRIDGE_OAUTH_AUDIENCE", "bridge")
+    with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL"):
+        load_settings()
+    monkeypatch.setenv("BRIDGE_PUBLIC_URL", "https://bridge.example.com/")
+    assert load_settings().public_url == "https://bridge.example.com"

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.problems import problem
 from bridge.security.audit import audit_event
+from bridge.security.oauth import JwtVerifier, looks_like_jwt
 
 KEY_PREFIX = "dmb_"
 # The principal of stdio and of HTTP without BRIDGE_API_KEYS: the one local user.
@@ -143,11 +144,22 @@ def user_for(name: str) -> AuthenticatedUser:
 
 
 class ClientKeyMiddleware:
-    """Require a client key on the MCP and upload routes; attach the principal to the request."""
+    """Require a client key (or, in OAuth mode, a valid JWT) on the MCP and upload routes; attach
+    the principal to the request."""
 
-    def __init__(self, app: ASGIApp, keys: list[ClientKey]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: list[ClientKey],
+        jwt_verifier: JwtVerifier | None = None,
+        resource_metadata_url: str | None = None,
+    ) -> None:
         self._app = app
         self._keys = keys
+        self._jwt = jwt_verifier
+        self._challenge = 'Bearer realm="dust-mcp-bridge"' + (
+            f', resource_metadata="{resource_metadata_url}"' if resource_metadata_url else ""
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate HTTP requests to protected paths; pass everything else through."""
@@ -155,8 +167,18 @@ class ClientKeyMiddleware:
             await self._app(scope, receive, send)
             return
         presented = presented_key(scope)
-        key = match_key(presented, self._keys) if presented else None
         client = (scope.get("client") or ("?", 0))[0]
+        if presented and self._jwt is not None and looks_like_jwt(presented):
+            token = await self._jwt.verify_token(presented)
+            if token is not None:
+                audit_event(
+                    "auth_success", principal=token.client_id, path=scope["path"], client=client, via="jwt"
+                )
+                scope["user"] = AuthenticatedUser(token)
+                scope["auth"] = AuthCredentials(token.scopes)
+                await self._app(scope, receive, send)
+                return
+        key = match_key(presented, self._keys) if presented else None
         if key is None:
             audit_event(
                 "auth_failure",
@@ -169,7 +191,7 @@ class ClientKeyMiddleware:
                 401,
                 "unauthorized",
                 "a valid client key is required (Authorization: Bearer <key> or X-API-Key)",
-                headers={"WWW-Authenticate": 'Bearer realm="dust-mcp-bridge"'},
+                headers={"WWW-Authenticate": self._challenge},
             )
             await response(scope, receive, send)
             return
