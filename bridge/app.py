@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import time
@@ -26,8 +27,16 @@ from bridge.config import Settings
 from bridge.dust.errors import DustError
 from bridge.mcp_server import build_mcp_server
 from bridge.openapi import openapi_spec
+from bridge.problems import problem
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
-from bridge.security.auth import PROTECTED_PREFIXES, ClientKeyMiddleware, parse_keys, principal_of_scope
+from bridge.security.auth import (
+    PROTECTED_PREFIXES,
+    ClientKeyMiddleware,
+    hash_key,
+    parse_keys,
+    presented_key,
+    principal_of_scope,
+)
 from bridge.security.oauth import JwtVerifier, OAuthSettings
 from bridge.security.ratelimit import RateLimitMiddleware
 from bridge.store import StoreUnavailable
@@ -190,7 +199,18 @@ def create_app(settings: Settings) -> Starlette:
             body["warning"] = DEMO_BANNER
         return JSONResponse(body)
 
+    metrics_key = hash_key(settings.metrics_key.get_secret_value()) if settings.metrics_key else None
+
     async def metrics(request: Request) -> Response:
+        if metrics_key is not None:
+            presented = presented_key(request.scope)
+            if presented is None or not hmac.compare_digest(hash_key(presented), metrics_key):
+                return problem(
+                    401,
+                    "unauthorized",
+                    "BRIDGE_METRICS_KEY is set: scrape with Authorization: Bearer <key>",
+                    headers={"WWW-Authenticate": 'Bearer realm="dust-mcp-bridge-metrics"'},
+                )
         body, content_type = holder.get().metrics.render()
         return Response(body, media_type=content_type)
 

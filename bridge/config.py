@@ -145,6 +145,7 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("BRIDGE_API_KEYS")
     )
 
+    metrics_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_METRICS_KEY"))
     oauth_issuer: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_ISSUER"))
     oauth_audience: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_AUDIENCE"))
     oauth_jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_JWKS_URL"))
@@ -366,7 +367,13 @@ _FIELD_TO_ENV = {
 
 
 # Values never echoed in an error: secrets, and URLs or key lists that may carry one.
-_SECRET_VARIABLES = {"DUST_API_KEY", "BRIDGE_STORE_ENCRYPTION_KEY", "REDIS_URL", "BRIDGE_API_KEYS"}
+_SECRET_VARIABLES = {
+    "DUST_API_KEY",
+    "BRIDGE_STORE_ENCRYPTION_KEY",
+    "BRIDGE_METRICS_KEY",
+    "REDIS_URL",
+    "BRIDGE_API_KEYS",
+}
 
 
 def _describe(error: dict[str, Any]) -> str:

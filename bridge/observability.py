@@ -16,6 +16,8 @@ def configured_secrets(settings: Settings) -> list[str]:
     """Every secret value the settings hold, for the redaction filter."""
     secrets = [settings.dust_api_key.get_secret_value()] if settings.dust_api_key else []
     secrets += settings.store_keys
+    if settings.metrics_key:
+        secrets.append(settings.metrics_key.get_secret_value())
     if settings.redis_url:
         password = urlsplit(settings.redis_url).password
         if password:

@@ -94,3 +94,17 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(simulator: Proc) ->
         proxied_seen = _audited_clients(behind_proxy)
     assert untrusting_seen == ["127.0.0.1"]
     assert proxied_seen == ["203.0.113.7"]
+
+
+def test_metrics_can_be_put_behind_their_own_key(simulator: Proc) -> None:
+    with running(start_bridge(bridge_env(simulator, BRIDGE_METRICS_KEY="scrape-me-please"))) as bridge:
+        anonymous = httpx2.get(f"{bridge.url}/metrics", timeout=10)
+        wrong = httpx2.get(f"{bridge.url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=10)
+        scraper = httpx2.get(
+            f"{bridge.url}/metrics", headers={"Authorization": "Bearer scrape-me-please"}, timeout=10
+        )
+        health = httpx2.get(f"{bridge.url}/healthz", timeout=10)
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert anonymous.content == wrong.content
+    assert scraper.status_code == 200 and "bridge_uploads_total" in scraper.text
+    assert health.status_code == 200
