@@ -264,3 +264,13 @@ def start_clamd(tmpdir: Path | None = None, stream_max_length: str = "25M") -> P
         time.sleep(0.02)
     proc.stop()
     raise TimeoutError("clamd did not answer PING within 30s")
+
+
+def tool_path(name: str) -> str:
+    """A validator from .venv-tools (built by `make test` from tools/requirements.txt)."""
+    path = REPO / ".venv-tools" / "bin" / name
+    if not path.exists():
+        raise RuntimeError(
+            f"{path} is missing: run `make test` (it installs tools/requirements.txt into .venv-tools)"
+        )
+    return str(path)

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TOOLS_BIN = REPO / ".venv-tools" / "bin"
+from tests.procs import tool_path
 
 
 @pytest.fixture(scope="session")
-def tool() -> object:
+def tool() -> Callable[[str], str]:
     """`tool("checkov")` is the path of a validator; a missing one fails the test with how to fix it."""
 
     def find(name: str) -> str:
-        path = TOOLS_BIN / name
-        if not path.exists():
-            pytest.fail(
-                f"{path} is missing: run `make test` (it installs tools/requirements.txt into .venv-tools)"
-            )
-        return str(path)
+        try:
+            return tool_path(name)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
 
     return find
