@@ -26,6 +26,7 @@ from bridge import __version__
 from bridge.config import Settings
 from bridge.dust.errors import DustError
 from bridge.mcp_server import build_mcp_server
+from bridge.observability import HttpMetricsMiddleware, Metrics
 from bridge.openapi import openapi_spec
 from bridge.problems import problem
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
@@ -150,6 +151,7 @@ def _metadata_url(oauth: OAuthSettings) -> str:
 def create_app(settings: Settings) -> Starlette:
     """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, uploads, health, status, metrics."""
     holder = _Holder()
+    metrics_registry = Metrics()
     mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools)
     security = transport_security(settings)
     # SSE responses, never json_response: a JSON body would drop every progress notification.
@@ -219,7 +221,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with start_runtime(settings) as runtime:
+        async with start_runtime(settings, metrics_registry) as runtime:
             holder.runtime = runtime
             try:
                 # Mounted sub-apps' lifespans never run: the host must run the session manager.
@@ -238,7 +240,8 @@ def create_app(settings: Settings) -> Starlette:
         *sse_app.routes,
         *http_app.routes,
     ]
-    middleware = []
+    # Outermost: every request is counted, refused ones included.
+    middleware = [Middleware(HttpMetricsMiddleware, metrics=metrics_registry)]
     if settings.cors_origins:
         # Outermost, so preflights are answered before any key is asked for (browsers send none).
         middleware.append(

@@ -29,6 +29,7 @@ from bridge.dust.errors import (
 )
 from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
 from bridge.errors import BridgeError
+from bridge.observability import Metrics
 from bridge.relay import RelayOutcome, StreamRelay
 from bridge.store import (
     ContextStore,
@@ -169,6 +170,7 @@ class ConversationService:
         store: ContextStore,
         agents: AgentDirectory,
         settings: Settings,
+        metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -176,6 +178,7 @@ class ConversationService:
         self._store = store
         self._agents = agents
         self._settings = settings
+        self._metrics = metrics
         self._clock = clock
         self.active_streams = 0
 
@@ -489,12 +492,18 @@ class ConversationService:
         )
         finished = False
         self.active_streams += 1
+        self._metrics.active_streams.inc()
+        started = time.monotonic()
         try:
             with anyio.fail_after(self._settings.answer_timeout_seconds):
                 outcome = await relay.run(
                     self._dust.stream_agent_events(record.dust_conversation_id, message_id)
                 )
             finished = True
+            self._metrics.heartbeats.inc(outcome.heartbeats)
+            self._metrics.answer_seconds.observe(time.monotonic() - started)
+            if outcome.first_chunk_at is not None:
+                self._metrics.first_chunk_seconds.observe(outcome.first_chunk_at - started)
             return outcome
         except TimeoutError:
             raise UpstreamError(
@@ -513,7 +522,9 @@ class ConversationService:
             raise UpstreamError(describe_dust_error(exc)) from None
         finally:
             self.active_streams -= 1
+            self._metrics.active_streams.dec()
             if not finished:
+                self._metrics.cancellations.inc()
                 # Client cancelled or went away, or we timed out: stop the generation at Dust.
                 await self._cancel_at_dust(record.dust_conversation_id, message_id)
 

@@ -37,6 +37,7 @@ from bridge.runtime import Runtime
 from bridge.security.audit import audit_event
 from bridge.security.auth import principal_of_scope
 from bridge.store import UploadRecord
+from bridge.uploads.pipeline import UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,9 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
     """The bridge's MCP server; `runtime()` returns the live runtime once the lifespan has started."""
     mcp = BridgeMCPServer(runtime)
 
+    def _count(tool: str, outcome: str) -> None:
+        runtime().metrics.tool_calls.labels(tool=tool, outcome=outcome).inc()
+
     @mcp.tool(
         annotations=ToolAnnotations(title="List Dust agents", read_only_hint=True, open_world_hint=True),
     )
@@ -207,7 +211,9 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         try:
             agents = await runtime().agents.list()
         except DustError as exc:
+            _count("list_agents", "upstream_error")
             raise _tool_error(exc) from None
+        _count("list_agents", "ok")
         if query:
             needle = query.strip().lower()
             agents = [
@@ -249,7 +255,9 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
                 )
         except BridgeError as exc:
             audit_event("tool_call", tool="ask_agent", principal=principal, agent=agent, outcome=exc.code)
+            rt.metrics.tool_calls.labels(tool="ask_agent", outcome=exc.code).inc()
             raise _tool_error(exc) from None
+        rt.metrics.tool_calls.labels(tool="ask_agent", outcome="ok").inc()
         audit_event(
             "tool_call",
             tool="ask_agent",
@@ -294,7 +302,9 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         try:
             transcript = await runtime().conversations.transcript(principal_of(ctx), conversation)
         except BridgeError as exc:
+            _count("get_conversation", exc.code)
             raise _tool_error(exc) from None
+        _count("get_conversation", "ok")
         return transcript.as_dict()
 
     @mcp.tool(
@@ -310,7 +320,9 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
         try:
             await runtime().conversations.end(principal_of(ctx), conversation)
         except BridgeError as exc:
+            _count("end_conversation", exc.code)
             raise _tool_error(exc) from None
+        _count("end_conversation", "ok")
         return "Conversation ended; its handle no longer works. The conversation is still in Dust."
 
     @mcp.tool(
@@ -341,7 +353,9 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
                 owner=principal_of(ctx), filename=filename, declared_type=mime_type, data=data
             )
         except BridgeError as exc:
+            _count("upload_file", exc.problem if isinstance(exc, UploadError) else exc.code)
             raise _tool_error(exc) from None
+        _count("upload_file", "ok")
         return upload_json(record)
 
     @mcp.resource(

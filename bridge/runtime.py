@@ -131,8 +131,12 @@ async def _sweep_forever(uploads: UploadPipeline) -> None:
 
 
 @contextlib.asynccontextmanager
-async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Build the runtime (starting the demo simulator when demo mode is active) and close it on exit."""
+async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Runtime]:
+    """Build the runtime (starting the demo simulator when demo mode is active) and close it on exit.
+
+    `metrics` is the app's registry when there is an HTTP app (its middleware counts requests too).
+    """
+    metrics = metrics or Metrics()
     async with contextlib.AsyncExitStack() as stack:
         if settings.demo_active:
             logger.warning(DEMO_BANNER)
@@ -155,14 +159,14 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             ),
             stream_max_reconnects=settings.stream_max_reconnects,
             stream_total_timeout=settings.answer_timeout_seconds,
+            observer=metrics.observe_dust,
         )
         stack.push_async_callback(dust.aclose)
         sealer = Sealer(settings.store_keys) if settings.store_keys else None
         store = create_store(settings.redis_url, settings.context_ttl_seconds, sealer)
         stack.push_async_callback(store.aclose)
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
-        conversations = ConversationService(dust, store, agents, settings)
-        metrics = Metrics()
+        conversations = ConversationService(dust, store, agents, settings, metrics)
         keys = parse_keys(settings.api_keys)
         limiter = build_limiter(
             settings.rate_limit,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -121,6 +121,7 @@ class DustClient:
         reconnect_delay: float = 0.5,
         transport: httpx2.AsyncBaseTransport | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
+        observer: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._origin = base_url.rstrip("/")
         self._api = f"{self._origin}/api/v1/w/{quote(workspace_id, safe='')}"
@@ -132,6 +133,8 @@ class DustClient:
         self._stream_total_timeout = stream_total_timeout
         self._stream_read_timeout = stream_read_timeout
         self._reconnect_delay = reconnect_delay
+        # Told (method, url path, status) of every answer from Dust, 0 when none came: metrics.
+        self._observe = observer or (lambda method, path, status: None)
         # The SSE base Dust redirected streams to, once seen (see `_event_source`).
         self._sse_api: str | None = None
         self._http = httpx2.AsyncClient(
@@ -436,8 +439,10 @@ class DustClient:
                 except httpx2.RequestError as exc:
                     verdict = True
                     self._breaker.record_failure()
+                    self._observe("GET", httpx2.URL(url).path, 0)
                     raise self._unreachable(exc) from exc
                 response = source.response
+                self._observe("GET", httpx2.URL(url).path, response.status_code)
                 if response.status_code >= 400:
                     await response.aread()
                     verdict = True
@@ -489,6 +494,7 @@ class DustClient:
                         method, url, params=params, json=json, content=content, headers=headers
                     )
                 except httpx2.RequestError as exc:
+                    self._observe(method, httpx2.URL(url).path, 0)
                     if attempt < retries and (safe_to_repeat or isinstance(exc, _NOT_SENT)):
                         await anyio.sleep(backoff_delay(attempt))
                         attempt += 1
@@ -496,6 +502,7 @@ class DustClient:
                     verdict = True
                     self._breaker.record_failure()
                     raise self._unreachable(exc) from exc
+                self._observe(method, httpx2.URL(url).path, response.status_code)
                 if response.status_code in RETRY_STATUSES and attempt < retries:
                     retry_after = parse_retry_after(response.headers.get("retry-after"))
                     await anyio.sleep(backoff_delay(attempt, retry_after))
