@@ -9,7 +9,7 @@ TOOLSTAMP := $(TOOLS)/.installed
 NODE_TOOLS := tools/node
 NODE_TOOLSTAMP := $(NODE_TOOLS)/node_modules/.installed
 APT_RUN_PACKAGES := libmagic1
-APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon
+APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus
 
 .PHONY: run demo test lint typecheck unit system-deps run-deps node-tools bench clean
 
