@@ -26,7 +26,7 @@ from bridge import __version__
 from bridge.config import Settings
 from bridge.dust.errors import DustError
 from bridge.mcp_server import build_mcp_server
-from bridge.observability import HttpMetricsMiddleware, Metrics
+from bridge.observability import HttpMetricsMiddleware, Metrics, RequestContextMiddleware
 from bridge.openapi import openapi_spec
 from bridge.problems import problem
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
@@ -40,29 +40,31 @@ from bridge.security.auth import (
 )
 from bridge.security.oauth import JwtVerifier, OAuthSettings
 from bridge.security.ratelimit import RateLimitMiddleware
+from bridge.security.transport import TransportGuardMiddleware, allowed_hosts, allowed_origins
 from bridge.store import StoreUnavailable
 from bridge.uploads.clamav import ScannerUnavailable
 from bridge.uploads.http import upload_route
 
 logger = logging.getLogger(__name__)
 
-_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
-_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 _READY_CHECK_SECONDS = 3.0
 _READY_CACHE_SECONDS = 2.0
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """Host/Origin allow-lists against DNS rebinding: loopback always, plus the configured ones.
+    """Host/Origin allow-lists against DNS rebinding for the SDK's transports: loopback always, plus
+    the configured ones (the same lists `TransportGuardMiddleware` applies to the other routes).
 
-    `BRIDGE_ALLOWED_HOSTS=*` turns the Host check off on purpose (e.g. behind a proxy that checks it).
+    `BRIDGE_ALLOWED_HOSTS=*` turns the SDK's checks off on purpose (e.g. behind a proxy that checks
+    Host); the guard middleware then still checks Origin on every route.
     """
-    if "*" in settings.allowed_hosts:
+    hosts = allowed_hosts(settings)
+    if hosts is None:
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[*_LOOPBACK_HOSTS, *settings.allowed_hosts],
-        allowed_origins=[*_LOOPBACK_ORIGINS, *settings.allowed_origins, *settings.cors_origins],
+        allowed_hosts=hosts,
+        allowed_origins=allowed_origins(settings),
     )
 
 
@@ -120,6 +122,9 @@ async def _check_ready(runtime: Runtime) -> tuple[int, dict[str, Any]]:
         tg.start_soon(store)
         tg.start_soon(dust)
         tg.start_soon(scanner)
+    for dependency, state in checks.items():
+        if state != "off":
+            runtime.metrics.dependency_up.labels(dependency=dependency).set(1 if state == "ok" else 0)
     if reasons:
         return 503, {"status": "not_ready", "reason": "; ".join(reasons), "checks": checks}
     return 200, {"status": "ready", "checks": checks}
@@ -161,6 +166,10 @@ def create_app(settings: Settings) -> Starlette:
     sse_app = mcp.sse_app(
         sse_path="/sse", message_path="/messages/", transport_security=security, host=settings.host
     )
+    # The SDK keeps no public count of its sessions; its session table is read at scrape time.
+    metrics_registry.mcp_sessions.labels(transport="streamable-http").set_function(
+        lambda: len(getattr(mcp.session_manager, "_server_instances", ()))
+    )
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -191,6 +200,10 @@ def create_app(settings: Settings) -> Starlette:
             "client_keys": "required" if runtime.settings.api_keys else "off",
             "transports": ["streamable-http:/mcp", "sse:/sse"],
             "active_streams": runtime.conversations.active_streams,
+            "mcp_sessions": {
+                "streamable_http": len(getattr(mcp.session_manager, "_server_instances", ())),
+                "sse": runtime.metrics.sse_sessions,
+            },
             "uploads": {
                 "scan": "required" if runtime.uploads.scan_required else "off",
                 "in_flight": runtime.uploads.in_flight,
@@ -241,7 +254,10 @@ def create_app(settings: Settings) -> Starlette:
         *http_app.routes,
     ]
     # Outermost: every request is counted, refused ones included.
-    middleware = [Middleware(HttpMetricsMiddleware, metrics=metrics_registry)]
+    middleware = [
+        Middleware(HttpMetricsMiddleware, metrics=metrics_registry),
+        Middleware(RequestContextMiddleware),
+    ]
     if settings.cors_origins:
         # Outermost, so preflights are answered before any key is asked for (browsers send none).
         middleware.append(
@@ -264,6 +280,8 @@ def create_app(settings: Settings) -> Starlette:
                 max_age=600,
             )
         )
+    # Before the key check: Host/Origin on the non-MCP routes, clear body caps on the MCP ones.
+    middleware.append(Middleware(TransportGuardMiddleware, settings=settings))
     keys = parse_keys(settings.api_keys)
     oauth = _oauth_settings(settings)
     if keys or oauth is not None:

@@ -11,10 +11,18 @@ import enum
 import ipaddress
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -76,6 +84,10 @@ class Settings(BaseSettings):
     )
     stream_max_reconnects: int = Field(
         default=10, ge=0, le=1000, validation_alias=AliasChoices("BRIDGE_STREAM_MAX_RECONNECTS")
+    )
+    # Each streaming answer holds one connection to Dust for its whole duration.
+    dust_max_connections: int = Field(
+        default=1000, ge=10, le=100_000, validation_alias=AliasChoices("BRIDGE_DUST_MAX_CONNECTIONS")
     )
     dust_max_retries: int = Field(
         default=3, ge=0, le=10, validation_alias=AliasChoices("BRIDGE_DUST_MAX_RETRIES")
@@ -154,6 +166,16 @@ class Settings(BaseSettings):
     max_concurrent_answers: int = Field(
         default=8, ge=1, le=10_000, validation_alias=AliasChoices("BRIDGE_MAX_CONCURRENT_ANSWERS")
     )
+    # With REDIS_URL, answer slots are leases in Redis shared by every replica; a replica that dies
+    # holding some frees them after this long (they are renewed every third of it while answering).
+    concurrency_lease_seconds: float = Field(
+        default=30.0, ge=1, le=3600, validation_alias=AliasChoices("BRIDGE_CONCURRENCY_LEASE_SECONDS")
+    )
+    # Read only encrypted context records: a plain one (written before encryption, or planted in
+    # Redis by someone without the key) reads as absent. Needs BRIDGE_STORE_ENCRYPTION_KEY.
+    store_require_encryption: bool = Field(
+        default=False, validation_alias=AliasChoices("BRIDGE_STORE_REQUIRE_ENCRYPTION")
+    )
 
     # HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("BRIDGE_HOST"))
@@ -171,6 +193,13 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("BRIDGE_CORS_ORIGINS")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("BRIDGE_LOG_LEVEL"))
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=AliasChoices("BRIDGE_LOG_FORMAT")
+    )
+    # uvicorn's per-request access log line. Off by default: it cost about 0.3 ms of CPU per request
+    # (10% of a tools/list; docs/performance.md), and bridge_http_requests_total plus the audit log
+    # already count every request and tool call.
+    access_log: bool = Field(default=False, validation_alias=AliasChoices("BRIDGE_ACCESS_LOG"))
     shutdown_grace_seconds: int = Field(
         default=30, ge=0, le=3600, validation_alias=AliasChoices("BRIDGE_SHUTDOWN_GRACE_SECONDS")
     )
@@ -204,9 +233,9 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
             return None
-        scheme = urlsplit(value).scheme
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        from bridge.redis_conn import parse_redis_url
+
+        parse_redis_url(value)  # its messages never quote the URL, which may hold a password
         return value
 
     @field_validator("clamd_url")
@@ -238,6 +267,14 @@ class Settings(BaseSettings):
         from bridge.security.sealing import Sealer
 
         Sealer(_split_csv(value.get_secret_value()))  # raises a message that holds no key material
+        return value
+
+    @field_validator("store_require_encryption")
+    @classmethod
+    def _require_encryption(cls, value: bool, info: ValidationInfo) -> bool:
+        # Declared after the keys, so their (validated) value is known here; a bad key is its own error.
+        if value and "store_encryption_keys" in info.data and info.data["store_encryption_keys"] is None:
+            raise ValueError("needs BRIDGE_STORE_ENCRYPTION_KEY: without a key no record could be read")
         return value
 
     @property

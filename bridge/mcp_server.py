@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,10 +20,18 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp.shared.exceptions import MCPError
 from mcp.types import (
+    INVALID_PARAMS,
+    CallToolRequestParams,
     CallToolResult,
+    GetPromptRequestParams,
+    GetPromptResult,
+    InputRequiredResult,
     ListResourcesResult,
     PaginatedRequestParams,
+    ReadResourceRequestParams,
+    ReadResourceResult,
     Resource,
     TextContent,
     ToolAnnotations,
@@ -33,6 +42,7 @@ from bridge import __version__
 from bridge.conversations import Answer, describe_dust_error
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
+from bridge.logcontext import PRINCIPAL, REQUEST_ID
 from bridge.runtime import Runtime
 from bridge.security.audit import audit_event
 from bridge.security.auth import principal_of_scope
@@ -118,6 +128,20 @@ def principal_of_request(request: object) -> str:
     return principal_of_scope(scope if isinstance(scope, dict) else None)
 
 
+@contextlib.contextmanager
+def _log_context(ctx: ServerRequestContext[Any]) -> Iterator[None]:
+    """Bind the HTTP request id and principal of this MCP request for its logs and Dust calls."""
+    scope = getattr(ctx.request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    request_id = state.get("request_id") if isinstance(state, dict) else None
+    tokens = (REQUEST_ID.set(request_id), PRINCIPAL.set(principal_of_request(ctx.request)))
+    try:
+        yield
+    finally:
+        REQUEST_ID.reset(tokens[0])
+        PRINCIPAL.reset(tokens[1])
+
+
 def _slug(reference: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", reference.lower()).strip("_")
     return slug[:48] or "agent"
@@ -140,9 +164,36 @@ class BridgeMCPServer(MCPServer[Any]):
         )
         self._runtime = runtime
 
+    async def _handle_call_tool(
+        self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
+    ) -> CallToolResult | InputRequiredResult:
+        with _log_context(ctx):
+            return await super()._handle_call_tool(ctx, params)
+
+    async def _handle_read_resource(
+        self, ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
+    ) -> ReadResourceResult | InputRequiredResult:
+        with _log_context(ctx):
+            return await super()._handle_read_resource(ctx, params)
+
+    async def _handle_get_prompt(
+        self, ctx: ServerRequestContext[Any], params: GetPromptRequestParams
+    ) -> GetPromptResult | InputRequiredResult:
+        try:
+            return await super()._handle_get_prompt(ctx, params)
+        except ValueError as exc:
+            # The SDK reports an unknown prompt or a missing argument as a bare ValueError, which
+            # reaches the client as an internal error (-32603) and an ERROR traceback in our log.
+            # It is the caller's mistake: invalid params, with the SDK's own one-line reason.
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+
     async def _handle_list_resources(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> ListResourcesResult:
+        with _log_context(ctx):
+            return await self._list_resources(ctx)
+
+    async def _list_resources(self, ctx: ServerRequestContext[Any]) -> ListResourcesResult:
         listed = await self.list_resources()
         runtime = self._runtime()
         try:

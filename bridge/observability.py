@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 import logging
 import sys
 import time
-from urllib.parse import urlsplit
+import uuid
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -13,12 +18,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.config import Settings
+from bridge.logcontext import PRINCIPAL, REQUEST_ID
 from bridge.security.redact import RedactingFilter
+from bridge.store import ContextStore
 
 
 def configured_secrets(settings: Settings) -> list[str]:
@@ -28,18 +37,63 @@ def configured_secrets(settings: Settings) -> list[str]:
     if settings.metrics_key:
         secrets.append(settings.metrics_key.get_secret_value())
     if settings.redis_url:
-        password = urlsplit(settings.redis_url).password
-        if password:
-            secrets.append(password)
+        raw = urlsplit(settings.redis_url).password
+        secrets += [secret for secret in {raw, unquote(raw or "")} if secret]
     return secrets
+
+
+class ContextFilter(logging.Filter):
+    """Stamp each record with the request id and principal of the request it was logged for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Attach `request_id`, `principal` and a ready-made `context` suffix for the text format."""
+        request_id, principal = REQUEST_ID.get(), PRINCIPAL.get()
+        # LogRecord takes extra attributes by design (what `extra=` does); setattr says so to mypy.
+        setattr(record, "request_id", request_id)  # noqa: B010
+        setattr(record, "principal", principal)  # noqa: B010
+        parts = [
+            f"{key}={value}" for key, value in (("request", request_id), ("principal", principal)) if value
+        ]
+        setattr(record, "context", f" [{' '.join(parts)}]" if parts else "")  # noqa: B010
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; audit events (already JSON) are merged in, not quoted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as JSON with time, level, logger, message, request id and principal."""
+        entry: dict[str, object] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        message = record.getMessage()
+        if record.name == "bridge.audit" and message.startswith("{"):
+            try:
+                entry.update(json.loads(message))
+            except ValueError:
+                entry["message"] = message
+        else:
+            entry["message"] = message
+        for key in ("request_id", "principal"):
+            value = getattr(record, key, None)
+            if value:
+                entry[key] = value
+        return json.dumps(entry, default=str)
 
 
 def configure_logging(settings: Settings) -> None:
     """One stderr handler with the redaction filter, at `BRIDGE_LOG_LEVEL`."""
     secrets = configured_secrets(settings)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"))
+    # Redaction first: the formatter then only ever sees masked text.
     handler.addFilter(RedactingFilter(secrets))
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
@@ -125,6 +179,48 @@ class Metrics:
             ["method", "endpoint", "status"],
             registry=self.registry,
         )
+        self.stream_reconnects = Counter(
+            "bridge_stream_reconnects_total",
+            "Reconnections to a Dust event stream (its `done` mid-answer, a cut, a refused connection)",
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "bridge_store_operation_duration_seconds",
+            "Context store operations by operation and outcome (ok or error)",
+            ["operation", "outcome"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.mcp_sessions = Gauge(
+            "bridge_mcp_sessions_active",
+            "Open MCP sessions by transport (handshake-era Streamable HTTP sessions, legacy SSE streams)",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.dependency_up = Gauge(
+            "bridge_dependency_up",
+            "1 when a dependency (store, dust, scanner) answered the last readiness check, else 0",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self.sse_sessions = 0
+        # CPU, RSS and open files of this process, for the chart's CPU and memory alerts.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def sse_session_opened(self) -> None:
+        """A legacy SSE stream (one MCP session) was opened."""
+        self.sse_sessions += 1
+        self.mcp_sessions.labels(transport="sse").set(self.sse_sessions)
+
+    def sse_session_closed(self) -> None:
+        """A legacy SSE stream ended."""
+        self.sse_sessions -= 1
+        self.mcp_sessions.labels(transport="sse").set(self.sse_sessions)
+
+    def timed_store(self, store: ContextStore) -> ContextStore:
+        """`store` with every operation timed into `bridge_store_operation_duration_seconds`."""
+        return cast(ContextStore, _TimedStore(store, self.store_seconds))
 
     def observe_dust(self, method: str, path: str, status: int) -> None:
         """Count one Dust API call; ids in the path are folded so the label set stays small."""
@@ -133,6 +229,34 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _TimedStore:
+    """A transparent proxy that times the store's coroutine methods (the protocol's operations,
+    and any added later) without restating each of them."""
+
+    def __init__(self, inner: ContextStore, histogram: Histogram) -> None:
+        self._inner = inner
+        self._histogram = histogram
+        self.kind = inner.kind
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                result = await attribute(*args, **kwargs)
+                outcome = "ok"
+                return result
+            finally:
+                self._histogram.labels(operation=name, outcome=outcome).observe(time.perf_counter() - started)
+
+        return timed
 
 
 _ID_AFTER = {"conversations", "agent_configurations", "messages", "files"}
@@ -187,16 +311,55 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        route = route_group(scope["path"])
+        # A legacy SSE session lives exactly as long as its GET /sse stream.
+        sse_session = route == "/sse" and scope["method"] == "GET"
+        opened = False
 
         async def record_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, opened
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                # `not opened`: the SDK's SSE endpoint starts a second (empty) response once the
+                # stream has ended; only the first one opens a session.
+                if sse_session and status == 200 and not opened:
+                    opened = True
+                    self._metrics.sse_session_opened()
             await send(message)
 
         try:
             await self._app(scope, receive, record_status)
         finally:
-            route = route_group(scope["path"])
+            if opened:
+                self._metrics.sse_session_closed()
             self._metrics.http_requests.labels(route=route, method=scope["method"], status=str(status)).inc()
             self._metrics.http_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+
+class RequestContextMiddleware:
+    """Give every HTTP request an id (the client's `X-Request-Id` when it is sane) for the logs and
+    echo it in the response; the principal is added once authentication has run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Bind the request id (and later the principal) to everything logged for this request."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        # Also on the request itself: MCP handlers run in tasks that do not inherit this context.
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, with_id)
+        finally:
+            REQUEST_ID.reset(token)

@@ -48,7 +48,10 @@ def openapi_spec() -> dict[str, Any]:
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Upload"}}
                             },
                         },
-                        **{code: _PROBLEM for code in ("400", "413", "415", "422", "429", "502", "503")},
+                        **{
+                            code: _PROBLEM
+                            for code in ("400", "401", "403", "413", "415", "421", "422", "429", "502", "503")
+                        },
                     },
                 }
             },
@@ -82,11 +85,15 @@ def openapi_spec() -> dict[str, Any]:
                             "type": "string",
                             "enum": [
                                 "bad_request",
+                                "unauthorized",
+                                "forbidden_origin",
+                                "misdirected_request",
                                 "empty_file",
                                 "too_large",
                                 "type_not_allowed",
                                 "type_mismatch",
                                 "infected",
+                                "scan_limits_exceeded",
                                 "scanner_unavailable",
                                 "dust_rejected",
                                 "dust_unavailable",

@@ -127,6 +127,7 @@ async def _sweep_forever(uploads: UploadPipeline) -> None:
         removed = await anyio.to_thread.run_sync(uploads.sweep, _TEMP_MAX_AGE_SECONDS)
         if removed:
             logger.info("removed %d leftover upload temp file(s)", removed)
+        await uploads.reconcile(_TEMP_MAX_AGE_SECONDS)
         await anyio.sleep(_SWEEP_INTERVAL_SECONDS)
 
 
@@ -154,16 +155,22 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
             api_key,
             timeout=settings.dust_timeout_seconds,
             max_retries=settings.dust_max_retries,
+            max_connections=settings.dust_max_connections,
             breaker=CircuitBreaker(
                 failures=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
             ),
             stream_max_reconnects=settings.stream_max_reconnects,
             stream_total_timeout=settings.answer_timeout_seconds,
             observer=metrics.observe_dust,
+            on_reconnect=metrics.stream_reconnects.inc,
         )
         stack.push_async_callback(dust.aclose)
-        sealer = Sealer(settings.store_keys) if settings.store_keys else None
-        store = create_store(settings.redis_url, settings.context_ttl_seconds, sealer)
+        sealer = (
+            Sealer(settings.store_keys, require_sealed=settings.store_require_encryption)
+            if settings.store_keys
+            else None
+        )
+        store = metrics.timed_store(create_store(settings.redis_url, settings.context_ttl_seconds, sealer))
         stack.push_async_callback(store.aclose)
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
         conversations = ConversationService(dust, store, agents, settings, metrics)
@@ -173,7 +180,9 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
             settings.max_concurrent_answers,
             {key.name: (key.rate, key.concurrency) for key in keys if key.rate or key.concurrency},
             settings.redis_url,
+            settings.concurrency_lease_seconds,
         )
+        stack.push_async_callback(limiter.aclose)
         uploads = _upload_pipeline(settings, dust, store, metrics)
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)

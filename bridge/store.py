@@ -25,17 +25,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import pydantic
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.redis_conn import parse_redis_url, redis_client
 from bridge.security.sealing import Sealer
 
 HANDLE_PREFIX = "dmc_"
@@ -159,6 +161,37 @@ def _decode_upload(raw: str | None, upload_id: str) -> UploadRecord | None:
     return record if record.upload_id == upload_id else None
 
 
+@dataclass(frozen=True)
+class PendingUpload:
+    """An upload on its way into Dust whose record is not stored yet: what to undo if its process dies.
+
+    Written before Dust's file is created, updated with `dust_file_id` once Dust answers, cleared
+    once the upload record is stored (or the Dust file deleted again). `host` names the process's
+    host and PID namespace, so `pid` can be checked for liveness by a process in the same one.
+    """
+
+    upload_id: str
+    owner: str
+    started_at: float  # epoch seconds
+    host: str
+    pid: int
+    instance: str  # random per process: tells a restarted process that reused the pid from its past self
+    dust_file_id: str | None = None
+
+
+_PENDING_ADAPTER = pydantic.TypeAdapter(PendingUpload)
+
+
+def _decode_pending(raw: str | None, upload_id: str) -> PendingUpload | None:
+    if raw is None:
+        return None
+    try:
+        marker = _PENDING_ADAPTER.validate_json(raw, strict=True)
+    except pydantic.ValidationError:
+        return None
+    return marker if marker.upload_id == upload_id else None
+
+
 class ContextStore(Protocol):
     """Where conversation records and per-session memory live, with one sliding TTL."""
 
@@ -198,6 +231,18 @@ class ContextStore(Protocol):
 
     async def list_uploads(self, owner: str, limit: int = 100) -> list[UploadRecord]:
         """The owner's live uploads, newest first."""
+        ...
+
+    async def put_pending_upload(self, marker: PendingUpload, ttl_seconds: int) -> None:
+        """Write (or overwrite) the pending marker of `marker.upload_id`; it expires after `ttl_seconds`."""
+        ...
+
+    async def clear_pending_upload(self, upload_id: str) -> None:
+        """Remove the pending marker of `upload_id` (absent is fine)."""
+        ...
+
+    async def list_pending_uploads(self, limit: int = 1000) -> list[PendingUpload]:
+        """Live pending markers of every owner and process, oldest first, at most `limit`."""
         ...
 
     async def ping(self) -> None:
@@ -241,6 +286,7 @@ class MemoryStore:
         self._by_owner: dict[str, set[str]] = {}
         # Uploads all share one TTL, so insertion order is expiry order here too.
         self._uploads: OrderedDict[str, UploadRecord] = OrderedDict()
+        self._pending: dict[str, _Entry[PendingUpload]] = {}
 
     def _live_record(self, handle: str, now: float) -> ConversationRecord | None:
         entry = self._records.get(handle)
@@ -363,6 +409,26 @@ class MemoryStore:
         mine = [r for r in reversed(self._uploads.values()) if r.owner == owner and r.expires_at > now]
         return mine[: max(limit, 0)]
 
+    async def put_pending_upload(self, marker: PendingUpload, ttl_seconds: int) -> None:
+        """Keep the marker for `ttl_seconds` (only in-flight uploads have one, so no bound is needed)."""
+        if not is_valid_upload_id(marker.upload_id) or ttl_seconds <= 0:
+            raise ValueError("not an upload id, or a TTL that is not positive")
+        now = self._clock()
+        for upload_id in [i for i, e in self._pending.items() if e.expires_at <= now]:
+            del self._pending[upload_id]
+        self._pending[marker.upload_id] = _Entry(marker, now + ttl_seconds)
+
+    async def clear_pending_upload(self, upload_id: str) -> None:
+        """Forget the marker."""
+        self._pending.pop(upload_id, None)
+
+    async def list_pending_uploads(self, limit: int = 1000) -> list[PendingUpload]:
+        """The live markers, oldest first."""
+        now = self._clock()
+        live = [e.value for e in self._pending.values() if e.expires_at > now]
+        live.sort(key=lambda marker: marker.started_at)
+        return live[: max(limit, 0)]
+
     async def ping(self) -> None:
         """Always answers: the store is this process."""
 
@@ -382,7 +448,8 @@ def _redis_errors() -> Iterator[None]:
     except AuthenticationError as exc:
         # A subclass of ConnectionError, but "unreachable" would send operators to the network.
         raise StoreUnavailable("context store (Redis) rejected the credentials") from exc
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
+        # RedisClusterException (no slot map, no startup node answers) is not a RedisError.
         # redis-py messages name host and port only; the chain is kept for operators' tracebacks.
         raise StoreUnavailable(_UNREACHABLE) from exc
     except RedisError as exc:
@@ -414,11 +481,19 @@ class RedisStore:
     kind = "redis"
 
     def __init__(
-        self, client: aioredis.Redis, ttl_seconds: int, prefix: str = "dmb:", sealer: Sealer | None = None
+        self,
+        client: aioredis.Redis | RedisCluster,
+        ttl_seconds: int,
+        prefix: str = "dmb:",
+        sealer: Sealer | None = None,
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
-        self._client = client
+        self._client: Any = client
+        # A record and its owner index live in different hash slots, so Redis Cluster cannot run
+        # them in one MULTI; there each write is a plain pipeline. The index is advisory either
+        # way (listing drops entries whose record is gone), so a half-applied write loses nothing.
+        self._atomic = not isinstance(client, RedisCluster)
         self._ttl = ttl_seconds
         self._prefix = prefix
         self._sealer = sealer
@@ -434,14 +509,16 @@ class RedisStore:
     def from_url(
         cls, url: str, ttl_seconds: int, prefix: str = "dmb:", sealer: Sealer | None = None
     ) -> RedisStore:
-        """A store on `url` (redis://, rediss:// or unix://) that fails fast when Redis is down.
+        """A store on `url` (any form of `bridge.redis_conn`) that fails fast when Redis is down.
 
         Short timeouts keep a dead Redis from stalling a tool call; one quick retry absorbs the
-        stale pooled socket left by a Redis restart; health checks catch idle sockets that died.
+        stale pooled socket left by a Redis restart or failover; health checks catch idle sockets
+        that died.
         """
         try:
-            client = aioredis.Redis.from_url(
-                url,
+            target = parse_redis_url(url)
+            client = redis_client(
+                target,
                 decode_responses=True,
                 socket_timeout=2.0,
                 socket_connect_timeout=2.0,
@@ -452,6 +529,12 @@ class RedisStore:
             # The parser's message may echo parts of the URL; the URL can carry a password.
             raise ValueError("invalid Redis URL") from None
         return cls(client, ttl_seconds, prefix, sealer)
+
+    async def _mget(self, keys: list[str]) -> list[object]:
+        # Cluster MGET must stay in one slot; `mget_nonatomic` splits by slot (reads are advisory).
+        if self._atomic:
+            return list(await self._client.mget(keys))
+        return list(await self._client.mget_nonatomic(keys))
 
     def _conv_key(self, handle: str) -> str:
         return f"{self._prefix}conv:{handle}"
@@ -467,7 +550,7 @@ class RedisStore:
         _require_handle(record.handle)
         owner_key = self._owner_key(record.owner)
         with _redis_errors():
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=self._atomic) as pipe:
                 pipe.set(self._conv_key(record.handle), self._seal(_encode(record)), ex=self._ttl)
                 pipe.zadd(owner_key, {record.handle: record.last_used_at})
                 pipe.zremrangebyrank(owner_key, 0, -(OWNER_INDEX_MAX + 1))
@@ -501,7 +584,7 @@ class RedisStore:
             record = _decode(self._open(await self._client.get(key)), handle)
             if record is None or record.owner != owner:
                 return False
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=self._atomic) as pipe:
                 pipe.delete(key)
                 pipe.zrem(self._owner_key(owner), handle)
                 deleted, _ = await pipe.execute()
@@ -522,9 +605,7 @@ class RedisStore:
                 handles = [handle for member in members if (handle := _text(member)) is not None]
                 if not handles:
                     break
-                raws = [
-                    self._open(raw) for raw in await self._client.mget([self._conv_key(h) for h in handles])
-                ]
+                raws = [self._open(raw) for raw in await self._mget([self._conv_key(h) for h in handles])]
                 dead = []
                 for handle, raw in zip(handles, raws, strict=True):
                     record = _decode(raw, handle)
@@ -564,7 +645,7 @@ class RedisStore:
         expires = max(1, int(record.expires_at - time.time()))
         index = self._uploads_key(record.owner)
         with _redis_errors():
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=self._atomic) as pipe:
                 pipe.set(
                     self._upload_key(record.upload_id),
                     self._seal(_UPLOAD_ADAPTER.dump_json(record).decode()),
@@ -592,7 +673,7 @@ class RedisStore:
             ids = [i for m in await self._client.zrevrange(index, 0, max(limit, 1) - 1) if (i := _text(m))]
             if not ids:
                 return []
-            raws = await self._client.mget([self._upload_key(i) for i in ids])
+            raws = await self._mget([self._upload_key(i) for i in ids])
             found: list[UploadRecord] = []
             dead: list[str] = []
             for upload_id, raw in zip(ids, raws, strict=True):
@@ -601,6 +682,58 @@ class RedisStore:
                     dead.append(upload_id)
                 else:
                     found.append(record)
+            if dead:
+                await self._client.zrem(index, *dead)
+        return found[: max(limit, 0)]
+
+    def _pending_key(self, upload_id: str) -> str:
+        return f"{self._prefix}pending:{upload_id}"
+
+    def _pending_index_key(self) -> str:
+        return f"{self._prefix}pending-uploads"
+
+    async def put_pending_upload(self, marker: PendingUpload, ttl_seconds: int) -> None:
+        """Write the marker with `EX ttl_seconds` and index it by start time (one index for all owners)."""
+        if not is_valid_upload_id(marker.upload_id) or ttl_seconds <= 0:
+            raise ValueError("not an upload id, or a TTL that is not positive")
+        index = self._pending_index_key()
+        with _redis_errors():
+            async with self._client.pipeline(transaction=self._atomic) as pipe:
+                pipe.set(
+                    self._pending_key(marker.upload_id),
+                    self._seal(_PENDING_ADAPTER.dump_json(marker).decode()),
+                    ex=ttl_seconds,
+                )
+                pipe.zadd(index, {marker.upload_id: marker.started_at})
+                # Entries older than any marker can live are dead (their keys expired).
+                pipe.zremrangebyscore(index, "-inf", f"({marker.started_at - ttl_seconds}")
+                pipe.expire(index, ttl_seconds)
+                await pipe.execute()
+
+    async def clear_pending_upload(self, upload_id: str) -> None:
+        """Delete the marker and its index entry."""
+        with _redis_errors():
+            async with self._client.pipeline(transaction=self._atomic) as pipe:
+                pipe.delete(self._pending_key(upload_id))
+                pipe.zrem(self._pending_index_key(), upload_id)
+                await pipe.execute()
+
+    async def list_pending_uploads(self, limit: int = 1000) -> list[PendingUpload]:
+        """The live markers, oldest first; index entries whose marker is gone are dropped."""
+        index = self._pending_index_key()
+        with _redis_errors():
+            ids = [i for m in await self._client.zrange(index, 0, max(limit, 1) - 1) if (i := _text(m))]
+            if not ids:
+                return []
+            raws = await self._mget([self._pending_key(i) for i in ids])
+            found: list[PendingUpload] = []
+            dead: list[str] = []
+            for upload_id, raw in zip(ids, raws, strict=True):
+                marker = _decode_pending(self._open(raw), upload_id)
+                if marker is None:
+                    dead.append(upload_id)
+                else:
+                    found.append(marker)
             if dead:
                 await self._client.zrem(index, *dead)
         return found[: max(limit, 0)]
@@ -632,6 +765,7 @@ __all__ = [
     "ContextStore",
     "ConversationRecord",
     "MemoryStore",
+    "PendingUpload",
     "RedisStore",
     "StoreUnavailable",
     "UploadRecord",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import httpx2
@@ -24,3 +26,11 @@ def stats(simulator: Proc) -> dict[str, Any]:
     """The simulator's counters."""
     body: dict[str, Any] = httpx2.get(f"{simulator.url}/_sim/stats", timeout=5).json()
     return body
+
+
+_AUDIT_LINE = re.compile(r"bridge\.audit(?: \[[^\]]*\])?: (\{.*\})$")
+
+
+def audit_events(log: str) -> list[dict[str, Any]]:
+    """The audit events in a bridge's text-format log, in order."""
+    return [json.loads(match.group(1)) for line in log.splitlines() if (match := _AUDIT_LINE.search(line))]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,12 +219,29 @@ def clamd_ping(socket_path: str, timeout: float = 0.5) -> bool:
     return False
 
 
-def start_clamd(tmpdir: Path | None = None, stream_max_length: str = "25M") -> Proc:
+def start_clamd(
+    tmpdir: Path | None = None,
+    stream_max_length: str = "25M",
+    *,
+    max_scan_size: str | None = None,
+    max_file_size: str | None = None,
+    max_recursion: int = 16,
+    max_files: int = 1000,
+    max_scan_time_ms: int = 30_000,
+) -> Proc:
     """A clamd on a unix socket and a loopback TCP port, loading only the EICAR test signature.
 
     `.extra` carries `socket` (the unix socket path) and `tcp` (`tcp://127.0.0.1:PORT`). Debian
     ships no signature database, and clamd refuses to start without one, hence the ndb file.
+
+    The scan limits are set explicitly, with `AlertExceedsMax yes`, as the README asks of a
+    deployment: content clamd will not fully inspect is reported `Heuristics.Limits.Exceeded.*
+    FOUND` instead of passing as clean. `MaxScanSize` defaults to the stream limit and
+    `MaxFileSize` to `MaxScanSize`: with `MaxFileSize >= MaxScanSize`, an archive member that clamd
+    would truncate at `MaxFileSize` always exhausts the scan budget and is flagged.
     """
+    scan_size = max_scan_size or stream_max_length
+    file_size = max_file_size or scan_size
     workdir = (tmpdir or Path(tempfile.mkdtemp(prefix="clamd-"))).resolve()
     (workdir / "db").mkdir(parents=True, exist_ok=True)
     (workdir / "tmp").mkdir(exist_ok=True)
@@ -243,6 +260,12 @@ def start_clamd(tmpdir: Path | None = None, stream_max_length: str = "25M") -> P
                 "TCPAddr 127.0.0.1",
                 "Foreground yes",
                 f"StreamMaxLength {stream_max_length}",
+                f"MaxScanSize {scan_size}",
+                f"MaxFileSize {file_size}",
+                f"MaxRecursion {max_recursion}",
+                f"MaxFiles {max_files}",
+                f"MaxScanTime {max_scan_time_ms}",
+                "AlertExceedsMax yes",
                 f"LogFile {workdir / 'clamd.log'}",
                 "SelfCheck 0",
                 "",
@@ -274,3 +297,100 @@ def tool_path(name: str) -> str:
             f"{path} is missing: run `make test` (it installs tools/requirements.txt into .venv-tools)"
         )
     return str(path)
+
+
+def _resp(*args: str) -> bytes:
+    return f"*{len(args)}\r\n".encode() + b"".join(f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
+
+
+def redis_command(port: int, *args: str, password: str | None = None, timeout: float = 2.0) -> bytes:
+    """One command over RESP on loopback (after AUTH when `password` is given); the raw reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        if password is not None:
+            sock.sendall(_resp("AUTH", password))
+            sock.recv(1024)
+        sock.sendall(_resp(*args))
+        return sock.recv(65536)
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if check():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} within {timeout}s")
+
+
+def start_sentinel(master_port: int, service: str = "mymaster", password: str | None = None) -> Proc:
+    """A Redis Sentinel on loopback monitoring the master on `master_port` as `service`.
+
+    With `password`, the sentinel requires it and uses it for the master (one secret for both).
+    """
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-"))
+    conf = workdir / "sentinel.conf"
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {workdir}"]
+    lines += [f"sentinel monitor {service} 127.0.0.1 {master_port} 1"]
+    lines += [f"sentinel down-after-milliseconds {service} 5000"]
+    if password is not None:
+        lines += [f"requirepass {password}", f"sentinel auth-pass {service} {password}"]
+    conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    proc = spawn([redis_binary(), str(conf), "--sentinel"], port, name="sentinel")
+    wait_for_port(port, proc.popen)
+    _wait_until(
+        lambda: (
+            str(master_port).encode()
+            in redis_command(port, "SENTINEL", "get-master-addr-by-name", service, password=password)
+        ),
+        "sentinel did not report the master",
+    )
+    return proc
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster of master-only nodes on loopback."""
+
+    nodes: list[Proc]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(size: int = 3) -> Cluster:
+    """`size` cluster-enabled redis-servers joined with `redis-cli --cluster create`, slots covered."""
+    nodes: list[Proc] = []
+    try:
+        for _ in range(size):
+            port = free_port()
+            workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+            args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+            args += ["--save", "", "--appendonly", "no", "--cluster-enabled", "yes"]
+            args += ["--cluster-config-file", str(workdir / "nodes.conf"), "--cluster-node-timeout", "5000"]
+            node = spawn(args, port, name="redis-cluster")
+            nodes.append(node)
+            wait_for_port(port, node.popen)
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for node in nodes:
+            _wait_until(
+                lambda port=node.port: b"cluster_state:ok" in redis_command(port, "CLUSTER", "INFO"),
+                "the cluster did not reach cluster_state:ok",
+            )
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return Cluster(nodes)

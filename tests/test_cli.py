@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from mcp import Client
 
 from tests.procs import Proc, bridge_env, running, start_bridge
@@ -72,6 +73,17 @@ async def test_per_agent_tools_from_the_allow_list(simulator: Proc) -> None:
     assert second.content[0].text == "Echo (turn 2): again"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("access_log", ["on", "off"])
+def test_access_log_lines_only_when_switched_on(simulator: Proc, access_log: str) -> None:
+    import httpx2
+
+    with running(start_bridge(bridge_env(simulator, BRIDGE_ACCESS_LOG=access_log))) as bridge:
+        httpx2.get(f"{bridge.url}/status", timeout=10).raise_for_status()
+        log = bridge.log()
+    assert ("uvicorn.access" in log and '"GET /status HTTP/1.1" 200' in log) is (access_log == "on")
+    assert "Application startup complete" in log  # the rest of uvicorn's log stays
+
+
 def test_simulator_subcommand_serves_the_dust_api() -> None:
     import httpx2
 
@@ -88,3 +100,25 @@ def test_simulator_subcommand_serves_the_dust_api() -> None:
         )
     assert agents.status_code == 200
     assert "echo000001" in {a["sId"] for a in agents.json()["agentConfigurations"]}
+
+
+async def test_claude_config_entry_starts_a_working_server_as_claude_desktop_would(
+    simulator: Proc, tmp_path: os.PathLike[str]
+) -> None:
+    from mcp import StdioServerParameters
+
+    from tests.helpers import text_of
+    from tests.procs import TEST_DUST_KEY
+
+    done = run_cli("claude-config", env={"DUST_WORKSPACE_ID": "demo", "DUST_BASE_URL": simulator.url})
+    entry = json.loads(done.stdout)["mcpServers"]["dust"]
+    # What the user does: paste the entry and put the real key in place of the placeholder.
+    env = {**entry["env"], "DUST_API_KEY": TEST_DUST_KEY, "PATH": os.environ.get("PATH", "")}
+    # Claude Desktop starts servers from a directory of its own, with only the entry's env.
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], env=env, cwd=str(tmp_path))
+    async with Client(params, mode="legacy") as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("ask_agent", {"agent": "echo", "message": "from the desktop"})
+    assert {"ask_agent", "list_agents", "upload_file"} <= tools
+    assert not result.is_error, text_of(result)
+    assert text_of(result).startswith("Echo (turn 1): from the desktop")

@@ -45,7 +45,7 @@ def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> No
         ),
         ("BRIDGE_HEARTBEAT_SECONDS", "-1", "BRIDGE_HEARTBEAT_SECONDS:"),
         ("BRIDGE_DEMO", "maybe", "BRIDGE_DEMO:"),
-        ("REDIS_URL", "http://:hunter2@localhost:6379", "REDIS_URL: must start with redis://"),
+        ("REDIS_URL", "http://:hunter2@localhost:6379", "REDIS_URL: must start with one of redis://"),
         ("BRIDGE_PORT", "70000", "BRIDGE_PORT:"),
         ("BRIDGE_LOG_LEVEL", "LOUD", "BRIDGE_LOG_LEVEL: must be one of"),
     ],
@@ -163,3 +163,12 @@ def test_oauth_needs_issuer_audience_and_public_url_together(monkeypatch: pytest
         load_settings()
     monkeypatch.setenv("BRIDGE_PUBLIC_URL", "https://bridge.example.com/")
     assert load_settings().public_url == "https://bridge.example.com"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, False), ("on", True), ("off", False), ("true", True)])
+def test_access_log_is_off_unless_asked_for(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
+) -> None:
+    if value is not None:
+        monkeypatch.setenv("BRIDGE_ACCESS_LOG", value)
+    assert load_settings().access_log is expected

@@ -350,6 +350,24 @@ async def test_agent_card_resource_and_prompt(bridge: Proc) -> None:
     assert "ask_agent" in str(prompt.messages[0].content)
 
 
+@pytest.mark.parametrize("mode", ERAS)
+async def test_bad_prompt_requests_are_invalid_params_not_internal_errors(bridge: Proc, mode: str) -> None:
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import INVALID_PARAMS
+
+    log_before = len(bridge.log())
+    async with Client(f"{bridge.url}/mcp", mode=mode) as client:
+        with pytest.raises(MCPError) as unknown:
+            await client.get_prompt("no_such_prompt", {})
+        with pytest.raises(MCPError) as missing:
+            await client.get_prompt("chat_with_agent", {})
+    assert unknown.value.error.code == INVALID_PARAMS
+    assert "no_such_prompt" in unknown.value.error.message
+    assert missing.value.error.code == INVALID_PARAMS
+    assert "agent" in missing.value.error.message
+    assert "Traceback" not in bridge.log()[log_before:]
+
+
 async def test_handle_survives_a_restart_and_works_on_a_second_bridge(
     simulator: Proc, redis_server: Proc
 ) -> None:

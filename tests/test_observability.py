@@ -4,6 +4,8 @@ Dust calls by endpoint; and the label folding that keeps their cardinality small
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 
 import httpx2
 from mcp import Client
@@ -71,3 +73,100 @@ async def test_metrics_after_real_traffic(simulator: Proc) -> None:
         )
         >= 2
     )
+
+
+async def test_json_logs_carry_request_id_and_principal(simulator: Proc) -> None:
+    import json
+
+    from bridge.security.auth import hash_key, new_key
+
+    key = new_key()
+    env = bridge_env(simulator, BRIDGE_LOG_FORMAT="json", BRIDGE_API_KEYS=f"carol:{hash_key(key).hex()}")
+    with running(start_bridge(env)) as bridge:
+        response = httpx2.post(
+            f"{bridge.url}/v1/uploads", headers={"X-API-Key": key, "X-Request-Id": "req-42"}, timeout=10
+        )
+        log = bridge.log()
+    assert response.headers["x-request-id"] == "req-42"
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert entries and all({"ts", "level", "logger"} <= set(e) for e in entries)
+    tagged = [e for e in entries if e.get("request_id") == "req-42"]
+    assert any(e.get("event") == "auth_success" and e.get("principal") == "carol" for e in tagged)
+    assert key not in log
+
+
+def _metrics_once(bridge: Proc, ready: Callable[[str], bool], timeout: float = 15.0) -> str:
+    """The first scrape for which `ready` holds (the server notices a closed stream a little later)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx2.get(f"{bridge.url}/metrics", timeout=10).text
+        if ready(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+async def test_sessions_reconnects_store_and_dependency_metrics(simulator: Proc, redis_server: Proc) -> None:
+    from mcp.client.sse import sse_client
+
+    # Two events per connection: every answer needs several reconnects (Dust's `data: done`).
+    faults(simulator, events_per_connection=2)
+    try:
+        env = bridge_env(simulator, redis_server.port, BRIDGE_SCAN_MODE="off")
+        with running(start_bridge(env)) as bridge:
+            async with Client(f"{bridge.url}/mcp", mode="legacy") as handshake:
+                await handshake.call_tool("ask_agent", {"agent": "echo", "message": "one two three four"})
+                async with Client(sse_client(f"{bridge.url}/sse")) as legacy:
+                    await legacy.list_tools()
+                    during = httpx2.get(f"{bridge.url}/metrics", timeout=10).text
+                    status = httpx2.get(f"{bridge.url}/status", timeout=10).json()
+            assert httpx2.get(f"{bridge.url}/readyz", timeout=10).status_code == 200
+            after = _metrics_once(
+                bridge, lambda text: 'bridge_mcp_sessions_active{transport="sse"} 0.0' in text
+            )
+    finally:
+        faults(simulator, events_per_connection=50)
+    assert value(during, "bridge_mcp_sessions_active", transport="streamable-http") == 1
+    assert value(during, "bridge_mcp_sessions_active", transport="sse") == 1
+    assert status["mcp_sessions"] == {"streamable_http": 1, "sse": 1}
+    assert value(after, "bridge_mcp_sessions_active", transport="sse") == 0
+    assert value(after, "bridge_stream_reconnects_total") >= 2
+    assert value(after, "bridge_store_operation_duration_seconds_count", operation="save", outcome="ok") >= 1
+    assert value(after, "bridge_store_operation_duration_seconds_count", operation="ping", outcome="ok") >= 1
+    for dependency in ("store", "dust"):
+        assert value(after, "bridge_dependency_up", dependency=dependency) == 1
+    assert value(after, "process_resident_memory_bytes") > 10_000_000
+    assert value(after, "process_cpu_seconds_total") > 0
+
+
+async def test_dependency_gauge_drops_when_the_store_is_down(simulator: Proc) -> None:
+    from tests.procs import free_port
+
+    dead = free_port()
+    with running(start_bridge(bridge_env(simulator, dead))) as bridge:
+        ready = httpx2.get(f"{bridge.url}/readyz", timeout=10)
+        metrics = httpx2.get(f"{bridge.url}/metrics", timeout=10).text
+    assert ready.status_code == 503
+    assert value(metrics, "bridge_dependency_up", dependency="store") == 0
+    assert value(metrics, "bridge_dependency_up", dependency="dust") == 1
+
+
+async def test_request_id_reaches_the_logs_and_every_dust_call_of_a_tool_call(simulator: Proc) -> None:
+    import json
+
+    httpx2.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
+    env = bridge_env(simulator, BRIDGE_LOG_FORMAT="json", BRIDGE_SCAN_MODE="off")
+    with running(start_bridge(env)) as bridge:
+        from mcp.client.streamable_http import streamable_http_client
+
+        http = httpx2.AsyncClient(headers={"X-Request-Id": "corr-7"})
+        transport = streamable_http_client(f"{bridge.url}/mcp", http_client=http)
+        async with http, Client(transport, mode="legacy") as client:
+            await client.call_tool("ask_agent", {"agent": "echo", "message": "trace me"})
+        log = bridge.log()
+    dust_calls = httpx2.get(f"{simulator.url}/_sim/stats", timeout=5).json()["requests"]
+    posted = [c for c in dust_calls if c["method"] == "POST" and c["path"].endswith("/conversations")]
+    assert posted and all(c.get("request_id") == "corr-7" for c in posted)
+    streamed = [c for c in dust_calls if c["path"].endswith("/events")]
+    assert streamed and all(c.get("request_id") == "corr-7" for c in streamed)
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "tool_call" and e.get("request_id") == "corr-7" for e in entries)

@@ -47,6 +47,7 @@ from bridge.dust.models import (
     MessageContext,
     UserMessage,
 )
+from bridge.logcontext import REQUEST_ID
 
 DEFAULT_USER_AGENT = f"dust-mcp-bridge/{__version__}"
 
@@ -87,6 +88,14 @@ class PostedMessage:
     agent_messages: list[AgentMessage]
 
 
+async def _tag_request(request: httpx2.Request) -> None:
+    """Send the bridge's request id along (`X-Request-Id`). Dust reads no correlation header today
+    (reference/dust-api.md section 1), but egress proxies and Dust support can match on it."""
+    request_id = REQUEST_ID.get()
+    if request_id:
+        request.headers["X-Request-Id"] = request_id
+
+
 class DustClient:
     """One workspace of one Dust region, over one pooled HTTP client.
 
@@ -114,6 +123,7 @@ class DustClient:
         *,
         timeout: float = 30.0,
         max_retries: int = 3,
+        max_connections: int = 1000,
         breaker: CircuitBreaker | None = None,
         stream_max_reconnects: int = 10,
         stream_total_timeout: float = 900.0,
@@ -122,6 +132,7 @@ class DustClient:
         transport: httpx2.AsyncBaseTransport | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
         observer: Callable[[str, str, int], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._origin = base_url.rstrip("/")
         self._api = f"{self._origin}/api/v1/w/{quote(workspace_id, safe='')}"
@@ -135,6 +146,7 @@ class DustClient:
         self._reconnect_delay = reconnect_delay
         # Told (method, url path, status) of every answer from Dust, 0 when none came: metrics.
         self._observe = observer or (lambda method, path, status: None)
+        self._on_reconnect = on_reconnect
         # The SSE base Dust redirected streams to, once seen (see `_event_source`).
         self._sse_api: str | None = None
         self._http = httpx2.AsyncClient(
@@ -143,11 +155,15 @@ class DustClient:
                 "User-Agent": user_agent,
             },
             timeout=httpx2.Timeout(timeout),
-            # Event streams hold a connection each for minutes, so allow many more than the default.
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=20),
+            # Event streams hold a connection each for minutes, so allow many more than the default
+            # (BRIDGE_DUST_MAX_CONNECTIONS); beyond it, new streams wait for a free connection.
+            limits=httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=min(100, max_connections)
+            ),
             transport=transport,
             # Only the event stream follows redirects (Dust's 307 to /api/sse); nothing else should.
             follow_redirects=False,
+            event_hooks={"request": [_tag_request]},
         )
 
     async def aclose(self) -> None:
@@ -388,6 +404,7 @@ class DustClient:
             total_timeout=self._stream_total_timeout,
             read_timeout=self._stream_read_timeout,
             reconnect_delay=self._reconnect_delay,
+            on_reconnect=self._on_reconnect,
         )
 
     @asynccontextmanager

@@ -23,6 +23,7 @@ from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge.logcontext import PRINCIPAL
 from bridge.problems import problem
 from bridge.security.audit import audit_event
 from bridge.security.oauth import JwtVerifier, looks_like_jwt
@@ -174,6 +175,7 @@ class ClientKeyMiddleware:
                 audit_event(
                     "auth_success", principal=token.client_id, path=scope["path"], client=client, via="jwt"
                 )
+                PRINCIPAL.set(token.client_id)
                 scope["user"] = AuthenticatedUser(token)
                 scope["auth"] = AuthCredentials(token.scopes)
                 await self._app(scope, receive, send)
@@ -196,6 +198,7 @@ class ClientKeyMiddleware:
             await response(scope, receive, send)
             return
         audit_event("auth_success", principal=key.name, path=scope["path"], client=client)
+        PRINCIPAL.set(key.name)
         scope["user"] = user_for(key.name)
         scope["auth"] = AuthCredentials([])
         await self._app(scope, receive, send)

@@ -166,6 +166,9 @@ class FileRoutes:
         # Hash off the event loop: uploads can be tens of megabytes.
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         file.status, file.uploaded_size, file.sha256 = "ready", len(data), digest
+        if self.sim.options.file_upload_delay_seconds:
+            # The file is ready in Dust, but the client has not heard so yet.
+            await asyncio.sleep(self.sim.options.file_upload_delay_seconds)
         return JSONResponse({"file": file.to_json(self._upload_url(request, file))})
 
     async def _read_single_part(self, request: Request) -> tuple[bytes, str | None]:

@@ -32,7 +32,11 @@ class ApiGate:
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                stats.requests.append({"method": method, "path": path, "status": message["status"]})
+                entry = {"method": method, "path": path, "status": message["status"]}
+                # Dust ignores it, but the history shows it so tests can follow a correlation id.
+                if request_id := _header(scope, b"x-request-id"):
+                    entry["request_id"] = request_id
+                stats.requests.append(entry)
                 stats.requests_total += 1
             await send(message)
 

@@ -27,6 +27,8 @@ class SimulatorOptions:
     slow_seconds: float = 3.0
     cancel_keeps_open: bool = True
     file_upload_window_seconds: float = 120.0
+    # Seconds an accepted upload waits before its answer: a slow Dust (the bytes are already stored).
+    file_upload_delay_seconds: float = 0.0
     files_per_minute: int = 40
     error_rate: float = 0.0
     seed: int | None = None
@@ -48,6 +50,7 @@ class SimulatorOptions:
             "slow_seconds",
             "connection_lifetime_seconds",
             "file_upload_window_seconds",
+            "file_upload_delay_seconds",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")

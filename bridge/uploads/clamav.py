@@ -12,6 +12,12 @@ When the stream exceeds clamd's `StreamMaxLength`, clamd replies `INSTREAM size 
 ERROR` and closes at once, so a client still sending usually sees a broken pipe or a reset and,
 over TCP, may lose the reply. The client therefore enforces its own limit before sending anything
 and classifies a connection dropped mid-INSTREAM with a probe (see `ClamdClient.scan`).
+
+Archives that expand too far (zip bombs) are clamd's business: with `AlertExceedsMax yes` it
+reports content it would not fully inspect (over `MaxScanSize`, `MaxFileSize`, `MaxRecursion`,
+`MaxFiles`) as `stream: Heuristics.Limits.Exceeded.<Limit> FOUND`; `ScanResult.limits_exceeded`
+tells those verdicts from real signatures. Without it, clamd silently truncates an oversized
+archive member and may answer OK for bytes it never looked at.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ class ScanTooLarge(Exception):
     """The stream is larger than the client's limit or clamd's `StreamMaxLength`."""
 
 
+# The name clamd gives a file it refused to inspect fully (AlertExceedsMax), e.g. `...MaxScanSize`.
+LIMITS_EXCEEDED_PREFIX = "Heuristics.Limits.Exceeded."
+
+
 @dataclass(frozen=True)
 class ScanResult:
     """A verdict: `clean`, or the `signature` clamd matched (e.g. `Test.EICAR.UNOFFICIAL`)."""
@@ -55,6 +65,14 @@ class ScanResult:
     signature: str | None
     scanned_bytes: int
     seconds: float
+
+    @property
+    def limits_exceeded(self) -> str | None:
+        """The clamd limit the file ran into (`MaxScanSize`, `MaxFileSize`, `MaxRecursion`,
+        `MaxFiles`, ...) when that, not a signature, is why it is not clean; else None."""
+        if self.signature is None or not self.signature.startswith(LIMITS_EXCEEDED_PREFIX):
+            return None
+        return self.signature.removeprefix(LIMITS_EXCEEDED_PREFIX) or "unknown"
 
 
 class _StreamDropped(Exception):

@@ -4,6 +4,11 @@ Bytes go to a temp file as they arrive (never whole into memory), hashed on the 
 reaches Dust before the type is allowed and the scan is clean; a failure at any step loses nothing
 else and leaves no temp file behind. Only metadata is kept (in the context store, with a TTL), so
 any replica can attach the file to a conversation.
+
+From just before Dust's file is created until the upload record is stored, a pending marker in the
+context store names the upload and (once Dust answers) its Dust file. A process killed in between
+leaves the marker behind; `UploadPipeline.reconcile` (at start-up and with every periodic sweep)
+deletes the Dust file of every marker whose process is gone, so a crash leaves nothing in Dust.
 """
 
 from __future__ import annotations
@@ -12,20 +17,23 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
+import socket
 import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
 
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustBadRequest, DustError, DustRateLimited
+from bridge.dust.models import DustFile
 from bridge.errors import BridgeError
 from bridge.observability import Metrics
 from bridge.security.audit import audit_event
-from bridge.store import ContextStore, StoreUnavailable, UploadRecord, new_upload_id
+from bridge.store import ContextStore, PendingUpload, StoreUnavailable, UploadRecord, new_upload_id
 from bridge.uploads.clamav import ClamdClient, ScannerUnavailable, ScanTooLarge
 from bridge.uploads.metadata import describe
 from bridge.uploads.mime import (
@@ -43,6 +51,10 @@ logger = logging.getLogger(__name__)
 TEMP_PREFIX = "dmb-upload-"
 _HEAD_BYTES = 8192
 _CHUNK = 64 * 1024
+# Pending markers outlive any plausible outage; reconcile clears them long before.
+_PENDING_TTL_SECONDS = 7 * 86400
+# How long settling an unfinished upload (deleting its Dust file, clearing its marker) may take.
+_SETTLE_SECONDS = 10.0
 
 
 class UploadError(BridgeError):
@@ -54,6 +66,13 @@ class UploadError(BridgeError):
         super().__init__(message)
         self.problem = problem
         self.status = status
+
+
+@dataclass
+class _Progress:
+    """What is known about an upload so far (for the metrics of a refusal)."""
+
+    mime: str = "unknown"
 
 
 def _too_large(limit: int, what: str = "the upload limit") -> UploadError:
@@ -90,6 +109,10 @@ class UploadPipeline:
         self._sniffer = sniffer
         self._metrics = metrics
         self._temp_files: set[Path] = set()
+        # Identifies this process in pending markers (see `reconcile`).
+        self._instance = secrets.token_hex(8)
+        self._host = _process_host()
+        self._pending_ids: set[str] = set()
 
     @property
     def in_flight(self) -> int:
@@ -101,6 +124,64 @@ class UploadPipeline:
         return sweep_temp_files(
             self._policy.temp_dir, max_age_seconds=max_age_seconds, in_use=set(self._temp_files)
         )
+
+    async def reconcile(self, max_age_seconds: float = 3600.0) -> int:
+        """Undo uploads whose process died between creating their Dust file and storing their record.
+
+        Looks at every pending marker in the context store. One is abandoned when it is this
+        process's own but no longer in progress, when its process ran on this host (and PID
+        namespace) and is dead or is this very pid under an earlier incarnation (a restarted
+        container's PID 1), or when it is older than `max_age_seconds` (another host's process
+        that never finished). For each, the Dust file is deleted and the marker cleared; a marker
+        whose upload record exists after all is just cleared. A Dust file that cannot be deleted
+        now keeps its marker for the next run. Never raises for store or Dust failures.
+
+        Returns:
+            How many Dust files were deleted.
+        """
+        deleted = 0
+        try:
+            markers = await self._store.list_pending_uploads()
+        except StoreUnavailable as exc:
+            logger.warning("could not look for unfinished uploads: %s", exc)
+            return 0
+        now = time.time()
+        for marker in markers:
+            if not self._abandoned(marker, now, max_age_seconds):
+                continue
+            try:
+                if await self._store.get_upload(marker.upload_id, marker.owner) is not None:
+                    # The upload finished; only clearing its marker did not.
+                    await self._store.clear_pending_upload(marker.upload_id)
+                    continue
+                if marker.dust_file_id is not None:
+                    if not await self._forget_in_dust(marker.dust_file_id):
+                        continue
+                    deleted += 1
+                await self._store.clear_pending_upload(marker.upload_id)
+            except StoreUnavailable as exc:
+                logger.warning("could not finish cleaning up unfinished uploads: %s", exc)
+                break
+            audit_event(
+                "upload_abandoned",
+                level=logging.WARNING,
+                principal=marker.owner,
+                upload_id=marker.upload_id,
+                dust_file_id=marker.dust_file_id,
+                started_at=marker.started_at,
+            )
+        if deleted:
+            logger.info("deleted %d Dust file(s) of uploads interrupted by a crash", deleted)
+        return deleted
+
+    def _abandoned(self, marker: PendingUpload, now: float, max_age_seconds: float) -> bool:
+        if marker.instance == self._instance:
+            return marker.upload_id not in self._pending_ids
+        if now - marker.started_at > max_age_seconds:
+            return True
+        if marker.host != self._host:
+            return False  # another host's process may still be working on it
+        return marker.pid == os.getpid() or not _alive(marker.pid)
 
     @property
     def scan_required(self) -> bool:
@@ -115,16 +196,23 @@ class UploadPipeline:
         Raises:
             UploadError: any refusal, with its problem type and HTTP status.
         """
+        progress = _Progress()
         try:
-            record = await self._ingest(owner, filename, declared_type, chunks)
+            record = await self._ingest(owner, filename, declared_type, chunks, progress)
         except UploadError as exc:
-            self._metrics.uploads.labels(outcome=exc.problem, mime="unknown").inc()
+            # Counted under the sniffed (or, once decided, the effective) type when it is known.
+            self._metrics.uploads.labels(outcome=exc.problem, mime=progress.mime).inc()
             raise
         self._metrics.uploads.labels(outcome="accepted", mime=record.mime).inc()
         return record
 
     async def _ingest(
-        self, owner: str, filename: str, declared_type: str | None, chunks: AsyncIterable[bytes]
+        self,
+        owner: str,
+        filename: str,
+        declared_type: str | None,
+        chunks: AsyncIterable[bytes],
+        progress: _Progress,
     ) -> UploadRecord:
         try:
             name = sanitize_filename(filename)
@@ -137,6 +225,7 @@ class UploadPipeline:
             if size == 0:
                 raise UploadError("empty_file", 400, "the file is empty")
             sniffed = await self._sniffer.sniff(head)
+            progress.mime = sniffed
             try:
                 mime = decide_type(
                     filename=name, declared=declared_type, sniffed=sniffed, allowed=self._policy.allowed_types
@@ -153,30 +242,31 @@ class UploadPipeline:
                 raise UploadError("type_mismatch", 415, str(exc)) from None
             except TypeNotAllowed as exc:
                 raise UploadError("type_not_allowed", 415, str(exc)) from None
+            progress.mime = mime
             limit = size_limit(mime, self._policy.max_bytes)
             if size > limit:
                 raise _too_large(limit, f"the limit for {mime}")
             verdict = await self._scan(path, size, owner, name)
             details = await anyio.to_thread.run_sync(describe, path, mime)
-            dust_file_id = await self._send_to_dust(path, name, mime, size)
-            now = time.time()
-            record = UploadRecord(
-                upload_id=new_upload_id(),
-                owner=owner,
-                filename=name,
-                size=size,
-                sha256=digest,
-                mime=mime,
-                scan=verdict,
-                dust_file_id=dust_file_id,
-                created_at=now,
-                expires_at=now + self._policy.ttl_seconds,
-                **details,
-            )
-            try:
-                await self._store.put_upload(record)
-            except StoreUnavailable as exc:
-                raise UploadError("store_unavailable", 503, str(exc)) from None
+            upload_id = new_upload_id()
+
+            def make_record(dust_file_id: str) -> UploadRecord:
+                now = time.time()
+                return UploadRecord(
+                    upload_id=upload_id,
+                    owner=owner,
+                    filename=name,
+                    size=size,
+                    sha256=digest,
+                    mime=mime,
+                    scan=verdict,
+                    dust_file_id=dust_file_id,
+                    created_at=now,
+                    expires_at=now + self._policy.ttl_seconds,
+                    **details,
+                )
+
+            record = await self._deliver(upload_id, owner, path, name, mime, size, make_record)
             audit_event(
                 "upload_accepted",
                 principal=owner,
@@ -282,22 +372,91 @@ class UploadPipeline:
                 f"the virus scanner is unavailable ({exc}); the file was not accepted",
             ) from None
         if not result.clean:
+            exceeded = result.limits_exceeded
             audit_event(
                 "upload_refused",
                 level=logging.WARNING,
                 principal=owner,
                 file=name,
-                reason="infected",
+                reason="scan_limits_exceeded" if exceeded else "infected",
                 signature=result.signature,
             )
+            if exceeded:
+                raise UploadError(
+                    "scan_limits_exceeded",
+                    422,
+                    "the virus scanner could not inspect the whole file: its content expands beyond "
+                    f"the scanner's limits ({exceeded}), as archives built to exhaust scanners "
+                    "(zip bombs) do; the file was refused",
+                )
             raise UploadError(
                 "infected", 422, f"the virus scanner found {result.signature}; the file was refused"
             )
         return "clean"
 
-    async def _send_to_dust(self, path: Path, name: str, mime: str, size: int) -> str:
+    async def _deliver(
+        self,
+        upload_id: str,
+        owner: str,
+        path: Path,
+        name: str,
+        mime: str,
+        size: int,
+        make_record: Callable[[str], UploadRecord],
+    ) -> UploadRecord:
+        """Create the Dust file, upload the bytes, store the record; a pending marker covers it all.
+
+        Whatever interrupts this (a refusal, a store failure, cancellation) deletes the Dust file
+        again before returning; only a killed process leaves the marker for `reconcile`.
+        """
+        marker = PendingUpload(
+            upload_id=upload_id,
+            owner=owner,
+            started_at=time.time(),
+            host=self._host,
+            pid=os.getpid(),
+            instance=self._instance,
+        )
+        self._pending_ids.add(upload_id)
+        dust_file_id: str | None = None
+        stored = False
         try:
-            created = await self._dust.create_file(content_type=mime, file_name=name, file_size=size)
+            await self._mark_pending(marker)
+            created = await self._create_in_dust(name, mime, size)
+            dust_file_id = created.s_id
+            await self._mark_pending(replace(marker, dust_file_id=dust_file_id))
+            uploaded = await self._upload_to_dust(created, path, mime)
+            record = make_record(uploaded.s_id)
+            try:
+                await self._store.put_upload(record)
+            except StoreUnavailable as exc:
+                raise UploadError("store_unavailable", 503, str(exc)) from None
+            stored = True
+            return record
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_SECONDS):
+                await self._settle(upload_id, dust_file_id, stored)
+            self._pending_ids.discard(upload_id)
+
+    async def _mark_pending(self, marker: PendingUpload) -> None:
+        try:
+            await self._store.put_pending_upload(marker, _PENDING_TTL_SECONDS)
+        except StoreUnavailable as exc:
+            raise UploadError("store_unavailable", 503, str(exc)) from None
+
+    async def _settle(self, upload_id: str, dust_file_id: str | None, stored: bool) -> None:
+        """Clear the marker once nothing in Dust is left unaccounted for; else leave it to `reconcile`."""
+        if not stored and dust_file_id is not None and not await self._forget_in_dust(dust_file_id):
+            return
+        try:
+            await self._store.clear_pending_upload(upload_id)
+        except StoreUnavailable as exc:
+            # Harmless: reconcile finds the record (or a deleted file) and clears the marker later.
+            logger.warning("could not clear the pending marker of an upload: %s", exc)
+
+    async def _create_in_dust(self, name: str, mime: str, size: int) -> DustFile:
+        try:
+            return await self._dust.create_file(content_type=mime, file_name=name, file_size=size)
         except DustRateLimited as exc:
             raise UploadError(
                 "rate_limited", 429, f"Dust is rate-limiting file uploads: {exc.message}"
@@ -310,26 +469,38 @@ class UploadPipeline:
             raise UploadError(
                 "dust_unavailable", 502, f"Dust could not take the file: {exc.type}: {exc.message}"
             ) from None
+
+    async def _upload_to_dust(self, created: DustFile, path: Path, mime: str) -> DustFile:
         try:
-            uploaded = await self._dust.upload_file(created, _read_chunks(path), content_type=mime)
+            return await self._dust.upload_file(created, _read_chunks(path), content_type=mime)
         except DustError as exc:
-            await self._forget_in_dust(created.s_id)
             problem, status = (
                 ("rate_limited", 429) if isinstance(exc, DustRateLimited) else ("dust_rejected", 422)
             )
             raise UploadError(problem, status, f"Dust refused the file: {exc.type}: {exc.message}") from None
-        except BaseException:
-            await self._forget_in_dust(created.s_id)
-            raise
-        return uploaded.s_id
 
-    async def _forget_in_dust(self, file_id: str) -> None:
-        # A created-but-empty file is useless in Dust; remove it so nothing half-done stays there.
+    async def _forget_in_dust(self, file_id: str) -> bool:
+        """Delete a Dust file nothing will use (created but not uploaded, or never recorded); False if
+        Dust could not be reached in time."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
                 await self._dust.delete_file(file_id)
             except DustError as exc:
                 logger.warning("could not delete an unfinished Dust file: %s", exc.message)
+                return False
+            return True
+        logger.warning("could not delete an unfinished Dust file: Dust did not answer in time")
+        return False
+
+
+def _process_host() -> str:
+    """This host's name plus its PID namespace: where a pid in a pending marker can be checked."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    host = socket.gethostname()
+    return f"{host}/{namespace}" if namespace else host
 
 
 async def _read_chunks(path: Path) -> AsyncIterator[bytes]:

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import ReadResourceResult, TextResourceContents
 
 from bridge.security.auth import hash_key, match_key, new_key, parse_keys
-from tests.helpers import text_of
+from bridge.store import new_handle, new_upload_id
+from tests.helpers import audit_events, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
 ALICE, BOB = new_key(), new_key()
 KEYS = f"alice:{hash_key(ALICE).hex()},bob:{hash_key(BOB).hex()}"
+INIT_PARAMS = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {},
+    "clientInfo": {"name": "t", "version": "1"},
+}
 
 
 # --- key handling -------------------------------------------------------------------------------
@@ -222,14 +235,184 @@ async def test_legacy_sse_is_isolated_too(bridge: Proc) -> None:
 
 def test_audit_log_records_auth_and_tool_calls_without_secrets(bridge: Proc) -> None:
     httpx2.post(f"{bridge.url}/mcp", headers={"Authorization": "Bearer dmb_guess"}, timeout=10)
-    events = [
-        json.loads(line.split("bridge.audit: ", 1)[1])
-        for line in bridge.log().splitlines()
-        if "bridge.audit: " in line
-    ]
+    events = audit_events(bridge.log())
     kinds = {e["event"] for e in events}
     assert {"auth_failure", "auth_success", "tool_call", "upload_accepted"} <= kinds
     assert any(e["event"] == "tool_call" and e["principal"] == "alice" for e in events)
     log = bridge.log()
     for secret in (ALICE, BOB, "dmb_guess"):
         assert secret not in log
+
+
+def sse(bridge: Proc, key: str) -> Client:
+    return Client(sse_client(f"{bridge.url}/sse", headers={"X-API-Key": key}))
+
+
+def resource_text(result: ReadResourceResult) -> str:
+    return "".join(c.text for c in result.contents if isinstance(c, TextResourceContents))
+
+
+def _without_ids(message: str, *ids: str) -> str:
+    for value in ids:
+        message = message.replace(value, "<id>")
+    return message
+
+
+async def test_over_sse_uploads_and_conversations_are_private_too(bridge: Proc) -> None:
+    async with sse(bridge, ALICE) as alice:
+        uploaded = await alice.call_tool(
+            "upload_file",
+            {"filename": "sse-plan.txt", "content_base64": base64.b64encode(b"alice over sse").decode()},
+        )
+        record: dict[str, Any] = uploaded.structured_content or {}
+        first = await alice.call_tool("ask_agent", {"agent": "echo", "message": "alice-sse-secret"})
+        handle = (first.structured_content or {})["conversation"]
+        alice_listed = {str(r.uri) for r in (await alice.list_resources()).resources}
+        own_upload = await alice.read_resource(record["uri"])
+        own_conversation = await alice.read_resource(f"dust://conversations/{handle}")
+    never_upload, never_handle = new_upload_id(), new_handle()
+    async with sse(bridge, BOB) as bob:
+        bob_listed = {str(r.uri) for r in (await bob.list_resources()).resources}
+        with pytest.raises(MCPError) as upload_read:
+            await bob.read_resource(record["uri"])
+        with pytest.raises(MCPError) as upload_never:
+            await bob.read_resource(f"bridge://uploads/{never_upload}")
+        with pytest.raises(MCPError) as conversation_read:
+            await bob.read_resource(f"dust://conversations/{handle}")
+        with pytest.raises(MCPError) as conversation_never:
+            await bob.read_resource(f"dust://conversations/{never_handle}")
+        attach = await bob.call_tool(
+            "ask_agent", {"agent": "file-reader", "message": "hi", "files": [record["uri"]]}
+        )
+        peek = await bob.call_tool("get_conversation", {"conversation": handle})
+    assert not uploaded.is_error, text_of(uploaded)
+    assert {record["uri"], f"dust://conversations/{handle}"} <= alice_listed
+    assert "sse-plan.txt" in resource_text(own_upload)
+    assert "alice-sse-secret" in resource_text(own_conversation)
+    # Bob sees none of it, and a foreign id gets exactly the answer of one that never existed.
+    assert record["uri"] not in bob_listed and f"dust://conversations/{handle}" not in bob_listed
+    assert "unknown or expired upload" in upload_read.value.error.message
+    assert _without_ids(upload_read.value.error.message, record["id"]) == _without_ids(
+        upload_never.value.error.message, never_upload
+    )
+    assert _without_ids(conversation_read.value.error.message, handle) == _without_ids(
+        conversation_never.value.error.message, never_handle
+    )
+    assert "alice-sse-secret" not in str(conversation_read.value) + str(peek)
+    assert attach.is_error and "unknown or expired upload" in text_of(attach)
+    assert peek.is_error and "unknown or expired conversation handle" in text_of(peek)
+
+
+async def _sse_events(lines: AsyncIterator[str], into: list[dict[str, str]]) -> None:
+    """Parse an SSE stream into `into`: one dict (event name, data) per event."""
+    event: dict[str, str] = {}
+    async for line in lines:
+        if not line:
+            if event:
+                into.append(event)
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")
+
+
+async def test_an_sse_session_takes_messages_only_from_the_key_that_opened_it(bridge: Proc) -> None:
+    events: list[dict[str, str]] = []
+
+    def messages() -> list[dict[str, Any]]:
+        return [json.loads(e["data"]) for e in events if e.get("event") == "message"]
+
+    async def answer(request_id: int) -> dict[str, Any]:
+        with anyio.fail_after(20):
+            while not (found := [m for m in messages() if m.get("id") == request_id]):
+                await anyio.sleep(0.02)
+        return found[0]
+
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        http.stream("GET", f"{bridge.url}/sse", headers={"X-API-Key": ALICE}) as stream,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(_sse_events, stream.aiter_lines(), events)
+        with anyio.fail_after(10):
+            while not events:
+                await anyio.sleep(0.02)
+        endpoint = f"{bridge.url}{events[0]['data']}"
+        assert events[0]["event"] == "endpoint" and "session_id=" in endpoint
+
+        async def post(key: str | None, message: dict[str, Any]) -> httpx2.Response:
+            headers = {"X-API-Key": key} if key else {}
+            return await http.post(endpoint, json={"jsonrpc": "2.0", **message}, headers=headers)
+
+        init = await post(ALICE, {"id": 1, "method": "initialize", "params": INIT_PARAMS})
+        await answer(1)
+        await post(ALICE, {"method": "notifications/initialized"})
+        call = {"name": "ask_agent", "arguments": {"agent": "echo", "message": "bob-was-here"}}
+        hijack = await post(BOB, {"id": 666, "method": "tools/call", "params": call})
+        anonymous = await post(None, {"id": 667, "method": "tools/call", "params": call})
+        mine = {"name": "ask_agent", "arguments": {"agent": "echo", "message": "alice-only"}}
+        own = await post(ALICE, {"id": 2, "method": "tools/call", "params": mine})
+        result = await answer(2)
+        tg.cancel_scope.cancel()
+    assert init.status_code == 202 and own.status_code == 202
+    assert hijack.status_code == 404  # the SDK's answer for a session that is not yours: "not found"
+    assert anonymous.status_code == 401
+    assert "Echo (turn 1): alice-only" in json.dumps(result)
+    # Nothing Bob sent reached Alice's session: no answer to it, no trace of its text.
+    assert all(
+        json.loads(e["data"]).get("id") not in (666, 667) for e in events if e.get("event") == "message"
+    )
+    assert "bob-was-here" not in json.dumps(events)
+
+
+# --- the key command and stdio --------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_keys_new_prints_a_key_and_the_entry_that_accepts_it(simulator: Proc) -> None:
+    done = run_cli("keys", "new", "ci-bot")
+    again = run_cli("keys", "new", "ci-bot")
+    bad = run_cli("keys", "new", "not a name")
+    assert done.returncode == 0, done.stderr
+    key = re.search(r"^  (dmb_[A-Za-z0-9_-]{43})$", done.stdout, re.MULTILINE)
+    entry = re.search(r"^  (ci-bot:[0-9a-f]{64})$", done.stdout, re.MULTILINE)
+    assert key is not None and entry is not None, done.stdout
+    # Only the hash goes into the config; the entry accepts exactly the printed key.
+    (parsed,) = parse_keys([entry.group(1)])
+    assert parsed.name == "ci-bot" and match_key(key.group(1), [parsed]) is parsed
+    assert key.group(1) not in entry.group(1)
+    assert key.group(1) not in again.stdout  # a fresh key every time
+    assert bad.returncode == 2 and "key names are letters" in bad.stderr and not bad.stdout
+    # And a bridge configured with that line lets the key in.
+    with running(start_bridge(bridge_env(simulator, BRIDGE_API_KEYS=entry.group(1)))) as configured:
+        async with mcp_client(configured, key.group(1)) as client:
+            assert {t.name for t in (await client.list_tools()).tools} >= {"ask_agent"}
+        refused = httpx2.post(f"{configured.url}/mcp", headers={"X-API-Key": new_key()}, timeout=10)
+    assert refused.status_code == 401
+
+
+async def test_stdio_needs_no_key_even_when_http_keys_are_configured(simulator: Proc) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))},
+        **bridge_env(simulator, BRIDGE_API_KEYS=KEYS),
+    }
+    params = StdioServerParameters(command=sys.executable, args=["-m", "bridge", "stdio"], env=env)
+    async with Client(params) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        first = await client.call_tool("ask_agent", {"agent": "echo", "message": "local user"})
+        handle = (first.structured_content or {})["conversation"]
+        listed = {str(r.uri) for r in (await client.list_resources()).resources}
+    assert "ask_agent" in tools
+    assert not first.is_error and text_of(first).startswith("Echo (turn 1): local user")
+    assert f"dust://conversations/{handle}" in listed  # the local user's own conversation

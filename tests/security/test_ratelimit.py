@@ -1,33 +1,44 @@
-"""Per-principal limits: a request budget shared by two bridge processes through one Redis, and a cap
-on concurrent answers. A limited principal gets 429 with Retry-After (or a tool error); others are not
-affected."""
+"""Per-principal limits: a request budget and a cap on concurrent answers, both shared by two bridge
+processes through one Redis. A limited principal gets 429 with Retry-After on HTTP and a clear,
+named error in its MCP client (over /mcp and /sse); others are not affected. A replica that dies
+holding answer slots gives them back when their leases expire."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 import httpx2
 import pytest
+import redis.asyncio as aioredis
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from bridge.security.auth import hash_key, new_key, parse_keys
+from bridge.security.ratelimit import Limiter, TooManyAnswers, build_limiter
+from bridge.security.slots import slots_key
 from tests.helpers import faults, text_of
-from tests.procs import Proc, bridge_env, running, start_bridge
+from tests.procs import Proc, bridge_env, free_port, running, start_bridge
 
-ALICE, BOB, CAROL = new_key(), new_key(), new_key()
+ALICE, BOB, CAROL, DAVE = new_key(), new_key(), new_key(), new_key()
 KEYS = ",".join(
     [
         f"alice:{hash_key(ALICE).hex()}:rate=6/minute:concurrency=1",
         f"bob:{hash_key(BOB).hex()}",
         f"carol:{hash_key(CAROL).hex()}:concurrency=1",
+        f"dave:{hash_key(DAVE).hex()}:rate=8/minute",
     ]
 )
 
 
 def test_key_entries_carry_their_own_limits() -> None:
-    alice, bob, _ = parse_keys(KEYS.split(","))
+    alice, bob, *_ = parse_keys(KEYS.split(","))
     assert (alice.rate, alice.concurrency) == ("6/minute", 1)
     assert (bob.rate, bob.concurrency) == (None, None)
     for bad in (":rate=lots", ":concurrency=0", ":colour=blue"):
@@ -63,37 +74,91 @@ def test_request_budget_is_shared_by_replicas_and_per_principal(two_bridges: tup
     assert '"event": "limit_hit"' in first.log() + second.log()
 
 
-async def test_concurrent_answers_are_capped_per_principal(
-    two_bridges: tuple[Proc, Proc], simulator: Proc
-) -> None:
-    first, _ = two_bridges
-    faults(simulator, token_delay_ms=100)
-    started = anyio.Event()
+def mcp_client(bridge: Proc, key: str, mode: str = "auto") -> Client:
+    http = httpx2.AsyncClient(headers={"X-API-Key": key}, timeout=60)
+    return Client(streamable_http_client(f"{bridge.url}/mcp", http_client=http), mode=mode)  # type: ignore[arg-type]
 
+
+def sse(bridge: Proc, key: str) -> Client:
+    return Client(sse_client(f"{bridge.url}/sse", headers={"X-API-Key": key}))
+
+
+async def _call_until_limited(client: Client) -> MCPError:
+    """Call a cheap tool until the request budget is spent; the refusal the client raised."""
+    for _ in range(12):
+        try:
+            with anyio.fail_after(15):  # a refusal the client cannot read would hang here
+                await client.call_tool("list_agents", {})
+        except MCPError as exc:
+            return exc
+    raise AssertionError("never limited")
+
+
+async def test_a_rate_limited_mcp_client_is_told_why_over_mcp_and_sse(two_bridges: tuple[Proc, Proc]) -> None:
+    first, second = two_bridges
+    # The SSE session is opened first: once the budget is spent, opening one is refused too.
+    async with sse(second, DAVE) as over_sse:
+        async with mcp_client(first, DAVE, mode="legacy") as over_mcp:
+            on_mcp = await _call_until_limited(over_mcp)
+        raw = httpx2.post(
+            f"{second.url}/mcp",
+            headers={"X-API-Key": DAVE, "Accept": "application/json, text/event-stream"},
+            json={"jsonrpc": "2.0", "id": 7, "method": "ping"},
+            timeout=10,
+        )
+        # The budget is Dave's across both replicas, so his SSE session on the other one is limited.
+        with pytest.raises(MCPError) as on_sse, anyio.fail_after(15):
+            await over_sse.call_tool("list_agents", {})
+        # The session survives the refusal: the next call is refused the same way, not left hanging.
+        with pytest.raises(MCPError) as again, anyio.fail_after(15):
+            await over_sse.call_tool("list_agents", {})
+    async with mcp_client(first, BOB) as bob:
+        bystander = await bob.call_tool("list_agents", {})
+    for refusal in (on_mcp, on_sse.value, again.value):
+        assert refusal.error.message.startswith("request-rate limit reached: too many requests for dave")
+        assert "retry in" in refusal.error.message
+        assert isinstance(refusal.error.data, dict) and refusal.error.data["type"] == "rate_limited"
+        assert 1 <= refusal.error.data["retry_after"] <= 60
+    assert raw.status_code == 429 and 1 <= int(raw.headers["retry-after"]) <= 60
+    assert raw.headers["content-type"] == "application/json"
+    assert raw.json()["id"] == 7 and raw.json()["error"]["data"]["type"] == "rate_limited"
+    assert not bystander.is_error
+
+
+def _answering(key: str, bridge: Proc, started: anyio.Event) -> Callable[[], Awaitable[None]]:
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
         started.set()
 
-    def client(key: str) -> Client:
-        http = httpx2.AsyncClient(headers={"X-API-Key": key}, timeout=60)
-        return Client(streamable_http_client(f"{first.url}/mcp", http_client=http))
-
     async def long_answer() -> None:
-        async with client(CAROL) as carol:
-            await carol.call_tool(
+        async with mcp_client(bridge, key) as client:
+            await client.call_tool(
                 "ask_agent", {"agent": "storyteller", "message": "long"}, progress_callback=on_progress
             )
 
+    return long_answer
+
+
+async def test_concurrent_answers_are_capped_per_principal_across_replicas(
+    two_bridges: tuple[Proc, Proc], simulator: Proc
+) -> None:
+    first, second = two_bridges
+    faults(simulator, token_delay_ms=100)
+    started = anyio.Event()
     try:
-        async with client(CAROL) as carol, client(BOB) as bob, anyio.create_task_group() as tg:
-            tg.start_soon(long_answer)
-            with anyio.fail_after(20):
-                await started.wait()
-            second = await carol.call_tool("ask_agent", {"agent": "echo", "message": "me too"})
-            bystander = await bob.call_tool("ask_agent", {"agent": "echo", "message": "unaffected"})
-            tg.cancel_scope.cancel()
-        # Once the long answer is gone (cancelled), Carol's slot is free again.
-        async with client(CAROL) as carol:
-            with anyio.fail_after(15):  # the server frees the slot when it sees the cancel
+        async with mcp_client(second, CAROL) as carol, mcp_client(second, BOB) as bob:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_answering(CAROL, first, started))  # on the first replica
+                with anyio.fail_after(20):
+                    await started.wait()
+                # ... so the second replica refuses Carol: the cap is hers, not per process.
+                over_sse = sse(second, CAROL)
+                async with over_sse:
+                    on_sse = await over_sse.call_tool("ask_agent", {"agent": "echo", "message": "sse too"})
+                second_call = await carol.call_tool("ask_agent", {"agent": "echo", "message": "me too"})
+                bystander = await bob.call_tool("ask_agent", {"agent": "echo", "message": "unaffected"})
+                tg.cancel_scope.cancel()
+            # Once the long answer is gone (cancelled), Carol's slot is free again, on any replica.
+            with anyio.fail_after(15):  # the first replica frees the slot when it sees the cancel
                 while (
                     later := await carol.call_tool("ask_agent", {"agent": "echo", "message": "now"})
                 ).is_error:
@@ -101,6 +166,120 @@ async def test_concurrent_answers_are_capped_per_principal(
                     await anyio.sleep(0.1)
     finally:
         faults(simulator, token_delay_ms=15)
-    assert second.is_error and "carol already has 1 answer(s) streaming" in text_of(second)
+    for refused in (second_call, on_sse):
+        assert refused.is_error
+        assert "concurrent-answer limit reached: carol already has 1 answer(s) streaming" in text_of(refused)
     assert not bystander.is_error and text_of(bystander).startswith("Echo (turn 1): unaffected")
     assert not later.is_error, text_of(later)
+
+
+async def test_a_killed_replicas_answer_slots_expire(
+    simulator: Proc, redis_server: Proc, redis_url: str
+) -> None:
+    erin = new_key()
+    env = bridge_env(
+        simulator,
+        redis_server.port,
+        BRIDGE_SCAN_MODE="off",
+        BRIDGE_API_KEYS=f"erin:{hash_key(erin).hex()}:concurrency=1",
+        BRIDGE_CONCURRENCY_LEASE_SECONDS="3",
+    )
+    raw = aioredis.from_url(redis_url, decode_responses=True)
+    faults(simulator, token_delay_ms=100)
+    started = anyio.Event()
+    try:
+        with running(start_bridge(env)) as doomed, running(start_bridge(env)) as survivor:
+            async with anyio.create_task_group() as tg:
+
+                async def answer_then_die() -> None:
+                    with contextlib.suppress(Exception):  # its replica is killed under it
+                        await _answering(erin, doomed, started)()
+
+                tg.start_soon(answer_then_die)
+                with anyio.fail_after(20):
+                    await started.wait()
+                async with mcp_client(survivor, erin) as client:
+                    before = await client.call_tool("ask_agent", {"agent": "echo", "message": "x"})
+                    doomed.stop(signal.SIGKILL)  # no finally runs: nothing releases the lease
+                    killed_at = time.monotonic()
+                    leases = await raw.zrange(slots_key("erin"), 0, -1, withscores=True)
+                    still_held = await client.call_tool("ask_agent", {"agent": "echo", "message": "x"})
+                    with anyio.fail_after(15):
+                        while (
+                            after := await client.call_tool("ask_agent", {"agent": "echo", "message": "x"})
+                        ).is_error:
+                            await anyio.sleep(0.2)
+                    freed_after = time.monotonic() - killed_at
+                tg.cancel_scope.cancel()
+    finally:
+        faults(simulator, token_delay_ms=15)
+        await raw.aclose()
+    assert before.is_error and "concurrent-answer limit reached" in text_of(before)
+    assert len(leases) == 1  # the dead replica's lease, scored by when it expires
+    assert still_held.is_error and "concurrent-answer limit reached" in text_of(still_held)
+    assert not after.is_error, text_of(after)
+    assert freed_after <= 3 + 2
+
+
+# --- the shared slots themselves (two limiters = two replicas) ----------------------------------
+
+
+def limiter(redis_url: str | None, lease_seconds: float = 30.0) -> Limiter:
+    return build_limiter("1000/minute", 2, {}, redis_url, lease_seconds)
+
+
+async def test_two_limiters_on_one_redis_share_the_cap_and_release_on_exit(redis_url: str) -> None:
+    one, two = limiter(redis_url), limiter(redis_url)
+    assert one.slots is not None
+    async with one.answer_slot("frank"), two.answer_slot("frank"):
+        with pytest.raises(TooManyAnswers):
+            async with one.answer_slot("frank"):
+                pass
+        with pytest.raises(TooManyAnswers):
+            async with two.answer_slot("frank"):
+                pass
+        async with two.answer_slot("grace"):  # another principal has her own slots
+            assert await one.slots.holders("frank") == 2
+    assert await one.slots.holders("frank") == 0
+
+    # A cancelled answer gives its slot back too.
+    with anyio.CancelScope() as scope:
+        async with one.answer_slot("frank"):
+            scope.cancel()
+            await anyio.sleep(1)
+    assert await one.slots.holders("frank") == 0
+
+
+async def test_a_lease_that_is_not_renewed_expires_and_a_held_one_does_not(redis_url: str) -> None:
+    holder, other = limiter(redis_url, lease_seconds=1.0), limiter(redis_url, lease_seconds=1.0)
+    assert holder.slots is not None
+    # A crashed replica: it took a lease and never renewed it.
+    assert await holder.slots.acquire("heidi", 2) is not None
+    assert await holder.slots.acquire("heidi", 2) is not None
+    with pytest.raises(TooManyAnswers):
+        async with other.answer_slot("heidi"):
+            pass
+    await anyio.sleep(1.2)
+    async with other.answer_slot("heidi"):
+        # A live answer renews its lease, so it outlives the lease time.
+        await anyio.sleep(1.5)
+        assert await holder.slots.acquire("heidi", 1) is None
+
+
+async def test_redis_down_falls_back_to_the_per_process_cap(caplog: pytest.LogCaptureFixture) -> None:
+    down = limiter(f"redis://127.0.0.1:{free_port()}/0")
+    with caplog.at_level(logging.WARNING, logger="bridge.security.ratelimit"):
+        async with down.answer_slot("ivan"), down.answer_slot("ivan"):
+            with pytest.raises(TooManyAnswers):
+                async with down.answer_slot("ivan"):
+                    pass
+        async with down.answer_slot("ivan"):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if "capping per process" in r.getMessage()]
+    assert len(warnings) == 1  # once per outage, not once per answer
+
+
+def test_cluster_keys_keep_a_principal_in_one_slot() -> None:
+    assert slots_key("alice") == "dmb-slots:{alice}"
+    odd = slots_key("oauth:{weird}")
+    assert odd.startswith("dmb-slots:{") and odd.count("{") == 1 and "weird" not in odd

@@ -1,15 +1,21 @@
-"""Context at rest: encrypted in Redis, readable with rotated keys, plain records still read."""
+"""Context at rest: encrypted in Redis, readable with rotated keys, plain records still read unless
+BRIDGE_STORE_REQUIRE_ENCRYPTION is on (then a record planted in Redis without the key is not there)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 import redis.asyncio as aioredis
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from bridge.config import ConfigError, load_settings
 from bridge.security.sealing import Sealer, new_store_key
 from bridge.store import ConversationRecord, RedisStore, UploadRecord, new_handle, new_upload_id
+from tests.helpers import text_of
+from tests.procs import Proc, bridge_env, running, start_bridge
 
 
 def record(owner: str = "alice") -> ConversationRecord:
@@ -28,15 +34,10 @@ def record(owner: str = "alice") -> ConversationRecord:
     )
 
 
-async def test_records_are_encrypted_in_redis_and_keys_rotate(redis_url: str) -> None:
-    old_key, new_key = new_store_key(), new_store_key()
-    raw = aioredis.from_url(redis_url, decode_responses=True)
-    before = RedisStore.from_url(redis_url, 3600, sealer=Sealer([old_key]))
-    saved = record()
-    await before.save(saved)
-    upload = UploadRecord(
+def upload_record(owner: str = "alice") -> UploadRecord:
+    return UploadRecord(
         upload_id=new_upload_id(),
-        owner="alice",
+        owner=owner,
         filename="secret-plan.pdf",
         size=1,
         sha256="0" * 64,
@@ -46,6 +47,15 @@ async def test_records_are_encrypted_in_redis_and_keys_rotate(redis_url: str) ->
         created_at=time.time(),
         expires_at=time.time() + 60,
     )
+
+
+async def test_records_are_encrypted_in_redis_and_keys_rotate(redis_url: str) -> None:
+    old_key, new_key = new_store_key(), new_store_key()
+    raw = aioredis.from_url(redis_url, decode_responses=True)
+    before = RedisStore.from_url(redis_url, 3600, sealer=Sealer([old_key]))
+    saved = record()
+    await before.save(saved)
+    upload = upload_record()
     await before.put_upload(upload)
     stored = await raw.get(f"dmb:conv:{saved.handle}")
     assert stored.startswith("enc1:") and "cOnV123456" not in stored
@@ -76,3 +86,67 @@ def test_a_bad_store_key_is_a_one_line_error_without_the_key(
         load_settings()
     assert "BRIDGE_STORE_ENCRYPTION_KEY: each key must be 32 url-safe base64-encoded bytes" in str(info.value)
     assert value not in str(info.value)
+
+
+def test_required_sealing_reads_plain_values_as_absent() -> None:
+    key = new_store_key()
+    lenient, strict = Sealer([key]), Sealer([key], require_sealed=True)
+    sealed = lenient.seal('{"a": 1}')
+    assert strict.open(sealed) == lenient.open(sealed) == '{"a": 1}'
+    assert lenient.open('{"a": 1}') == '{"a": 1}'  # the default: rotation-in still reads old records
+    assert strict.open('{"a": 1}') is None
+    assert strict.open(None) is None
+
+
+async def test_with_encryption_required_records_planted_in_redis_read_as_missing(
+    simulator: Proc, redis_server: Proc, redis_url: str
+) -> None:
+    key = new_store_key()
+    env = bridge_env(
+        simulator,
+        redis_server.port,
+        BRIDGE_SCAN_MODE="off",
+        BRIDGE_STORE_ENCRYPTION_KEY=key,
+        BRIDGE_STORE_REQUIRE_ENCRYPTION="true",
+    )
+    keyed = RedisStore.from_url(redis_url, 3600, sealer=Sealer([key]))
+    # Someone who can write to Redis but holds no key: plain JSON, like records from before encryption.
+    planter = RedisStore.from_url(redis_url, 3600)
+    with running(start_bridge(env)) as bridge:
+        async with Client(f"{bridge.url}/mcp") as client:
+            first = await client.call_tool("ask_agent", {"agent": "echo", "message": "genuine"})
+            handle = (first.structured_content or {})["conversation"]
+            genuine = await keyed.load(handle, "local")
+            assert genuine is not None
+            planted = dataclasses.replace(genuine, handle=new_handle())
+            await planter.save(planted)
+            fake_upload = upload_record("local")
+            await planter.put_upload(fake_upload)
+            own = await client.call_tool("get_conversation", {"conversation": handle})
+            peek = await client.call_tool("get_conversation", {"conversation": planted.handle})
+            reuse = await client.call_tool(
+                "ask_agent", {"agent": "echo", "message": "x", "conversation": planted.handle}
+            )
+            listed = {str(r.uri) for r in (await client.list_resources()).resources}
+            with pytest.raises(MCPError) as upload_read:
+                await client.read_resource(fake_upload.uri)
+    for store in (keyed, planter):
+        await store.aclose()
+    assert not own.is_error
+    assert peek.is_error and "unknown or expired conversation handle" in text_of(peek)
+    assert reuse.is_error and "unknown or expired conversation handle" in text_of(reuse)
+    assert f"dust://conversations/{handle}" in listed
+    assert f"dust://conversations/{planted.handle}" not in listed and fake_upload.uri not in listed
+    assert "unknown or expired upload" in upload_read.value.error.message
+
+
+def test_requiring_encryption_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_STORE_REQUIRE_ENCRYPTION", "true")
+    with pytest.raises(
+        ConfigError, match="BRIDGE_STORE_REQUIRE_ENCRYPTION: needs BRIDGE_STORE_ENCRYPTION_KEY"
+    ):
+        load_settings()
+    monkeypatch.setenv("BRIDGE_STORE_ENCRYPTION_KEY", new_store_key())
+    assert load_settings().store_require_encryption
+    monkeypatch.delenv("BRIDGE_STORE_REQUIRE_ENCRYPTION")
+    assert not load_settings().store_require_encryption  # off by default, for rotating encryption in

@@ -10,13 +10,13 @@ import socket
 import time
 import tracemalloc
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from bridge.uploads.clamav import ClamdClient, ScannerUnavailable, ScanTooLarge
+from bridge.uploads.clamav import ClamdClient, ScannerUnavailable, ScanResult, ScanTooLarge
 from tests.procs import EICAR_NDB, Proc, free_port, running, start_clamd
 
 # The EICAR test file, rebuilt from the signature's hex so the string itself is never committed.
@@ -255,24 +255,75 @@ async def test_eicar_inside_a_zip_is_found(url: str) -> None:
     assert not result.clean
 
 
-async def test_zip_bomb_gets_a_bounded_answer(clamd: Proc) -> None:
+def _zip(members: dict[str, int]) -> bytes:
+    """A deflated zip whose members are `size` zero bytes each (written 1 MB at a time)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in ("a.bin", "b.bin"):
+        for name, size in members.items():
             with archive.open(name, "w") as member:
-                zeros = bytes(MB)
-                for _ in range(32):
-                    member.write(zeros)
-    data = buffer.getvalue()
-    assert len(data) < 200_000  # 64 MB inflated
+                for start in range(0, size, MB):
+                    member.write(bytes(min(MB, size - start)))
+    return buffer.getvalue()
+
+
+def _nested_zip(depth: int) -> bytes:
+    data = b"innermost"
+    for level in range(depth):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(f"level{level}.zip" if level else "inner.txt", data)
+        data = buffer.getvalue()
+    return data
+
+
+def _many_files_zip(count: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(count):
+            archive.writestr(f"f{i}.txt", b"x")
+    return buffer.getvalue()
+
+
+# The shared clamd (tests/procs.py start_clamd): StreamMaxLength = MaxScanSize = MaxFileSize = 25M,
+# MaxRecursion 16, MaxFiles 1000, AlertExceedsMax yes.
+@pytest.mark.parametrize(
+    ("build", "limit"),
+    [
+        # 64 MB of zeros in two members: each is cut at MaxFileSize, which exhausts MaxScanSize.
+        pytest.param(lambda: _zip({"a.bin": 32 * MB, "b.bin": 32 * MB}), "MaxScanSize", id="two-members"),
+        # One 200 MB member: without MaxFileSize >= MaxScanSize clamd would truncate it silently.
+        pytest.param(lambda: _zip({"word/document.xml": 200 * MB}), "MaxScanSize", id="one-member"),
+        pytest.param(lambda: _nested_zip(20), "MaxRecursion", id="nested"),
+        pytest.param(lambda: _many_files_zip(1500), "MaxFiles", id="many-files"),
+    ],
+)
+async def test_zip_bombs_are_flagged_by_clamd_limits(
+    clamd: Proc, build: Callable[[], bytes], limit: str
+) -> None:
+    data = build()  # built here, not at collection: deflating 200 MB takes a moment
+    assert len(data) < 300_000
     client = ClamdClient(f"unix://{clamd.extra['socket']}", timeout=30)
     with anyio.fail_after(30):
-        try:
-            result = await client.scan(pieces(data), len(data))
-        except (ScanTooLarge, ScannerUnavailable) as exc:
-            assert "virus scanner" in str(exc)
-        else:
-            assert result.clean
+        result = await client.scan(pieces(data), len(data))
+    assert not result.clean
+    assert result.signature == f"Heuristics.Limits.Exceeded.{limit}"
+    assert result.limits_exceeded == limit
+
+
+async def test_an_archive_within_the_limits_is_clean(clamd: Proc) -> None:
+    data = _zip({"a.bin": 8 * MB, "b.bin": 8 * MB})
+    result = await ClamdClient(f"unix://{clamd.extra['socket']}").scan(pieces(data), len(data))
+    assert result.clean and result.limits_exceeded is None
+
+
+def test_only_limit_heuristics_count_as_limits_exceeded() -> None:
+    def verdict(signature: str | None) -> ScanResult:
+        return ScanResult(clean=signature is None, signature=signature, scanned_bytes=1, seconds=0.0)
+
+    assert verdict("Heuristics.Limits.Exceeded.MaxFileSize").limits_exceeded == "MaxFileSize"
+    assert verdict("Test.EICAR.UNOFFICIAL").limits_exceeded is None
+    assert verdict("Heuristics.Phishing.Email.SpoofedDomain").limits_exceeded is None
+    assert verdict(None).limits_exceeded is None
 
 
 @pytest.mark.parametrize(

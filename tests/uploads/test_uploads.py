@@ -7,25 +7,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
+import re
 import signal
 import struct
+import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
+import redis.asyncio as aioredis
 from mcp import Client
 
-from tests.helpers import faults, text_of
+from tests.helpers import audit_events, faults, stats, text_of
 from tests.procs import EICAR_NDB, Proc, bridge_env, free_port, running, start_bridge, start_clamd
 
 EICAR = bytes.fromhex(EICAR_NDB.rsplit(":", 1)[1])  # rebuilt here, never committed as such
 CAP = 4 * 1024 * 1024
+MB = 1024 * 1024
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 def pdf(pages: int = 2, padding: int = 0) -> bytes:
@@ -67,6 +73,18 @@ def png(width: int = 3, height: int = 2) -> bytes:
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00\x01\x00\x00\x00" + b"\x00" * 200
 
 
+def docx(document_bytes: int) -> bytes:
+    """A docx-shaped zip whose document is `document_bytes` zeros (deflated: about 1000:1)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("_rels/.rels", "<Relationships/>")
+        with archive.open("word/document.xml", "w") as member:
+            for start in range(0, document_bytes, MB):
+                member.write(bytes(min(MB, document_bytes - start)))
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="module")
 def upload_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("uploads")
@@ -104,6 +122,24 @@ def post_file(
 
 def leftovers(upload_dir: Path) -> list[Path]:
     return list(upload_dir.glob("*.part"))
+
+
+def dust_file_calls(simulator: Proc) -> list[dict[str, Any]]:
+    """Every request the simulator saw on Dust's file endpoints since the last reset."""
+    return [r for r in stats(simulator)["requests"] if "/files" in r["path"]]
+
+
+_SAMPLE = re.compile(r"^bridge_uploads_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE)
+
+
+def upload_counts(bridge: Proc) -> dict[tuple[str, str], float]:
+    """`bridge_uploads_total` from /metrics, by (outcome, mime)."""
+    text = httpx2.get(f"{bridge.url}/metrics", timeout=5).text
+    counts: dict[tuple[str, str], float] = {}
+    for match in _SAMPLE.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
+        counts[(labels["outcome"], labels["mime"])] = float(match.group("value"))
+    return counts
 
 
 def test_pdf_upload_is_scanned_sent_to_dust_and_described(
@@ -279,14 +315,39 @@ def _rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-async def test_bad_base64_and_refusals_are_tool_errors(bridge: Proc) -> None:
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "expected"),
+    [
+        pytest.param("a.txt", lambda: "not base64!!", "not valid base64", id="bad-base64"),
+        pytest.param("a.txt", lambda: b64(EICAR), "virus scanner found Test.EICAR", id="eicar"),
+        pytest.param("report.pdf", lambda: b64(ELF), "claims to be application/pdf", id="disguised-exe"),
+        pytest.param("empty.txt", lambda: "", "the file is empty", id="empty"),
+        pytest.param("archive.zip", lambda: b64(b"PK\x05\x06" + bytes(18)), "application/zip", id="zip"),
+        pytest.param("bomb.docx", lambda: b64(docx(64 * MB)), "(zip bombs)", id="zip-bomb"),
+        pytest.param("../..", lambda: b64(b"text"), "file name", id="bad-name"),
+    ],
+)
+async def test_upload_file_refusals_are_tool_errors_and_leave_nothing(
+    bridge: Proc,
+    simulator: Proc,
+    upload_dir: Path,
+    filename: str,
+    content: Callable[[], str],
+    expected: str,
+) -> None:
     async with Client(f"{bridge.url}/mcp") as client:
-        bad = await client.call_tool("upload_file", {"filename": "a.txt", "content_base64": "not base64!!"})
-        infected = await client.call_tool(
-            "upload_file", {"filename": "a.txt", "content_base64": base64.b64encode(EICAR).decode()}
-        )
-    assert bad.is_error and "not valid base64" in text_of(bad)
-    assert infected.is_error and "virus scanner found Test.EICAR" in text_of(infected)
+        before = len((await client.list_resources()).resources)
+        result = await client.call_tool("upload_file", {"filename": filename, "content_base64": content()})
+        after = len((await client.list_resources()).resources)
+    assert result.is_error, text_of(result)
+    assert expected in text_of(result)
+    assert dust_file_calls(simulator) == [] and sim_files(simulator) == []
+    assert leftovers(upload_dir) == []
+    assert after == before  # no upload record either
 
 
 def test_dust_rate_limit_and_expired_upload_window(bridge: Proc, simulator: Proc, upload_dir: Path) -> None:
@@ -396,21 +457,63 @@ def _has_client(pid: int) -> bool:
 _BASE_FDS: dict[int, int] = {}
 
 
-def test_zip_bomb_shaped_office_file_gets_a_bounded_answer(bridge: Proc) -> None:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("_rels/.rels", "<Relationships/>")
-        archive.writestr("word/document.xml", b"\x00" * (200 * 1024 * 1024))
-    assert len(buffer.getvalue()) < 1024 * 1024
-    response = post_file(
-        bridge,
-        "bomb.docx",
-        buffer.getvalue(),
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    )
-    # clamd's own limits decide; what matters is a clear, prompt answer and never a hang.
-    assert response.status_code in (201, 413, 422), response.text
+def test_zip_bomb_shaped_office_file_is_refused_by_the_scan_limits(
+    bridge: Proc, simulator: Proc, upload_dir: Path
+) -> None:
+    """200 MB of document in a 200 KB docx: clamd (AlertExceedsMax, MaxScanSize 25M) flags it, promptly."""
+    bomb = docx(200 * MB)
+    assert len(bomb) < MB
+    started = time.monotonic()
+    response = post_file(bridge, "bomb.docx", bomb, DOCX)
+    assert time.monotonic() - started < 30
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "scan_limits_exceeded"
+    assert "MaxScanSize" in body["detail"] and "zip bomb" in body["detail"]
+    assert dust_file_calls(simulator) == [] and sim_files(simulator) == []
+    assert leftovers(upload_dir) == []
+    # The module's bridge has refused other files; this one's event is the latest about it.
+    refusal = [e for e in audit_events(bridge.log()) if e["event"] == "upload_refused"][-1]
+    assert refusal["file"] == "bomb.docx"
+    assert refusal["reason"] == "scan_limits_exceeded"
+    assert refusal["signature"] == "Heuristics.Limits.Exceeded.MaxScanSize"
+
+
+def test_an_office_file_within_the_scan_limits_is_accepted(bridge: Proc, simulator: Proc) -> None:
+    # Same shape, 2 MB of document: the limits refuse bombs, not ordinary compressed documents.
+    response = post_file(bridge, "fine.docx", docx(2 * MB), DOCX)
+    assert response.status_code == 201, response.text
+    assert response.json()["mime_type"] == DOCX and response.json()["scan"] == "clean"
+    assert [f["sId"] for f in sim_files(simulator)] == [response.json()["dust_file_id"]]
+
+
+def test_refusals_are_counted_under_the_sniffed_type(bridge: Proc) -> None:
+    before = upload_counts(bridge)
+    refusals = [
+        ("report.pdf", ELF, "application/pdf", "type_mismatch", "application/x-executable"),
+        (
+            "archive.zip",
+            b"PK\x05\x06" + b"\x00" * 18,
+            "application/zip",
+            "type_not_allowed",
+            "application/zip",
+        ),
+        ("eicar.txt", b"junk " + EICAR + b" junk", "text/plain", "infected", "text/plain"),
+        ("bomb.docx", docx(64 * MB), DOCX, "scan_limits_exceeded", DOCX),
+        # Nothing to sniff yet: refused while streaming, or empty.
+        ("big.txt", b"a" * (CAP + 1), "text/plain", "too_large", "unknown"),
+        ("empty.txt", b"", "text/plain", "empty_file", "unknown"),
+    ]
+    for name, data, content_type, outcome, _ in refusals:
+        response = post_file(bridge, name, data, content_type)
+        assert response.json()["type"] == outcome, response.text
+    after = upload_counts(bridge)
+    for _, _, _, outcome, mime in refusals:
+        assert after.get((outcome, mime), 0) - before.get((outcome, mime), 0) == 1, (outcome, mime)
+    # Only the refusals that happen before sniffing are counted as unknown.
+    unknown = sum(v - before.get(k, 0) for k, v in after.items() if k[1] == "unknown")
+    assert unknown == 2
 
 
 async def test_bridge_killed_mid_upload_leaves_nothing_and_the_retry_succeeds(
@@ -446,3 +549,63 @@ async def test_bridge_killed_mid_upload_leaves_nothing_and_the_retry_succeeds(
     assert retry.status_code == 201, retry.text
     assert [f["sId"] for f in sim_files(simulator)] == [retry.json()["dust_file_id"]]
     assert retry.json()["uri"] in listed
+
+
+async def test_bridge_killed_after_dust_created_the_file_leaves_nothing_and_the_retry_succeeds(
+    simulator: Proc, redis_server: Proc, clamd: Proc, tmp_path: Path
+) -> None:
+    """Killed while Dust holds the uploaded bytes but before the record is stored: the next start
+    finds the pending marker, deletes the Dust file, and the client's retry goes through."""
+    redis_url = f"redis://127.0.0.1:{redis_server.port}/7"  # a database of its own: the checks are exact
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    await redis.flushdb()
+    upload_dir = tmp_path / "uploads"
+    env = bridge_env(simulator, clamd=clamd, REDIS_URL=redis_url, BRIDGE_UPLOAD_DIR=str(upload_dir))
+    data = pdf(pages=2)
+    faults(simulator, file_upload_delay_seconds=60)  # Dust stores the bytes, then is slow to answer
+    first = start_bridge(env)
+    failure: list[BaseException] = []
+    with running(first):
+        async with httpx2.AsyncClient(timeout=90) as http, anyio.create_task_group() as tg:
+
+            async def upload() -> None:
+                try:
+                    await http.post(
+                        f"{first.url}/v1/uploads", files={"file": ("report.pdf", data, "application/pdf")}
+                    )
+                except httpx2.HTTPError as exc:
+                    failure.append(exc)
+
+            tg.start_soon(upload)
+            with anyio.fail_after(30):
+                while not [f for f in sim_files(simulator) if f["status"] == "ready"]:
+                    await anyio.sleep(0.02)
+            [marker_key] = await redis.keys("dmb:pending:*")
+            marker = json.loads(await redis.get(marker_key) or "{}")
+            await anyio.to_thread.run_sync(first.stop, signal.SIGKILL)
+    [orphan] = sim_files(simulator)
+    assert failure, "the first upload should have died with the bridge"
+    assert marker["dust_file_id"] == orphan["sId"] and marker["pid"] == first.pid
+    assert orphan["sha256"] == hashlib.sha256(data).hexdigest()  # the bytes really were in Dust
+    assert await redis.keys("dmb:upload:*") == []
+    faults(simulator, file_upload_delay_seconds=0)
+
+    with running(start_bridge(env)) as second:
+        with anyio.fail_after(20):
+            while sim_files(simulator):  # reconciled at start-up
+                await anyio.sleep(0.05)
+        assert await redis.keys("dmb:pending:*") == []
+        assert await redis.keys("dmb:upload:*") == []
+        async with Client(f"{second.url}/mcp") as client:
+            before = [
+                r.uri for r in (await client.list_resources()).resources if r.uri.startswith("bridge://")
+            ]
+        retry = post_file(second, "report.pdf", data, "application/pdf")
+        log = second.log()
+    await redis.aclose()
+    assert before == []
+    assert retry.status_code == 201, retry.text
+    assert [f["sId"] for f in sim_files(simulator)] == [retry.json()["dust_file_id"]]
+    [abandoned] = [e for e in audit_events(log) if e["event"] == "upload_abandoned"]
+    assert abandoned["dust_file_id"] == orphan["sId"] and abandoned["upload_id"] == marker["upload_id"]
+    assert leftovers(upload_dir) == []

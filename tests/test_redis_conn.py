@@ -1,0 +1,169 @@
+"""REDIS_URL forms: parsing, and real bridges sharing context through Redis Sentinel and Redis Cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+import redis.asyncio as aioredis
+from mcp import Client
+
+from bridge.config import ConfigError, load_settings
+from bridge.redis_conn import RedisKind, parse_redis_url
+from tests.helpers import text_of
+from tests.procs import (
+    Cluster,
+    Proc,
+    bridge_env,
+    running,
+    start_bridge,
+    start_redis,
+    start_redis_cluster,
+    start_sentinel,
+)
+
+PASSWORD = "sentinel-and-master-pw"
+
+
+def test_single_server_forms_pass_through() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "rediss://cache.example.com:6380/1", "unix:///run/redis.sock"):
+        target = parse_redis_url(url)
+        assert target.kind is RedisKind.SINGLE
+        assert target.url == url
+    assert parse_redis_url("rediss://h:1").tls
+
+
+def test_sentinel_url_names_sentinels_service_database_and_credentials() -> None:
+    target = parse_redis_url("rediss+sentinel://app:p%40ss@10.0.0.1:26379,10.0.0.2,[::1]:26380/mymaster/2")
+    assert target.kind is RedisKind.SENTINEL
+    assert target.tls
+    assert target.nodes == [("10.0.0.1", 26379), ("10.0.0.2", 26379), ("::1", 26380)]
+    assert (target.service_name, target.db) == ("mymaster", 2)
+    assert target.auth == {"username": "app", "password": "p@ss"}
+    assert "p@ss" not in repr(target)
+
+
+def test_cluster_url_names_startup_nodes() -> None:
+    target = parse_redis_url("redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001")
+    assert target.kind is RedisKind.CLUSTER
+    assert target.nodes == [("127.0.0.1", 7000), ("127.0.0.1", 7001)]
+    assert target.auth == {"password": "pw"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:hunter2@host:1",
+        "redis+sentinel://:hunter2@host:26379",  # no service name
+        "redis+sentinel://:hunter2@host:notaport/mymaster",
+        "redis+cluster://:hunter2@",
+        "redis+sentinel://:hunter2@h:26379/mymaster/zero",
+    ],
+)
+def test_bad_urls_are_refused_without_echoing_the_password(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "REDIS_URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+async def _ask(url: str, message: str, conversation: str | None = None) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"agent": "echo", "message": message}
+    if conversation:
+        arguments["conversation"] = conversation
+    async with Client(f"{url}/mcp") as client:
+        result = await client.call_tool("ask_agent", arguments)
+        assert not result.is_error, text_of(result)
+        listed = {r.uri for r in (await client.list_resources()).resources}
+    structured = dict(result.structured_content or {})
+    structured["text"] = text_of(result)
+    structured["listed"] = listed
+    return structured
+
+
+async def _continues_across_two_bridges(env: dict[str, str]) -> tuple[Proc, Proc]:
+    """Start a chat on one bridge and continue it on another; return both (stopped) for their logs."""
+    first, second = start_bridge(env), start_bridge(env)
+    with running(first), running(second):
+        for bridge in (first, second):
+            ready = httpx2.get(f"{bridge.url}/readyz", timeout=10).json()
+            assert ready["checks"]["store"] == "ok", ready
+        opened = await _ask(first.url, "hello from replica one")
+        handle = opened["conversation"]
+        continued = await _ask(second.url, "and from replica two", handle)
+    assert continued["conversation"] == handle
+    assert continued["dust_conversation_id"] == opened["dust_conversation_id"]
+    assert continued["text"].startswith("Echo (turn 2): and from replica two")
+    # Listing reads the owner index and the records (MGET, or per-slot reads on a cluster).
+    assert f"dust://conversations/{handle}" in continued["listed"]
+    return first, second
+
+
+@pytest.fixture
+def sentinel_setup() -> Iterator[tuple[Proc, Proc]]:
+    master = start_redis()
+    with running(master):
+        import asyncio
+
+        async def protect() -> None:
+            raw = aioredis.Redis(host="127.0.0.1", port=master.port)
+            try:
+                await raw.config_set("requirepass", PASSWORD)
+            finally:
+                await raw.aclose()
+
+        asyncio.run(protect())
+        with running(start_sentinel(master.port, password=PASSWORD)) as sentinel:
+            yield master, sentinel
+
+
+async def test_bridges_share_context_through_sentinel(
+    simulator: Proc, sentinel_setup: tuple[Proc, Proc]
+) -> None:
+    master, sentinel = sentinel_setup
+    env = bridge_env(
+        simulator, REDIS_URL=f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel.port}/mymaster/0"
+    )
+    first, second = await _continues_across_two_bridges(env)
+    raw = aioredis.Redis(host="127.0.0.1", port=master.port, password=PASSWORD)
+    try:
+        conversation_keys = await raw.keys("dmb:conv:*")
+        limit_keys = await raw.keys("dmb-limits*")
+    finally:
+        await raw.aclose()
+    # The master the sentinel names holds both the context and the shared request budget.
+    assert conversation_keys
+    assert limit_keys
+    for bridge in (first, second):
+        assert PASSWORD not in bridge.log()
+        assert "rate-limit storage unavailable" not in bridge.log()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    nodes = start_redis_cluster(3)
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+async def test_bridges_share_context_through_a_cluster(simulator: Proc, cluster: Cluster) -> None:
+    startup = ",".join(f"127.0.0.1:{port}" for port in cluster.ports[:2])
+    env = bridge_env(simulator, REDIS_URL=f"redis+cluster://{startup}")
+    first, second = await _continues_across_two_bridges(env)
+    counts = []
+    for port in cluster.ports:
+        raw = aioredis.Redis(host="127.0.0.1", port=port)
+        try:
+            counts.append(await raw.dbsize())
+        finally:
+            await raw.aclose()
+    # Keys are spread over the nodes by slot; a cross-slot MULTI or MGET would have failed above.
+    assert sum(counts) >= 3
+    for bridge in (first, second):
+        assert "rate-limit storage unavailable" not in bridge.log()
+        assert "Traceback" not in bridge.log()
