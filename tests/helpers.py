@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx2
@@ -34,3 +37,16 @@ _AUDIT_LINE = re.compile(r"bridge\.audit(?: \[[^\]]*\])?: (\{.*\})$")
 def audit_events(log: str) -> list[dict[str, Any]]:
     """The audit events in a bridge's text-format log, in order."""
     return [json.loads(match.group(1)) for line in log.splitlines() if (match := _AUDIT_LINE.search(line))]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m bridge ARGS` with only `env` as its DUST_/BRIDGE_/REDIS_ settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

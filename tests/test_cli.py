@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 from mcp import Client
 
+from tests.helpers import run_cli
 from tests.procs import Proc, bridge_env, running, start_bridge
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_claude_config_is_a_working_stdio_entry_without_the_real_key() -> None:

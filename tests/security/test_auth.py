@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from mcp.types import ReadResourceResult, TextResourceContents
 
 from bridge.security.auth import hash_key, match_key, new_key, parse_keys
 from bridge.store import new_handle, new_upload_id
-from tests.helpers import audit_events, text_of
+from tests.helpers import audit_events, run_cli, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
 ALICE, BOB = new_key(), new_key()
@@ -366,18 +365,6 @@ async def test_an_sse_session_takes_messages_only_from_the_key_that_opened_it(br
 
 
 # --- the key command and stdio --------------------------------------------------------------------
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_keys_new_prints_a_key_and_the_entry_that_accepts_it(simulator: Proc) -> None:

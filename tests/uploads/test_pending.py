@@ -5,10 +5,8 @@ upload whose process died between creating it and storing the record."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -100,25 +98,6 @@ async def store(request: pytest.FixtureRequest, redis_server: Proc) -> AsyncIter
         yield redis_store
     finally:
         await redis_store.aclose()
-
-
-@pytest.fixture
-def live_pid() -> Iterator[int]:
-    """The pid of a process that is alive for the test (and is not this one)."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        yield child.pid
-    finally:
-        child.kill()
-        child.wait()
-
-
-@pytest.fixture
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def marker(owner: str = "alice", **fields: Any) -> PendingUpload:

@@ -4,10 +4,8 @@ the pipeline's own in-flight files, and the periodic sweep the runtime runs."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
@@ -22,25 +20,6 @@ from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import TEMP_PREFIX, UploadError, UploadPipeline, UploadPolicy, sweep_temp_files
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def live_pid() -> Iterator[int]:
-    """A process other than this one that is alive for the test."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        yield child.pid
-    finally:
-        child.kill()
-        child.wait()
-
-
-@pytest.fixture
-def dead_pid() -> int:
-    """A process that has exited and been reaped."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def temp_file(directory: Path, pid: int | str, age_seconds: float = 0.0, tag: str = "x") -> Path:
