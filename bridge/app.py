@@ -130,6 +130,13 @@ async def _check_ready(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     return 200, {"status": "ready", "checks": checks}
 
 
+def _last_checks(cache: tuple[float, int, dict[str, Any]] | None) -> dict[str, Any]:
+    if cache is None:
+        return {"checked": False}
+    checked_at, _, body = cache
+    return {"checked_seconds_ago": round(time.monotonic() - checked_at, 1), **body.get("checks", {})}
+
+
 def _process_counts() -> dict[str, int]:
     """Tasks and file descriptors of this process: what a leak would make grow."""
     counts = {"tasks": len(asyncio.all_tasks())}
@@ -208,6 +215,8 @@ def create_app(settings: Settings) -> Starlette:
                 "scan": "required" if runtime.uploads.scan_required else "off",
                 "in_flight": runtime.uploads.in_flight,
             },
+            # What the last readiness check found (store, dust, scanner), and how long ago.
+            "dependencies": _last_checks(holder.ready_cache),
             "process": _process_counts(),
         }
         if runtime.demo:

@@ -32,7 +32,13 @@ async def test_health_ready_and_status_against_dust_redis_and_clamd(
             health = await http.get(f"{bridge.url}/healthz")
             status = (await http.get(f"{bridge.url}/status")).json()
         ready = await wait_ready(bridge.url, 200)
+        async with httpx2.AsyncClient() as http:
+            after = (await http.get(f"{bridge.url}/status")).json()
     assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert status["dependencies"] == {"checked": False}
+    # /status shows what readiness last found, scanner included, without probing anything itself.
+    assert {k: after["dependencies"][k] for k in ("store", "dust", "scanner")} == ready["checks"]
+    assert after["uploads"]["scan"] == "required"
     assert ready["checks"] == {"store": "ok", "dust": "ok", "scanner": "ok"}
     assert status["mode"] == "dust" and status["store"] == "redis"
     assert status["dust"]["circuit"] == "closed"
