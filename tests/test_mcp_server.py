@@ -231,6 +231,44 @@ async def test_client_cancel_cancels_the_generation_at_dust_and_leaks_nothing(
     assert settled[-1]["open_fds"] <= settled[0]["open_fds"]
 
 
+@pytest.mark.parametrize("transport", ["sse", "stdio"])
+async def test_cancel_over_legacy_sse_and_stdio_cancels_the_generation_at_dust(
+    bridge: Proc, simulator: Proc, redis_server: Proc, transport: str
+) -> None:
+    import os
+
+    faults(simulator, token_delay_ms=200)
+    if transport == "sse":
+        target: Any = sse_client(f"{bridge.url}/sse")
+    else:
+        env = bridge_env(simulator, redis_server.port)
+        target = StdioServerParameters(
+            command=sys.executable, args=["-m", "bridge", "stdio"], env={**os.environ, **env}
+        )
+    progress = Progress()
+    async with Client(target, mode="legacy") as client:
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                await ask(client, progress, agent="storyteller", message="a long story")
+
+            tg.start_soon(call)
+            with anyio.fail_after(30):
+                await progress.first.wait()
+            # Abandoning the call makes the SDK client send notifications/cancelled.
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(20):
+            while not stats(simulator)["cancels"]:
+                await anyio.sleep(0.05)
+        # The session outlives the cancelled call.
+        after = await ask(client, agent="echo", message="still here")
+    with anyio.fail_after(20):
+        while stats(simulator)["open_streams"]:
+            await anyio.sleep(0.05)
+    assert len(stats(simulator)["cancels"]) == 1
+    assert answer_of(after).startswith("Echo (turn 1): still here")
+
+
 async def test_stream_cut_mid_answer_is_resumed_without_loss_or_duplication(
     bridge: Proc, simulator: Proc
 ) -> None:
