@@ -485,6 +485,10 @@ def bench_env(simulator: Proc, redis: Proc | None, extra: dict[str, str]) -> dic
         "DUST_API_KEY": API_KEY,
         "DUST_WORKSPACE_ID": WORKSPACE,
         "BRIDGE_DEMO": "off",
+        # One principal ("local") makes every call here: lift its budgets (default 300 requests a
+        # minute, 8 answers at once), or C >= 50 measures refusals instead of streaming.
+        "BRIDGE_RATE_LIMIT": "1000000/minute",
+        "BRIDGE_MAX_CONCURRENT_ANSWERS": "10000",
     }
     if redis is not None:
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from bridge.dust.events import AgentEvent
 
@@ -37,11 +36,6 @@ class RelayOutcome:
 @dataclass
 class _Failed:
     error: BaseException
-
-
-@dataclass
-class _Finished:
-    pass
 
 
 def tool_status(event: AgentEvent) -> str | None:
@@ -99,13 +93,21 @@ class StreamRelay:
 
         Errors raised by the event stream are re-raised here. Cancellation propagates as usual; the
         caller owns cancelling the generation at Dust.
+
+        The events are read and handled in the calling task; a second task only wakes up at the
+        coalescing deadline and for heartbeats. That keeps the per-token cost to handling the event
+        itself (no hand-over between tasks, no timeout scope per event), and the HTTP read of Dust is
+        never cancelled by a timer (that would tear the stream down).
         """
-        send, receive = anyio.create_memory_object_stream[AgentEvent | _Failed | _Finished](64)
+        turn = _Turn(self)
         result: RelayOutcome | _Failed
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump, events, send)
+            tg.start_soon(turn.watch)
             try:
-                result = await self._relay(receive)
+                with anyio.CancelScope() as turn.consumer:
+                    result = await turn.consume(events)
+                if turn.consumer.cancelled_caught:  # only the watcher cancels it, on a failed emit
+                    result = _Failed(turn.failure or RuntimeError("relay stopped"))
             except Exception as exc:
                 # Raised outside the task group below, so callers see the error itself, not a group.
                 result = _Failed(exc)
@@ -115,112 +117,153 @@ class StreamRelay:
             raise result.error
         return result
 
-    async def _pump(
-        self, events: AsyncIterator[AgentEvent], send: ObjectSendStream[AgentEvent | _Failed | _Finished]
-    ) -> None:
-        # A separate task reads Dust so the relay loop can wake up for heartbeats and flushes while
-        # the HTTP read is blocked; cancelling the read itself would tear the stream down.
-        async with send:
-            try:
-                async for event in events:
-                    await send.send(event)
-                    if event.is_terminal:
-                        return
-                await send.send(_Finished())
-            except anyio.get_cancelled_exc_class():
-                raise
-            except Exception as exc:
-                await send.send(_Failed(exc))
-            finally:
-                aclose = getattr(events, "aclose", None)
-                if aclose is not None:
-                    with anyio.CancelScope(shield=True):
-                        await aclose()
 
-    async def _relay(self, receive: ObjectReceiveStream[AgentEvent | _Failed | _Finished]) -> RelayOutcome:
-        outcome = RelayOutcome(text="", terminal=None)
-        answer: list[str] = []
-        pending: list[str] = []
-        pending_chars = 0
-        pending_since = 0.0
-        last_emit = self._clock()
-        current_tool: str | None = None
-        started = last_emit
+class _Turn:
+    """The state of one relayed answer, shared by the consuming task and the timer task."""
 
-        async def emit(message: str, *, heartbeat: bool = False) -> None:
-            nonlocal last_emit
-            await self._emit(message)
-            last_emit = self._clock()
-            outcome.notifications += 1
-            if heartbeat:
-                outcome.heartbeats += 1
+    def __init__(self, relay: StreamRelay) -> None:
+        self._relay = relay
+        self._clock = relay._clock
+        self.outcome = RelayOutcome(text="", terminal=None)
+        self._answer: list[str] = []
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self._pending_since = 0.0
+        self._last_emit = self._started = self._clock()
+        self._current_tool: str | None = None
+        # Emits (and taking the pending text) happen under the lock, so messages keep their order.
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._timer: anyio.CancelScope | None = None
+        self.consumer: anyio.CancelScope | None = None
+        self.failure: BaseException | None = None
 
-        async def flush() -> None:
-            nonlocal pending, pending_chars
-            if pending:
-                chunk = "".join(pending)
-                pending, pending_chars = [], 0
-                if outcome.first_chunk_at is None:
-                    outcome.first_chunk_at = self._clock()
-                await emit(chunk)
+    # -- the consuming task ------------------------------------------------------------------
 
-        while True:
-            now = self._clock()
-            deadline = last_emit + self._heartbeat
-            if pending:
-                deadline = min(deadline, pending_since + self._coalesce_seconds)
-            item: AgentEvent | _Failed | _Finished | None = None
-            with anyio.move_on_after(max(0.0, deadline - now)):
-                item = await receive.receive()
-            if item is None:
-                if pending:
-                    await flush()
-                else:
-                    waited = math.floor(self._clock() - started)
-                    doing = f"{current_tool} running" if current_tool else "Dust is working"
-                    await emit(f"[waiting] {doing} ({waited}s)", heartbeat=True)
-                continue
-            if isinstance(item, _Failed):
-                await flush()
-                raise item.error
-            if isinstance(item, _Finished):
-                await flush()
-                outcome.text = "".join(answer)
-                return outcome
-            event = item
-            if event.type == "generation_tokens":
-                text = str(event.data.get("text") or "")
-                classification = event.data.get("classification")
-                if classification == "tokens" and text:
-                    answer.append(text)
-                    if not pending:
-                        pending_since = self._clock()
-                    pending.append(text)
-                    pending_chars += len(text)
-                    # The first chunk goes out at once: coalescing is for the flood that follows,
-                    # not for the moment the user first sees the answer start.
-                    first = outcome.first_chunk_at is None
-                    if first or pending_chars >= self._coalesce_chars or self._coalesce_seconds == 0:
-                        await flush()
-                elif classification == "chain_of_thought" and text and self._show_cot:
-                    await flush()
-                    await emit(f"[thinking] {text}")
-                continue
-            if event.type == "tool_call_started":
-                current_tool = str(event.data.get("toolName") or "tool")
-                outcome.tools.append(current_tool)
-            elif event.type in ("agent_action_success", "tool_error"):
-                current_tool = None
-            status = tool_status(event)
-            if status is not None:
-                await flush()
-                await emit(status)
-            if event.is_terminal:
-                await flush()
-                outcome.terminal = event
-                message = event.data.get("message")
-                final = message.get("content") if isinstance(message, dict) else None
-                # The terminal message carries the authoritative final text; tokens can miss pieces
-                # (e.g. the stream was joined late), so prefer it when present.
-                outcome.text = final if isinstance(final, str) and final else "".join(answer)
-                return outcome
+    async def consume(self, events: AsyncIterator[AgentEvent]) -> RelayOutcome:
+        iterator = aiter(events)
+        try:
+            while True:
+                try:
+                    event = await anext(iterator)
+                except StopAsyncIteration:
+                    await self._flush()
+                    self.outcome.text = "".join(self._answer)
+                    return self.outcome
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except Exception:
+                    await self._flush()
+                    raise
+                if await self._handle(event):
+                    return self.outcome
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    async def _handle(self, event: AgentEvent) -> bool:
+        """Handle one event; True once it was the terminal one."""
+        relay = self._relay
+        if event.type == "generation_tokens":
+            text = str(event.data.get("text") or "")
+            classification = event.data.get("classification")
+            if classification == "tokens" and text:
+                self._answer.append(text)
+                started_pending = not self._pending
+                if started_pending:
+                    self._pending_since = self._clock()
+                self._pending.append(text)
+                self._pending_chars += len(text)
+                if started_pending:
+                    self._rearm()  # the coalescing deadline now comes before the heartbeat's
+                # The first chunk goes out at once: coalescing is for the flood that follows,
+                # not for the moment the user first sees the answer start.
+                first = self.outcome.first_chunk_at is None
+                if first or self._pending_chars >= relay._coalesce_chars or relay._coalesce_seconds == 0:
+                    await self._flush()
+            elif classification == "chain_of_thought" and text and relay._show_cot:
+                async with self._lock:
+                    await self._flush_locked()
+                    await self._send(f"[thinking] {text}")
+            return False
+        if event.type == "tool_call_started":
+            self._current_tool = str(event.data.get("toolName") or "tool")
+            self.outcome.tools.append(self._current_tool)
+        elif event.type in ("agent_action_success", "tool_error"):
+            self._current_tool = None
+        status = tool_status(event)
+        if status is not None:
+            async with self._lock:
+                await self._flush_locked()
+                await self._send(status)
+        if not event.is_terminal:
+            return False
+        await self._flush()
+        self.outcome.terminal = event
+        message = event.data.get("message")
+        final = message.get("content") if isinstance(message, dict) else None
+        # The terminal message carries the authoritative final text; tokens can miss pieces
+        # (e.g. the stream was joined late), so prefer it when present.
+        self.outcome.text = final if isinstance(final, str) and final else "".join(self._answer)
+        return True
+
+    # -- the timer task ----------------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """Flush pending text at its coalescing deadline; send a heartbeat when nothing went out
+        for `heartbeat_seconds`."""
+        try:
+            while True:
+                with anyio.CancelScope(deadline=anyio.current_time() + self._due_in()) as timer:
+                    self._timer = timer
+                    await anyio.sleep_forever()
+                self._timer = None
+                async with self._lock:
+                    if self._due_in() > 0:
+                        continue  # something went out meanwhile: wait for the new deadline
+                    if self._pending:
+                        await self._flush_locked()
+                    else:
+                        waited = math.floor(self._clock() - self._started)
+                        doing = f"{self._current_tool} running" if self._current_tool else "Dust is working"
+                        await self._send(f"[waiting] {doing} ({waited}s)", heartbeat=True)
+        except Exception as exc:
+            # A failed emit ends the relay with that error, as one from the consuming task would.
+            self.failure = exc
+            if self.consumer is not None:
+                self.consumer.cancel()
+
+    def _due_in(self) -> float:
+        """Seconds until the timer task has something to do."""
+        deadline = self._last_emit + self._relay._heartbeat
+        if self._pending:
+            deadline = min(deadline, self._pending_since + self._relay._coalesce_seconds)
+        return deadline - self._clock()
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.deadline = anyio.current_time() + self._due_in()
+
+    # -- emitting ----------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        if self._pending:
+            async with self._lock:
+                await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        if self._pending:
+            chunk = "".join(self._pending)
+            self._pending, self._pending_chars = [], 0
+            if self.outcome.first_chunk_at is None:
+                self.outcome.first_chunk_at = self._clock()
+            await self._send(chunk)
+
+    async def _send(self, message: str, *, heartbeat: bool = False) -> None:
+        await self._relay._emit(message)
+        self._last_emit = self._clock()
+        self.outcome.notifications += 1
+        if heartbeat:
+            self.outcome.heartbeats += 1
+        self._rearm()

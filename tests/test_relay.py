@@ -109,3 +109,54 @@ async def test_agent_error_is_the_terminal_event() -> None:
     outcome = await make_relay(sent).run(feed([tokens("a", 1), error]))
     assert outcome.terminal is error
     assert outcome.text == "a"
+
+
+async def test_tokens_keep_flowing_and_are_still_flushed_at_the_interval() -> None:
+    sent: list[str] = []
+    events: list[AgentEvent | float] = []
+    for i in range(30):
+        events += [tokens("x", i), 0.01]
+    events.append(success("x" * 30))
+    outcome = await make_relay(sent, chars=1000, coalesce=0.05).run(feed(events))
+    assert "".join(sent) == "x" * 30 and sent[0] == "x"
+    # Neither one notification per token nor everything held to the end.
+    assert 3 <= len(sent) <= 20
+    assert outcome.notifications == len(sent)
+
+
+async def test_stream_that_ends_without_a_terminal_event_flushes_its_text() -> None:
+    sent: list[str] = []
+    outcome = await make_relay(sent).run(feed([tokens("ab", 1), tokens("cd", 2)]))
+    assert sent == ["ab", "cd"]
+    assert outcome.text == "abcd" and outcome.terminal is None
+
+
+@pytest.mark.parametrize("when", ["token", "heartbeat"])
+async def test_a_failed_emit_is_raised_as_itself(when: str) -> None:
+    async def emit(message: str) -> None:
+        if when == "token" or message.startswith("[waiting]"):
+            raise anyio.BrokenResourceError("client gone")
+
+    relay = StreamRelay(emit, heartbeat_seconds=0.05, coalesce_seconds=10.0, coalesce_chars=10)
+    with anyio.fail_after(5), pytest.raises(anyio.BrokenResourceError):
+        await relay.run(feed([0.5] if when == "heartbeat" else [tokens("a", 1), 0.5]))
+
+
+async def test_cancelling_the_relay_closes_the_event_stream_and_stops_emitting() -> None:
+    sent: list[str] = []
+    closed = anyio.Event()
+
+    async def endless() -> AsyncIterator[AgentEvent]:
+        try:
+            yield tokens("a", 1)
+            await anyio.sleep_forever()
+            yield tokens("never", 2)
+        finally:
+            closed.set()
+
+    with anyio.move_on_after(0.2):
+        await make_relay(sent, heartbeat=0.05).run(endless())
+    assert closed.is_set()
+    count = len(sent)
+    await anyio.sleep(0.15)
+    assert len(sent) == count and sent[0] == "a" and any(m.startswith("[waiting]") for m in sent)

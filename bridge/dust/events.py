@@ -107,10 +107,6 @@ def parse_frame(frame: httpx2.ServerSentEvent) -> AgentEvent | None:
 
 async def _drain(frames: AsyncIterator[httpx2.ServerSentEvent]) -> None:
     """Read what is left of a response after its terminal event, briefly; errors do not matter."""
-    import os
-
-    if os.environ.get("PERF_NODRAIN"):
-        return
     with anyio.move_on_after(DRAIN_SECONDS):
         try:
             async for _ in frames:

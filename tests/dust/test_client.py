@@ -323,6 +323,47 @@ async def test_silence_longer_than_the_read_timeout_reconnects(sim: Sim, make_cl
     assert (await sim.stats())["stream_connections"] >= 2
 
 
+@contextlib.asynccontextmanager
+async def counting_proxy(target_url: str) -> AsyncIterator[tuple[str, list[int]]]:
+    """A loopback TCP proxy in front of `target_url`; the list holds how many connections it accepted."""
+    target = httpx2.URL(target_url)
+    accepted = [0]
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        upstream_reader, upstream_writer = await asyncio.open_connection(target.host, target.port)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", accepted
+
+
+async def test_a_finished_answer_hands_its_connection_back_to_the_pool(sim: Sim) -> None:
+    # Like the relay, the consumer stops at the terminal event; the client still reads the end of
+    # the response (`data: done`), so the next turn needs no new TCP (with real Dust: TLS) connection.
+    async with counting_proxy(sim.url) as (url, opened), DustClient(url, WORKSPACE, SecretStr(KEY)) as client:
+        for turn in range(3):
+            conversation_id, message_id = await ask(client, "echo000001", f"turn {turn}")
+            events = client.stream_agent_events(conversation_id, message_id)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if event.is_terminal:
+                        break
+            assert event.type == "agent_message_success"
+    assert opened == [1]
+
+
 async def test_cancel_ends_the_stream_although_the_socket_stays_open(sim: Sim, client: DustClient) -> None:
     await sim.faults(slow_seconds=30)
     conversation_id, message_id = await ask(client, "slow000001", "never mind")
