@@ -11,7 +11,7 @@ NODE_TOOLSTAMP := $(NODE_TOOLS)/node_modules/.installed
 APT_RUN_PACKAGES := libmagic1
 APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus
 
-.PHONY: run demo test lint typecheck unit system-deps run-deps node-tools bench clean
+.PHONY: run demo test lint typecheck unit system-deps run-deps node-tools bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,10 +77,18 @@ typecheck: $(DEVSTAMP)
 unit: $(DEVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 	$(BIN)/pytest
 
-## make bench: the streaming and upload benchmarks (print figures; see docs/performance.md)
+## make bench: the streaming and upload benchmarks, the load run (100/250/500 clients, tools/list rate)
+## and the 10,000-turn soak; they print figures (see docs/performance.md). About 40 minutes.
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/stream_overhead.py
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/soak.py
+
+## make chaos: faults injected under load (Redis, Dust 5xx/429, cut streams, slow Dust, clamd,
+## mass disconnects, SIGTERM); prints a report per fault, fails if any fault lost anything (docs/reliability.md)
+chaos: system-deps $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(NODE_TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache

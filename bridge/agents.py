@@ -6,11 +6,10 @@ resolved here before anything is posted.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import time
 from collections.abc import Callable
-
-import anyio
 
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustNotFound
@@ -35,19 +34,28 @@ class AgentDirectory:
         self._clock = clock
         self._agents: list[Agent] = []
         self._fetched_at: float | None = None
-        self._lock = anyio.Lock()
+        self._fetching: asyncio.Task[None] | None = None
 
     async def list(self, *, refresh: bool = False) -> list[Agent]:
-        """The active agents, from the cache while it is fresh."""
-        async with self._lock:
-            now = self._clock()
-            if refresh or self._fetched_at is None or now - self._fetched_at >= self._ttl:
-                agents = await self._dust.list_agents(view="list")
-                self._agents = sorted(
-                    (a for a in agents if a.status == "active"), key=lambda a: a.name.lower()
-                )
-                self._fetched_at = now
-            return list(self._agents)
+        """The active agents, from the cache while it is fresh.
+
+        Concurrent callers share one fetch (no lock to queue on: under load, callers queued on a
+        lock were seen waiting with no holder); a caller that is cancelled leaves the fetch running
+        for the others.
+        """
+        now = self._clock()
+        if refresh or self._fetched_at is None or now - self._fetched_at >= self._ttl:
+            if self._fetching is None or self._fetching.done():
+                self._fetching = asyncio.ensure_future(self._fetch(now))
+                # Retrieved here so that a fetch whose callers all went away logs no warning.
+                self._fetching.add_done_callback(lambda task: task.cancelled() or task.exception())
+            await asyncio.shield(self._fetching)
+        return list(self._agents)
+
+    async def _fetch(self, now: float) -> None:
+        agents = await self._dust.list_agents(view="list")
+        self._agents = sorted((a for a in agents if a.status == "active"), key=lambda a: a.name.lower())
+        self._fetched_at = now
 
     async def resolve(self, reference: str) -> Agent:
         """The agent whose sId equals `reference`, or whose name matches it case-insensitively.

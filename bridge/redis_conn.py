@@ -43,6 +43,8 @@ _SCHEMES = {
     "rediss+cluster": (RedisKind.CLUSTER, True),
 }
 SUPPORTED_SCHEMES = tuple(f"{scheme}://" for scheme in _SCHEMES)
+# Connections one process may open to one Redis node; each answer streaming holds none for long.
+POOL_MAX_CONNECTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,15 @@ def redis_client(target: RedisTarget, **options: Any) -> aioredis.Redis | RedisC
     Nothing connects yet: every form connects lazily, so the bridge starts while Redis is down.
     """
     if target.kind is RedisKind.SINGLE:
-        return aioredis.Redis.from_url(target.url, **options)
+        # A blocking pool: under load a command waits (up to the socket timeout) for a connection,
+        # where redis-py's default pool of 100 raises MaxConnectionsError at once (seen at 500
+        # concurrent answers: the rate limiter failed open and answer slots fell back).
+        timeout = options.get("socket_timeout") or 2.0
+        pool = aioredis.BlockingConnectionPool.from_url(
+            target.url, max_connections=POOL_MAX_CONNECTIONS, timeout=timeout, **options
+        )
+        client: aioredis.Redis = aioredis.Redis.from_pool(pool)
+        return client
     if target.kind is RedisKind.SENTINEL:
         assert target.service_name is not None
         tls: dict[str, Any] = {"ssl": True} if target.tls else {}
@@ -148,7 +158,9 @@ def redis_client(target: RedisTarget, **options: Any) -> aioredis.Redis | RedisC
             **tls,
             **options,
         )
-        master: aioredis.Redis = sentinel.master_for(target.service_name, db=target.db)
+        master: aioredis.Redis = sentinel.master_for(
+            target.service_name, db=target.db, max_connections=POOL_MAX_CONNECTIONS
+        )
         return master
     cluster_options = {
         key: value for key, value in options.items() if key not in ("health_check_interval", "db")
@@ -168,7 +180,11 @@ def limits_storage(target: RedisTarget, key_prefix: str, socket_timeout: float) 
         if uri.lower().startswith("unix://"):
             uri = "redis+unix://" + uri[len("unix://") :]
         return RedisStorage(
-            "async+" + uri, implementation="redispy", key_prefix=key_prefix, socket_timeout=socket_timeout
+            "async+" + uri,
+            implementation="redispy",
+            key_prefix=key_prefix,
+            socket_timeout=socket_timeout,
+            max_connections=POOL_MAX_CONNECTIONS,
         )
     hosts = ",".join(f"{host}:{port}" for host, port in target.nodes)
     tls: dict[str, Any] = {"ssl": True} if target.tls else {}

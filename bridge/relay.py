@@ -248,9 +248,11 @@ class _Turn:
     # -- emitting ----------------------------------------------------------------------------
 
     async def _flush(self) -> None:
-        if self._pending:
-            async with self._lock:
-                await self._flush_locked()
+        # Always under the lock, even when nothing is pending: the timer task may have taken the
+        # pending text and still be sending it, and the relay must not end (and cancel that send)
+        # before it has gone out.
+        async with self._lock:
+            await self._flush_locked()
 
     async def _flush_locked(self) -> None:
         if self._pending:

@@ -160,3 +160,23 @@ async def test_cancelling_the_relay_closes_the_event_stream_and_stops_emitting()
     count = len(sent)
     await anyio.sleep(0.15)
     assert len(sent) == count and sent[0] == "a" and any(m.startswith("[waiting]") for m in sent)
+
+
+async def test_a_chunk_the_timer_is_still_sending_when_the_answer_ends_is_not_lost() -> None:
+    sent: list[str] = []
+
+    async def slow_emit(message: str) -> None:  # a slow client: each notification takes 50 ms
+        await anyio.sleep(0.05)
+        sent.append(message)
+
+    async def events() -> AsyncIterator[AgentEvent]:
+        yield tokens("Hello, ", 1)  # the first chunk goes out at once
+        await anyio.sleep(0.06)
+        yield tokens("world", 2)  # pending: the timer flushes it 10 ms later...
+        await anyio.sleep(0.02)  # ...and is inside the slow emit when the answer ends
+        yield success("Hello, world")
+
+    relay = StreamRelay(slow_emit, heartbeat_seconds=15, coalesce_seconds=0.01, coalesce_chars=200)
+    outcome = await relay.run(events())
+    assert outcome.text == "Hello, world"
+    assert "".join(sent) == "Hello, world"

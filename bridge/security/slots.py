@@ -115,13 +115,18 @@ class SharedSlots:
     @contextlib.asynccontextmanager
     async def held(self, principal: str, lease: str) -> AsyncIterator[None]:
         """Keep `lease` alive while the block runs, then release it (shielded from cancellation)."""
-        renewer = asyncio.create_task(self._keep_renewing(principal, lease))
+        stop = asyncio.Event()
+        renewer = asyncio.create_task(self._keep_renewing(principal, lease, stop))
         try:
             yield
         finally:
+            stop.set()
             renewer.cancel()
             with anyio.CancelScope(shield=True):
-                await asyncio.wait([renewer])  # never raises; the renewer is done before the release
+                # Bounded: a cancellation can be swallowed inside a redis-py command (seen under
+                # load: renewers "cancelling" yet still renewing, answers never returning). The
+                # stop flag ends the loop at its next turn whatever happened to the cancel.
+                await asyncio.wait([renewer], timeout=_RELEASE_SECONDS)
             with anyio.move_on_after(_RELEASE_SECONDS, shield=True):
                 try:
                     await self.release(principal, lease)
@@ -132,11 +137,14 @@ class SharedSlots:
                         self.lease_seconds,
                     )
 
-    async def _keep_renewing(self, principal: str, lease: str) -> None:
+    async def _keep_renewing(self, principal: str, lease: str, stop: asyncio.Event) -> None:
         interval = self.lease_seconds / 3
         failing = False
-        while True:
-            await asyncio.sleep(interval)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
             try:
                 await self.renew(principal, lease)
             except UNAVAILABLE as exc:
