@@ -653,7 +653,10 @@ async def fault_disconnect(ctx: Ctx, clients: int = 100) -> FaultReport:
         # (the load keeps one keep-alive connection per client, this run one for /status)
         "no_leaked_client_sockets": after["client_sockets"] <= len(ctx.load.clients) + 1
         and after["client_sockets_close_wait"] == 0,
-        "no_leaked_dust_sockets": after["dust_sockets"] <= warm["dust_sockets"] + 2,
+        # Idle Dust connections are pooled (up to 100 kept alive), so the second round may warm a
+        # few more; a leak would add about one socket per dropped answer, or leave CLOSE_WAITs.
+        "no_leaked_dust_sockets": after["dust_sockets"] - warm["dust_sockets"] < max(3, clients // 2)
+        and after["dust_sockets_close_wait"] == 0,
         "no_leaked_other_fds": after["other"] <= warm["other"] + 2,
     }
     return report
