@@ -364,12 +364,26 @@ class Cluster:
             node.stop()
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, Redis's rule) is a valid port and free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 def start_redis_cluster(size: int = 3) -> Cluster:
     """`size` cluster-enabled redis-servers joined with `redis-cli --cluster create`, slots covered."""
     nodes: list[Proc] = []
     try:
         for _ in range(size):
-            port = free_port()
+            port = _cluster_port()
             workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
             args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
             args += ["--save", "", "--appendonly", "no", "--cluster-enabled", "yes"]
