@@ -20,15 +20,17 @@ Anything else that is not exact is an *error*.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -560,6 +562,27 @@ HEADER = (
     f"{'path':<28}{'turns':>6}{'err':>5}{'cross':>6}{'ans/s':>9}"
     f"  {'TTFC p50':>6}{'p95':>7}{'p99':>7}  {'TTR p50':>6}{'p95':>7}{'p99':>7}   (ms)"
 )
+
+
+def run_bounded(
+    amain: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+    args: argparse.Namespace,
+    timeout: float,
+) -> dict[str, Any]:
+    """Run a benchmark's `amain(args)` within `timeout` seconds and a raised fd limit; add its
+    `duration_s`, write the report to `args.json` when given and return it."""
+    started = time.perf_counter()
+
+    async def bounded() -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            return await amain(args)
+
+    with raised_fd_limit():
+        report = asyncio.run(bounded())
+    report["duration_s"] = round(time.perf_counter() - started, 1)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return report
 
 
 @contextlib.contextmanager

@@ -74,7 +74,7 @@ from bench._common import (  # noqa: E402
     load_average,
     machine_facts,
     metric_value,
-    raised_fd_limit,
+    run_bounded,
     sim_faults,
     sim_stats,
     summarise,
@@ -806,16 +806,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-
-    async def bounded() -> dict[str, Any]:
-        async with asyncio.timeout(OVERALL_TIMEOUT):
-            return await amain(args)
-
-    with raised_fd_limit():
-        report = asyncio.run(bounded())
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
+    report = run_bounded(amain, parse_args(argv), OVERALL_TIMEOUT)
     sys.exit(0 if report["passed"] else 1)
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import shlex
@@ -62,8 +61,8 @@ from bench._common import (  # noqa: E402
     machine_busy_seconds,
     machine_facts,
     percentile,
-    raised_fd_limit,
     row,
+    run_bounded,
     summarise,
 )
 from bench.wire import DustWire, McpWire, WireError  # noqa: E402
@@ -376,19 +375,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    started = time.perf_counter()
-
-    async def bounded() -> dict[str, Any]:
-        async with asyncio.timeout(OVERALL_TIMEOUT):
-            return await amain(args)
-
-    with raised_fd_limit():
-        report = asyncio.run(bounded())
-    report["duration_s"] = round(time.perf_counter() - started, 1)
+    report = run_bounded(amain, parse_args(argv), OVERALL_TIMEOUT)
     print(f"total {report['duration_s']} s")
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

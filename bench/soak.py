@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shlex
 import sys
@@ -42,8 +41,8 @@ from bench._common import (  # noqa: E402
     load_average,
     machine_facts,
     proc_status,
-    raised_fd_limit,
     row,
+    run_bounded,
     summarise,
 )
 
@@ -183,16 +182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-
-    async def bounded() -> dict[str, Any]:
-        async with asyncio.timeout(OVERALL_TIMEOUT):
-            return await amain(args)
-
-    with raised_fd_limit():
-        report = asyncio.run(bounded())
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
+    run_bounded(amain, parse_args(argv), OVERALL_TIMEOUT)
 
 
 if __name__ == "__main__":

@@ -173,10 +173,12 @@ def create_app(settings: Settings) -> Starlette:
     sse_app = mcp.sse_app(
         sse_path="/sse", message_path="/messages/", transport_security=security, host=settings.host
     )
+
     # The SDK keeps no public count of its sessions; its session table is read at scrape time.
-    metrics_registry.mcp_sessions.labels(transport="streamable-http").set_function(
-        lambda: len(getattr(mcp.session_manager, "_server_instances", ()))
-    )
+    def streamable_sessions() -> int:
+        return len(getattr(mcp.session_manager, "_server_instances", ()))
+
+    metrics_registry.mcp_sessions.labels(transport="streamable-http").set_function(streamable_sessions)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -208,7 +210,7 @@ def create_app(settings: Settings) -> Starlette:
             "transports": ["streamable-http:/mcp", "sse:/sse"],
             "active_streams": runtime.conversations.active_streams,
             "mcp_sessions": {
-                "streamable_http": len(getattr(mcp.session_manager, "_server_instances", ())),
+                "streamable_http": streamable_sessions(),
                 "sse": runtime.metrics.sse_sessions,
             },
             "uploads": {
