@@ -10,8 +10,10 @@ NODE_TOOLS := tools/node
 NODE_TOOLSTAMP := $(NODE_TOOLS)/node_modules/.installed
 APT_RUN_PACKAGES := libmagic1
 APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus
+# wrk: the tools/list rate is measured with it (a C load generator leaves the 2 cores to the bridge)
+APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
 
-.PHONY: run demo test lint typecheck unit system-deps run-deps node-tools bench chaos clean
+.PHONY: run demo test lint typecheck unit system-deps run-deps bench-deps node-tools bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +69,9 @@ run-deps:
 system-deps:
 	$(call apt_install,$(APT_TEST_PACKAGES))
 
+bench-deps:
+	$(call apt_install,$(APT_BENCH_PACKAGES))
+
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check bridge tests bench
 	$(BIN)/ruff format --check bridge tests bench
@@ -79,7 +84,7 @@ unit: $(DEVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 
 ## make bench: the streaming and upload benchmarks, the load run (100/250/500 clients, tools/list rate)
 ## and the 10,000-turn soak; they print figures (see docs/performance.md). About 40 minutes.
-bench: system-deps $(STAMP)
+bench: bench-deps $(STAMP)
 	$(BIN)/python bench/stream_overhead.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py

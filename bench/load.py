@@ -4,7 +4,7 @@ Usage (from the repository root):
 
     .venv/bin/python bench/load.py [--clients 100,250,500] [--turns 3] [--answer-chars 200]
                                    [--store redis|memory] [--skip-floor] [--skip-tools-list]
-                                   [--tools-list-seconds 10] [--json PATH]
+                                   [--tools-list-seconds 10] [--tools-list-replicas 1,2] [--json PATH]
 
 For each level N it starts a fresh simulator, Redis and bridge (production settings, except
 warnings-only logs and one client key per client, see below), opens N keep-alive connections,
@@ -23,7 +23,12 @@ sends thousands of requests a second there).
 
 `tools/list` rate: K keep-alive connections loop `tools/list` for a few seconds, in the stateless
 2026-07-28 form and over handshake-era sessions, against a bridge with BRIDGE_RATE_LIMIT raised.
-`GET /healthz` on the same connections is the HTTP floor of this server stack.
+`GET /healthz` on the same connections is the HTTP floor of this server stack. Those rows use the
+Python client of bench/wire.py, whose own CPU competes with the bridge's on these 2 cores; so the
+stateless form is measured again with wrk (a C load generator, installed by `make bench`), against
+1 and 2 bridge replicas sharing Redis (--tools-list-replicas), one wrk process per replica with the
+connections split evenly, as a Kubernetes Service spreads connections. Every wrk response is
+checked (status 200 and the tool list in the body).
 
 Figures: answers/s, p50/p95/p99 time to first chunk (first progress notification with answer
 text) and to result, errors, crossed contexts, the bridge's peak RSS and CPU, client CPU, the
@@ -36,11 +41,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +75,7 @@ from bench._common import (  # noqa: E402
     summarise,
 )
 from bench.wire import DustWire, McpWire, WireError  # noqa: E402
+from tests.procs import start_bridge  # noqa: E402
 
 ECHO_SID = "echo000001"
 LEVEL_TIMEOUT = 900.0
@@ -270,23 +280,152 @@ async def request_rate(
     }
 
 
-async def tools_list_phase(store: str, seconds: float, connections: list[int]) -> dict[str, Any]:
+# wrk (C, one thread per process) loads the bridge for far less CPU than any Python client, which
+# matters when the generator shares the 2 cores with the bridge. Every response is checked in Lua:
+# status 200 and the tool list in the body (a refusal or an error body counts as an error).
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
+wrk.headers["Mcp-Method"] = "tools/list"
+wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{'
+  .. '"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+  .. '"io.modelcontextprotocol/clientInfo":{"name":"wrk","version":"1"},'
+  .. '"io.modelcontextprotocol/clientCapabilities":{}}}}'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+bad = 0
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"ask_agent"', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do b = b + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %.0f %.0f %.0f\\n", summary.requests,
+    summary.duration, b, e.connect + e.read + e.write + e.timeout, e.status,
+    latency.max, latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end
+"""
+
+
+async def wrk_rate(
+    urls: list[str], connections: int, seconds: float, bridge_pids: list[int]
+) -> dict[str, Any]:
+    """Stateless `tools/list` requests/s from one wrk process per bridge, `connections` split evenly."""
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT)
+    per = max(1, connections // len(urls))
+    try:
+        cpu0 = [cpu_seconds(pid) for pid in bridge_pids]
+        procs = [
+            await asyncio.create_subprocess_exec(
+                wrk,
+                "-t1",
+                f"-c{per}",
+                f"-d{seconds:g}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script.name,
+                url,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            for url in urls
+        ]
+        outputs = []
+        for proc in procs:
+            async with asyncio.timeout(seconds + 30):
+                out, _ = await proc.communicate()
+            outputs.append(out.decode(errors="replace"))
+        cpu = sum(cpu_seconds(pid) - c for pid, c in zip(bridge_pids, cpu0, strict=True))
+    finally:
+        os.unlink(script.name)
+    requests = errors = 0
+    per_s = 0.0
+    p50s, p99s = [], []
+    for out in outputs:
+        line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk printed no result: {out[-500:]}")
+        n, duration_us, bad, socket_errors, _status, _max, p50, _p90, p99 = (
+            float(x) for x in line.split()[1:]
+        )
+        requests += int(n)
+        errors += int(bad + socket_errors)
+        per_s += n / (duration_us / 1e6)
+        p50s.append(p50 / 1000)
+        p99s.append(p99 / 1000)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "per_s": per_s,
+        # One figure per wrk process; the worse of them is reported.
+        "latency_ms": {"p50": max(p50s), "p99": max(p99s)},
+        "bridge_cpu_ms_per_request": cpu * 1000 / max(requests, 1),
+        "client_cpu_ms_per_request": float("nan"),
+        "connections": per * len(urls),
+        "generator": "wrk",
+    }
+
+
+async def tools_list_phase(
+    store: str, seconds: float, connections: int, replicas: list[int]
+) -> dict[str, Any]:
+    """`tools/list` (and the `/healthz` floor) against 1..R bridge replicas sharing Redis."""
     out: dict[str, Any] = {}
     extra = {"BRIDGE_RATE_LIMIT": "1000000/minute"}
-    with Stack(redis=store == "redis", bridge_extra=extra) as stack:
+    with Stack(redis=store == "redis", bridge_extra=extra) as stack, contextlib.ExitStack() as more:
         assert stack.bridge is not None
-        for k in connections:
-            for label, legacy, healthz in (
-                ("GET /healthz (HTTP floor)", False, True),
-                ("tools/list 2026-07-28 stateless", False, False),
-                ("tools/list 2025-11-25 session", True, False),
-            ):
-                figures = await request_rate(
-                    stack.mcp_url, k, seconds, legacy=legacy, healthz=healthz, bridge_pid=stack.bridge.pid
+        bridges = [stack.bridge]
+        for _ in range(max(replicas) - 1):
+            extra_bridge = start_bridge(stack.env())
+            more.callback(extra_bridge.stop)
+            bridges.append(extra_bridge)
+        for r in replicas:
+            urls = [f"{b.url}/mcp" for b in bridges[:r]]
+            pids = [b.pid for b in bridges[:r]]
+            cases: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = []
+            if r == 1:
+                for label, legacy, healthz in (
+                    ("GET /healthz (HTTP floor)", False, True),
+                    ("tools/list 2025-11-25 session", True, False),
+                    ("tools/list 2026-07-28 stateless", False, False),
+                ):
+                    cases.append(
+                        (
+                            label,
+                            functools.partial(
+                                request_rate,
+                                urls[0],
+                                connections,
+                                seconds,
+                                legacy=legacy,
+                                healthz=healthz,
+                                bridge_pid=pids[0],
+                            ),
+                        )
+                    )
+            if shutil.which("wrk") is not None:
+                cases.append(
+                    (
+                        f"tools/list 2026-07-28 stateless, wrk, {r} replica(s)",
+                        functools.partial(wrk_rate, urls, connections, seconds, pids),
+                    )
                 )
-                out[f"{label} x{k}"] = figures
+            elif r > 1:
+                print("  (wrk is not installed, `make bench` installs it: no replica rows)", flush=True)
+            for label, measuring in cases:
+                figures = await measuring()
+                figures["replicas"] = r
+                out[f"{label} x{connections}"] = figures
                 print(
-                    f"  {label:<34} {k:>3} conns {figures['per_s']:>7.0f} req/s  err {figures['errors']}"
+                    f"  {label:<52} {connections:>3} conns {figures['per_s']:>7.0f} req/s"
+                    f"  err {figures['errors']}"
                     f"  p50 {figures['latency_ms']['p50']:.1f} ms p99 {figures['latency_ms']['p99']:.1f} ms"
                     f"  bridge {figures['bridge_cpu_ms_per_request']:.2f} ms CPU/req"
                     f"  client {figures['client_cpu_ms_per_request']:.2f}",
@@ -341,7 +480,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             report["levels"][str(n)] = level
     if not args.skip_tools_list:
         print("\n=== tools/list through /mcp ===", flush=True)
-        report["tools_list"] = await tools_list_phase(args.store, args.tools_list_seconds, [50])
+        report["tools_list"] = await tools_list_phase(
+            args.store, args.tools_list_seconds, 50, args.tools_list_replicas
+        )
     report["load_average_end"] = load_average()
     print(f"\nload average at end: {report['load_average_end']}")
     return report
@@ -361,6 +502,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-floor", action="store_true", help="no direct-simulator comparison")
     parser.add_argument("--skip-tools-list", action="store_true")
     parser.add_argument("--tools-list-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--tools-list-replicas",
+        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        default=[1, 2],
+        help="bridge replicas (sharing Redis) for the wrk tools/list rows (default 1,2)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     if any(not 1 <= n <= 2000 for n in args.clients):
@@ -369,6 +516,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--turns must be between 1 and 100")
     if not 60 <= args.answer_chars <= 5000:
         parser.error("--answer-chars must be between 60 and 5000")
+    if any(not 1 <= r <= 8 for r in args.tools_list_replicas):
+        parser.error("--tools-list-replicas must be between 1 and 8")
     if not 1 <= args.tools_list_seconds <= 120:
         parser.error("--tools-list-seconds must be between 1 and 120")
     return args

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -58,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.wire import DustWire, McpWire, WireError  # noqa: E402
 from bridge.dust.client import DustClient  # noqa: E402
 from bridge.dust.models import MessageContext  # noqa: E402
 from tests.procs import Proc, start_bridge, start_redis, start_simulator  # noqa: E402
@@ -76,6 +78,8 @@ WORKSPACE = "demo"
 CALL_TIMEOUT = 60.0  # seconds one ask may take before it counts as an error
 OVERALL_TIMEOUT = 1200.0  # seconds for the whole run
 
+LEAN_DIRECT = "direct (lean client)"
+LEAN_BRIDGE = "bridge (lean client)"
 BRIDGE_VARIANTS: dict[str, dict[str, str]] = {
     # What a user sees: the defaults (first flush up to 100 ms after the first token).
     "bridge (coalesce 100ms)": {},
@@ -233,6 +237,36 @@ async def direct_once(dust: DustClient, message: str, expected: str) -> Sample:
     return Sample(first, done)
 
 
+async def lean_direct_once(wire: DustWire, message: str, expected: str) -> Sample:
+    """Create a conversation and read its events over the lean HTTP client (bench/wire.py)."""
+    t0 = time.perf_counter()
+    try:
+        with anyio.fail_after(CALL_TIMEOUT):
+            turn = await wire.ask(AGENT_SID, message, None)
+    except (WireError, KeyError, ValueError, StopIteration, TimeoutError) as exc:
+        return Sample(None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:200])
+    done = time.perf_counter() - t0
+    first = None if turn.first_chunk is None else turn.first_chunk - t0
+    return Sample(first, done, None if turn.text == expected else f"wrong answer {turn.text[:80]!r}")
+
+
+async def lean_bridge_once(wire: McpWire, message: str, expected: str) -> Sample:
+    """Call ask_agent over the lean MCP client (2026-07-28 stateless, bench/wire.py)."""
+    t0 = time.perf_counter()
+    try:
+        with anyio.fail_after(CALL_TIMEOUT):
+            result = await wire.call_tool("ask_agent", {"agent": AGENT_NAME, "message": message})
+    except (WireError, TimeoutError) as exc:
+        return Sample(None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:200])
+    done = time.perf_counter() - t0
+    first = None if result.first_chunk is None else result.first_chunk - t0
+    content = result.result.get("content") or [{}]
+    answer = str(content[0].get("text"))  # the answer; a second block carries the handle
+    if result.is_error or answer != expected:
+        return Sample(first, done, f"wrong answer {answer[:80]!r}")
+    return Sample(first, done)
+
+
 async def bridge_once(client: Client, message: str, expected: str) -> Sample:
     """Call ask_agent through MCP, timing the first progress notification with answer text."""
     first: float | None = None
@@ -281,7 +315,7 @@ async def mcp_clients(url: str, count: int) -> AsyncIterator[list[Client]]:
         yield clients
 
 
-async def run_round(calls: list[Callable[[], Awaitable[Sample]]]) -> list[Sample]:
+async def run_round(calls: Sequence[Callable[[], Awaitable[Sample]]]) -> list[Sample]:
     """Start all calls together; return their samples once all are done."""
     results: list[Sample | None] = [None] * len(calls)
     go = anyio.Event()
@@ -333,7 +367,27 @@ async def latency_level(
     lag: LoopLag,
 ) -> dict[str, PathStats]:
     stats: dict[str, PathStats] = {"direct": PathStats(), **{name: PathStats() for name in bridges}}
+    # The same comparison with lean clients on both sides (bench/wire.py), against the default bridge:
+    # what the bridge adds when neither client's own cost is in the way.
+    stats[LEAN_DIRECT] = PathStats()
+    stats[LEAN_BRIDGE] = PathStats()
+    default_bridge = bridges["bridge (coalesce 100ms)"]
+    dust_wires = [
+        DustWire(simulator.url, API_KEY, WORKSPACE, idle_timeout=CALL_TIMEOUT) for _ in range(concurrency)
+    ]
+    mcp_wires = [McpWire(f"{default_bridge.url}/mcp", idle_timeout=CALL_TIMEOUT) for _ in range(concurrency)]
+    lean_rounds = {
+        LEAN_DIRECT: ([functools.partial(lean_direct_once, w, MESSAGE, EXPECTED) for w in dust_wires], None),
+        LEAN_BRIDGE: (
+            [functools.partial(lean_bridge_once, w, MESSAGE, EXPECTED) for w in mcp_wires],
+            default_bridge,
+        ),
+    }
     async with contextlib.AsyncExitStack() as stack:
+        for dust_wire in dust_wires:
+            stack.callback(dust_wire.close)
+        for mcp_wire in mcp_wires:
+            stack.callback(mcp_wire.close)
         clients = {
             name: await stack.enter_async_context(mcp_clients(proc.url, concurrency))
             for name, proc in bridges.items()
@@ -348,6 +402,8 @@ async def latency_level(
         await run_round([lambda: direct_once(dust, MESSAGE, EXPECTED)] * concurrency)
         for name in bridges:
             await run_round([_bridge_call(c) for c in clients[name]])
+        for calls, _ in lean_rounds.values():
+            await run_round(calls)
         for _ in range(rounds):
             with measured(stats["direct"], {"client": None, "simulator": simulator.pid}, lag):
                 stats["direct"].samples += await run_round(
@@ -357,6 +413,12 @@ async def latency_level(
                 pids = {"client": None, "simulator": simulator.pid, "bridge": proc.pid}
                 with measured(stats[name], pids, lag):
                     stats[name].samples += await run_round([_bridge_call(c) for c in clients[name]])
+            for name, (calls, target) in lean_rounds.items():
+                pids = {"client": None, "simulator": simulator.pid}
+                if target is not None:
+                    pids["bridge"] = target.pid
+                with measured(stats[name], pids, lag):
+                    stats[name].samples += await run_round(calls)
     return stats
 
 
@@ -419,10 +481,10 @@ def level_table(concurrency: int, stats: dict[str, PathStats]) -> str:
             f"  {ms(percentile(ttr, 50)):>10}{ms(percentile(ttr, 99)):>8}{ms(max(ttr, default=math.nan)):>8}"
             f"  {cpu:>38}  {ms(percentile(s.lag, 99)):>12}"
         )
-    direct = stats["direct"]
     for name, s in stats.items():
-        if name == "direct":
+        if name in ("direct", LEAN_DIRECT):
             continue
+        direct = stats[LEAN_DIRECT if name == LEAN_BRIDGE else "direct"]
         parts = []
         for label, get in (("first chunk", PathStats.ttfc), ("result", PathStats.ttr)):
             d, b = get(direct), get(s)
@@ -505,6 +567,185 @@ def rounds_for(concurrency: int, turns: int | None, quick: bool) -> int:
     return math.ceil((200 if concurrency == 1 else 400) / concurrency)
 
 
+# --- steady state: C calls always in flight, lean clients on both sides --------------------------
+
+STEADY_TOKEN_DELAY_MS = 200.0
+STEADY_EVENTS = 40  # 40 token events 200 ms apart: an answer streams for about 8 s
+
+
+@dataclass
+class SteadyPath:
+    """Samples of one path in the steady-state phase."""
+
+    ttfc: list[float] = field(default_factory=list)
+    ttr: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+def steady_message() -> tuple[str, str]:
+    """A message whose echo is STEADY_EVENTS chunks of CHUNK_CHARS characters, and that echo."""
+    prefix = "Echo (turn 1): "
+    body_len = STEADY_EVENTS * CHUNK_CHARS - len(prefix)
+    message = ("steady-state-" * 40)[:body_len]
+    return message, prefix + message
+
+
+async def steady_path(
+    name: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    call: Callable[[int], Awaitable[Sample]],
+    pids: dict[str, int],
+) -> SteadyPath:
+    """`concurrency` callers ask back to back for `warmup + seconds`; samples started after the warm-up count.
+
+    Callers start spread over one answer's duration, so asks arrive steadily instead of in waves.
+    """
+    out = SteadyPath()
+    answer_s = STEADY_EVENTS * STEADY_TOKEN_DELAY_MS / 1000
+    started = time.perf_counter()
+    measure_from = started + warmup
+    deadline = measure_from + seconds
+
+    async def caller(i: int) -> None:
+        await anyio.sleep(answer_s * i / concurrency)
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            sample = await call(i)
+            if t0 < measure_from:
+                continue
+            if sample.error is not None:
+                out.errors.append(sample.error)
+            elif sample.first_chunk is not None:
+                out.ttfc.append(sample.first_chunk)
+                out.ttr.append(sample.result)
+
+    cpu0: dict[str, float] = {}
+
+    async def start_counting() -> None:
+        await anyio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu0.update({k: cpu_seconds(pid) for k, pid in pids.items()}, client=cpu_seconds(None))
+
+    with anyio.fail_after(warmup + seconds + answer_s + CALL_TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(start_counting)
+            for i in range(concurrency):
+                tg.start_soon(caller, i)
+    out.seconds = time.perf_counter() - measure_from
+    n = max(len(out.ttfc), 1)
+    out.cpu = {k: (cpu_seconds(pid) - cpu0[k]) * 1000 / n for k, pid in pids.items()}
+    out.cpu["client"] = (cpu_seconds(None) - cpu0["client"]) * 1000 / n
+    return out
+
+
+async def steady_level(concurrency: int, seconds: float, simulator: Proc, bridge: Proc) -> dict[str, Any]:
+    """Direct (lean Dust client) vs bridge (lean MCP client), `concurrency` asks always in flight."""
+    message, expected = steady_message()
+    dust_wires = [
+        DustWire(simulator.url, API_KEY, WORKSPACE, idle_timeout=CALL_TIMEOUT) for _ in range(concurrency)
+    ]
+    mcp_wires = [McpWire(f"{bridge.url}/mcp", idle_timeout=CALL_TIMEOUT) for _ in range(concurrency)]
+    for w in mcp_wires:
+        await w.list_tools()
+
+    async def direct(i: int) -> Sample:
+        return await lean_direct_once(dust_wires[i], message, expected)
+
+    async def bridged(i: int) -> Sample:
+        return await lean_bridge_once(mcp_wires[i], message, expected)
+
+    pids = {"simulator": simulator.pid, "bridge": bridge.pid}
+    warmup = STEADY_EVENTS * STEADY_TOKEN_DELAY_MS / 1000 + 2
+    paths: dict[str, list[SteadyPath]] = {LEAN_DIRECT: [], LEAN_BRIDGE: []}
+    try:
+        # Two halves each, alternating, so drift on the machine hits both paths alike.
+        for _ in range(2):
+            for name, call in ((LEAN_DIRECT, direct), (LEAN_BRIDGE, bridged)):
+                paths[name].append(await steady_path(name, concurrency, seconds / 2, warmup, call, pids))
+    finally:
+        for dust_wire in dust_wires:
+            dust_wire.close()
+        for mcp_wire in mcp_wires:
+            mcp_wire.close()
+    out: dict[str, Any] = {}
+    for name, halves in paths.items():
+        ttfc = [v for h in halves for v in h.ttfc]
+        ttr = [v for h in halves for v in h.ttr]
+        n = len(ttfc)
+        out[name] = {
+            "n": n,
+            "errors": sum(len(h.errors) for h in halves),
+            "error_examples": [e for h in halves for e in h.errors][:3],
+            "answers_per_s": n / max(sum(h.seconds for h in halves), 1e-9),
+            "ttfc_ms": {q: percentile(ttfc, p) * 1000 for q, p in (("p50", 50), ("p99", 99))},
+            "ttr_ms": {q: percentile(ttr, p) * 1000 for q, p in (("p50", 50), ("p99", 99))},
+            "cpu_ms_per_answer": {
+                k: sum(h.cpu[k] * len(h.ttfc) for h in halves) / max(n, 1) for k in halves[0].cpu
+            },
+        }
+    d, b = out[LEAN_DIRECT], out[LEAN_BRIDGE]
+    out["added_ms"] = {
+        "ttfc_p50": b["ttfc_ms"]["p50"] - d["ttfc_ms"]["p50"],
+        "ttfc_p99": b["ttfc_ms"]["p99"] - d["ttfc_ms"]["p99"],
+        "ttr_p50": b["ttr_ms"]["p50"] - d["ttr_ms"]["p50"],
+        "ttr_p99": b["ttr_ms"]["p99"] - d["ttr_ms"]["p99"],
+    }
+    return out
+
+
+async def steady_phase(args: argparse.Namespace, redis: Proc | None, procs: list[Proc]) -> dict[str, Any]:
+    """Its own simulator (slower tokens, see STEADY_*) and a default bridge, then every steady level."""
+    simulator = start_simulator(
+        args=["--token-delay-ms", str(STEADY_TOKEN_DELAY_MS), "--log-level", "warning"]
+    )
+    procs.append(simulator)
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(f"{simulator.url}/_sim/faults", json={"chunk_chars": CHUNK_CHARS})
+        response.raise_for_status()
+    bridge = start_bridge(bench_env(simulator, redis, {}))
+    procs.append(bridge)
+    out: dict[str, Any] = {
+        "token_delay_ms": STEADY_TOKEN_DELAY_MS,
+        "events_per_answer": STEADY_EVENTS,
+        "seconds_per_path": args.steady_seconds,
+        "levels": {},
+    }
+    for concurrency in args.steady_levels:
+        started = time.perf_counter()
+        level = await steady_level(concurrency, args.steady_seconds, simulator, bridge)
+        print(steady_table(concurrency, level), flush=True)
+        print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
+        out["levels"][str(concurrency)] = level
+    return out
+
+
+def steady_table(concurrency: int, level: dict[str, Any]) -> str:
+    lines = [
+        f"\n=== steady state: {concurrency} calls in flight ===",
+        f"{'path':<28}{'n':>6}{'err':>5}{'ans/s':>8}{'TTFC p50':>10}{'p99':>8}{'result p50':>12}{'p99':>9}"
+        "   cpu ms/answer (client/sim/bridge)",
+    ]
+    for name in (LEAN_DIRECT, LEAN_BRIDGE):
+        s = level[name]
+        cpu = s["cpu_ms_per_answer"]
+        lines.append(
+            f"{name:<28}{s['n']:>6}{s['errors']:>5}{s['answers_per_s']:>8.1f}{s['ttfc_ms']['p50']:>10.1f}"
+            f"{s['ttfc_ms']['p99']:>8.1f}{s['ttr_ms']['p50']:>12.1f}{s['ttr_ms']['p99']:>9.1f}"
+            f"   {cpu['client']:.2f}/{cpu['simulator']:.2f}/{cpu['bridge']:.2f}"
+        )
+        for example in s["error_examples"]:
+            lines.append(f"  error: {example}")
+    a = level["added_ms"]
+    lines.append(
+        f"  added by bridge: first chunk +{a['ttfc_p50']:.1f} ms p50, +{a['ttfc_p99']:.1f} ms p99;"
+        f" result +{a['ttr_p50']:.1f} ms p50, +{a['ttr_p99']:.1f} ms p99"
+    )
+    return "\n".join(lines)
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[Proc] = []
     report: dict[str, Any] = {
@@ -552,6 +793,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                         }
                 for proc in bridges.values():
                     proc.stop()
+            if "steady" in args.phases:
+                report["steady"] = await steady_phase(args, redis, procs)
             if "rss" in args.phases:
                 stores: list[tuple[str, Proc | None]] = [("memory", None)]
                 if redis is not None:
@@ -590,8 +833,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         type=lambda v: {x.strip() for x in v.split(",") if x.strip()},
-        default={"latency", "rss"},
-        help="comma-separated: latency, rss (default both)",
+        default={"latency", "steady", "rss"},
+        help="comma-separated: latency, steady, rss (default all three)",
+    )
+    parser.add_argument(
+        "--steady-levels",
+        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        default=[1, 50, 200],
+        help="calls in flight in the steady-state phase (default 1,50,200)",
+    )
+    parser.add_argument(
+        "--steady-seconds", type=float, default=60.0, help="measured seconds per path and level (default 60)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -601,8 +853,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("concurrency levels must be between 1 and 1000")
     if args.turns is not None and not 1 <= args.turns <= 10_000:
         parser.error("--turns must be between 1 and 10000")
-    if not args.phases <= {"latency", "rss"}:
-        parser.error("--phases takes latency and/or rss")
+    if not args.phases <= {"latency", "steady", "rss"}:
+        parser.error("--phases takes latency, steady and/or rss")
+    if any(c < 1 or c > 500 for c in args.steady_levels):
+        parser.error("steady levels must be between 1 and 500 calls in flight")
+    if not 4 <= args.steady_seconds <= 600:
+        parser.error("--steady-seconds must be between 4 and 600")
     return args
 
 
@@ -614,7 +870,10 @@ def main(argv: list[str] | None = None) -> None:
         with anyio.fail_after(OVERALL_TIMEOUT):
             return await amain(args)
 
-    report = anyio.run(bounded)
+    from bench._common import raised_fd_limit  # bench._common imports this module's helpers
+
+    with raised_fd_limit():
+        report = anyio.run(bounded)
     report["duration_s"] = round(time.perf_counter() - started, 1)
     print(f"\ntotal {report['duration_s']} s")
     if args.json is not None:

@@ -40,7 +40,12 @@ from bridge.security.auth import (
 )
 from bridge.security.oauth import JwtVerifier, OAuthSettings
 from bridge.security.ratelimit import RateLimitMiddleware
-from bridge.security.transport import TransportGuardMiddleware, allowed_hosts, allowed_origins
+from bridge.security.transport import (
+    TransportGuardMiddleware,
+    TrimHeaderValuesMiddleware,
+    allowed_hosts,
+    allowed_origins,
+)
 from bridge.store import StoreUnavailable
 from bridge.uploads.clamav import ScannerUnavailable
 from bridge.uploads.http import upload_route
@@ -264,8 +269,10 @@ def create_app(settings: Settings) -> Starlette:
         *sse_app.routes,
         *http_app.routes,
     ]
-    # Outermost: every request is counted, refused ones included.
+    # Outermost: header values trimmed before anything reads them; every request counted, refused
+    # ones included.
     middleware = [
+        Middleware(TrimHeaderValuesMiddleware),
         Middleware(HttpMetricsMiddleware, metrics=metrics_registry),
         Middleware(RequestContextMiddleware),
     ]

@@ -42,6 +42,7 @@ from bridge import __version__
 from bridge.conversations import Answer, describe_dust_error
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
+from bridge.listing_cache import FixedListingCache
 from bridge.logcontext import PRINCIPAL, REQUEST_ID
 from bridge.runtime import Runtime
 from bridge.security.audit import audit_event
@@ -161,6 +162,7 @@ class BridgeMCPServer(MCPServer[Any]):
             version=__version__,
             instructions=INSTRUCTIONS,
             website_url="https://dust.tt",
+            middleware=[FixedListingCache()],
         )
         self._runtime = runtime
 

@@ -156,6 +156,7 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
             timeout=settings.dust_timeout_seconds,
             max_retries=settings.dust_max_retries,
             max_connections=settings.dust_max_connections,
+            keepalive_seconds=settings.dust_keepalive_seconds,
             breaker=CircuitBreaker(
                 failures=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
             ),

@@ -111,6 +111,8 @@ class DustClient:
         stream_read_timeout: seconds of silence after which a stream connection is renewed; Dust
             sends no heartbeats, so keep it well above the longest expected quiet spell.
         reconnect_delay: first delay before reconnecting a stream that produced nothing.
+        keepalive_seconds: how long an idle connection is kept for reuse; keep it below the idle
+            timeout of Dust's front end, or a POST may go out on a connection it is closing.
         transport: an httpx2 transport (tests, proxies).
         user_agent: the User-Agent header.
     """
@@ -124,6 +126,7 @@ class DustClient:
         timeout: float = 30.0,
         max_retries: int = 3,
         max_connections: int = 1000,
+        keepalive_seconds: float = 4.0,
         breaker: CircuitBreaker | None = None,
         stream_max_reconnects: int = 10,
         stream_total_timeout: float = 900.0,
@@ -158,7 +161,9 @@ class DustClient:
             # Event streams hold a connection each for minutes, so allow many more than the default
             # (BRIDGE_DUST_MAX_CONNECTIONS); beyond it, new streams wait for a free connection.
             limits=httpx2.Limits(
-                max_connections=max_connections, max_keepalive_connections=min(100, max_connections)
+                max_connections=max_connections,
+                max_keepalive_connections=min(100, max_connections),
+                keepalive_expiry=keepalive_seconds,
             ),
             transport=transport,
             # Only the event stream follows redirects (Dust's 307 to /api/sse); nothing else should.

@@ -9,6 +9,12 @@ Bad Host: 421; bad Origin, or `Sec-Fetch-Site: cross-site` without an Origin: 40
 `BRIDGE_ALLOWED_HOSTS=*` turns the Host check off but never the Origin check; since it also turns
 the SDK's checks off, the Origin check then covers the MCP routes too.
 
+Header values are trimmed first (`TrimHeaderValuesMiddleware`): HTTP excludes the whitespace around
+a field value from the value (RFC 9110 section 5.5) and h11 strips it, but httptools, the parser the
+bridge runs on, keeps trailing whitespace, and the SDK then refuses a 2026-07-28 request whose
+`Mcp-Name` carries some (conformance `http-header-validation`); a key with a trailing space would
+not match either.
+
 The MCP endpoints also get their body cap (the SDK's 4 MiB) answered here, as a JSON-RPC error an
 MCP client shows (the SDK's own 413 is a bare text the clients turn into "server error").
 """
@@ -101,6 +107,24 @@ def request_id_of(body: bytes) -> str | int | None:
         if isinstance(found, str | int) and not isinstance(found, bool):
             return found
     return None
+
+
+_OWS = b" \t"
+
+
+class TrimHeaderValuesMiddleware:
+    """Strip the optional whitespace around every request header value, whatever the HTTP parser."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with trimmed header values (the list is rebuilt only when needed)."""
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            if any(value[:1] in _OWS or value[-1:] in _OWS for _, value in headers if value):
+                scope["headers"] = [(name, value.strip(_OWS)) for name, value in headers]
+        await self._app(scope, receive, send)
 
 
 class TransportGuardMiddleware:

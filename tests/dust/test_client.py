@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -666,3 +667,79 @@ async def test_connection_refused_is_unavailable_and_feeds_the_breaker() -> None
         with pytest.raises(DustUnavailable) as fast:
             await client.probe()
         assert fast.value.type == "circuit_open"
+
+
+@contextlib.asynccontextmanager
+async def idle_closing_server(idle_timeout: float) -> AsyncIterator[tuple[int, list[tuple[int, str]]]]:
+    """An HTTP/1.1 server that drops a keep-alive connection when a request arrives after it sat idle
+    for `idle_timeout`: the request that meets a server's idle close. Yields (port, log of
+    (connection number, "answered"/"dropped" and the request line))."""
+    log: list[tuple[int, str]] = []
+    handlers: list[asyncio.Task[Any]] = []
+    body = json.dumps({"agentConfigurations": []}).encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        number = len(handlers)
+        idle_since = time.monotonic()
+        with contextlib.suppress(Exception):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line = head.split(b"\r\n", 1)[0].decode()
+                if time.monotonic() - idle_since > idle_timeout:
+                    log.append((number, f"dropped {line}"))
+                    writer.transport.abort()  # RST: the request is never read, let alone processed
+                    return
+                length = next(
+                    (
+                        int(h.split(b":")[1])
+                        for h in head.split(b"\r\n")
+                        if h.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                log.append((number, f"answered {line}"))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                idle_since = time.monotonic()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], log
+    finally:
+        server.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(("keepalive", "reused"), [(5.0, True), (0.2, False)])
+async def test_a_post_never_goes_out_on_a_connection_idle_past_the_keepalive_time(
+    keepalive: float, reused: bool
+) -> None:
+    # A POST is not retried (it may have reached Dust), so one sent on a connection the server is
+    # closing for idleness fails: the keep-alive time must stay below the server's idle timeout.
+    async with idle_closing_server(idle_timeout=0.4) as (port, log):
+        url = f"http://127.0.0.1:{port}"
+        async with DustClient(
+            url, WORKSPACE, SecretStr(KEY), max_retries=0, keepalive_seconds=keepalive
+        ) as client:
+            await client.list_agents()
+            await anyio.sleep(0.6)  # the idleness under test
+            try:
+                await client.create_conversation(content="hello", mentions=["echo000001"], context=CONTEXT)
+            except DustUnavailable as exc:
+                outcome = exc.type
+            except DustError as exc:  # the canned body is no conversation; reaching the server is the point
+                outcome = f"answered ({exc.type})"
+    post = "POST /api/v1/w/demo/assistant/conversations HTTP/1.1"
+    if reused:
+        assert outcome == "unreachable"
+        assert log[-1] == (1, f"dropped {post}")
+    else:
+        assert outcome.startswith("answered")
+        assert log[-1] == (2, f"answered {post}")
