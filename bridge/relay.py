@@ -1,6 +1,7 @@
 """Turn a Dust agent-message event stream into MCP progress messages.
 
-Answer tokens are coalesced (a client must not get one notification per token), tool activity
+Answer tokens are coalesced (a client must not get one notification per token: at most one per
+coalescing interval, sooner once enough text waits; text after a quieter spell goes at once), tool activity
 becomes short status lines, and while Dust is silent (tools, long reasoning: Dust itself sends no
 heartbeats) a heartbeat goes out every `heartbeat_seconds` so clients that reset their timeout on
 progress keep waiting and proxies see traffic.
@@ -128,7 +129,6 @@ class _Turn:
         self._answer: list[str] = []
         self._pending: list[str] = []
         self._pending_chars = 0
-        self._pending_since = 0.0
         self._last_emit = self._started = self._clock()
         self._current_tool: str | None = None
         # Emits (and taking the pending text) happen under the lock, so messages keep their order.
@@ -171,17 +171,21 @@ class _Turn:
             if classification == "tokens" and text:
                 self._answer.append(text)
                 started_pending = not self._pending
-                if started_pending:
-                    self._pending_since = self._clock()
                 self._pending.append(text)
                 self._pending_chars += len(text)
-                if started_pending:
-                    self._rearm()  # the coalescing deadline now comes before the heartbeat's
-                # The first chunk goes out at once: coalescing is for the flood that follows,
-                # not for the moment the user first sees the answer start.
+                # Coalescing spaces notifications at least `coalesce_seconds` apart; it does not
+                # delay text that arrives after a quieter spell (nor the first chunk: the moment the
+                # user sees the answer start), so a slow stream goes out token by token with no
+                # timer involved, and a fast one in one notification per interval.
                 first = self.outcome.first_chunk_at is None
-                if first or self._pending_chars >= relay._coalesce_chars or relay._coalesce_seconds == 0:
+                if (
+                    first
+                    or self._pending_chars >= relay._coalesce_chars
+                    or self._clock() - self._last_emit >= relay._coalesce_seconds
+                ):
                     await self._flush()
+                elif started_pending:
+                    self._rearm()  # the coalescing deadline now comes before the heartbeat's
             elif classification == "chain_of_thought" and text and relay._show_cot:
                 async with self._lock:
                     await self._flush_locked()
@@ -238,7 +242,7 @@ class _Turn:
         """Seconds until the timer task has something to do."""
         deadline = self._last_emit + self._relay._heartbeat
         if self._pending:
-            deadline = min(deadline, self._pending_since + self._relay._coalesce_seconds)
+            deadline = min(deadline, self._last_emit + self._relay._coalesce_seconds)
         return deadline - self._clock()
 
     def _rearm(self) -> None:

@@ -180,3 +180,20 @@ async def test_a_chunk_the_timer_is_still_sending_when_the_answer_ends_is_not_lo
     outcome = await relay.run(events())
     assert outcome.text == "Hello, world"
     assert "".join(sent) == "Hello, world"
+
+
+async def test_text_after_a_quiet_spell_goes_out_at_once_not_at_the_next_interval() -> None:
+    # Coalescing caps the rate of notifications; a token that comes after the interval has already
+    # passed has nothing to be coalesced with, so holding it back would only delay the user.
+    sent: list[tuple[str, float]] = []
+
+    async def emit(message: str) -> None:
+        sent.append((message, anyio.current_time()))
+
+    relay = StreamRelay(emit, heartbeat_seconds=10.0, coalesce_seconds=0.3, coalesce_chars=1000)
+    began = anyio.current_time()
+    await relay.run(feed([tokens("a", 1), 0.4, tokens("b", 2), 0.4, tokens("c", 3), success("abc")]))
+    assert [m for m, _ in sent] == ["a", "b", "c"]
+    # Each token left when it arrived (0, 0.4, 0.8 s), not 0.3 s later.
+    assert sent[1][1] - began < 0.4 + 0.15
+    assert sent[2][1] - began < 0.8 + 0.15

@@ -5,10 +5,14 @@ single HTTP stack to configure and patch, and it parses server-sent events itsel
 so no separate httpx-sse dependency is needed.
 
 Retries are limited to what cannot duplicate work in Dust: GETs (and the idempotent cancel) on
-network errors, timeouts and 429/502/503/504; other POSTs only on 429/502/503/504 answers and on
-connect errors where the request was never sent. A POST whose response timed out may have reached
-Dust (a second conversation, a second message), so it is never repeated. Every final outcome feeds
-the circuit breaker.
+network errors, timeouts and 429/502/503/504; other POSTs only on 429/502/503/504 answers, on
+connect errors where the request was never sent, and when a kept-alive connection turned out to be
+closed: the request went out on a reused connection and the connection broke before any response
+header came back, which is what a server closing an idle connection does to the request that meets
+it (a server that had taken the request would answer, and Dust's load balancer answers a failed
+backend with a 502, retried anyway). A POST whose response timed out, or that broke on a fresh
+connection, may have reached Dust (a second conversation, a second message), so it is never
+repeated. Every final outcome feeds the circuit breaker.
 """
 
 from __future__ import annotations
@@ -58,6 +62,27 @@ BACKOFF_CAP = 4.0
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Failures where the request never left this process, so even a POST can be sent again.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+# How a connection the server has closed answers the request that meets it.
+_CLOSED_UNDER_US = (httpx2.ReadError, httpx2.RemoteProtocolError)
+
+
+class _ConnectionTrace:
+    """httpcore2's trace hook for one request: did it reuse a kept-alive connection, and did any
+    response header come back?"""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.answered = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("connection.connect_"):
+            self.connected = True
+        elif event.endswith(".receive_response_headers.complete"):
+            self.answered = True
+
+    def met_a_closed_connection(self, exc: Exception) -> bool:
+        """The request went out on a reused connection that broke before any response header."""
+        return isinstance(exc, _CLOSED_UNDER_US) and not self.connected and not self.answered
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -511,14 +536,24 @@ class DustClient:
         try:
             attempt = 0
             while True:
+                # Only a request that must not be repeated needs to know how its connection fared.
+                trace = None if safe_to_repeat else _ConnectionTrace()
                 try:
                     response = await self._http.request(
-                        method, url, params=params, json=json, content=content, headers=headers
+                        method,
+                        url,
+                        params=params,
+                        json=json,
+                        content=content,
+                        headers=headers,
+                        extensions=None if trace is None else {"trace": trace},
                     )
                 except httpx2.RequestError as exc:
                     self._observe(method, httpx2.URL(url).path, 0)
-                    if attempt < retries and (safe_to_repeat or isinstance(exc, _NOT_SENT)):
-                        await anyio.sleep(backoff_delay(attempt))
+                    stale = trace is not None and trace.met_a_closed_connection(exc)
+                    if attempt < retries and (safe_to_repeat or stale or isinstance(exc, _NOT_SENT)):
+                        if not stale:  # a stale connection is no sign of trouble: retry at once
+                            await anyio.sleep(backoff_delay(attempt))
                         attempt += 1
                         continue
                     verdict = True

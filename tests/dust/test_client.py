@@ -670,10 +670,13 @@ async def test_connection_refused_is_unavailable_and_feeds_the_breaker() -> None
 
 
 @contextlib.asynccontextmanager
-async def idle_closing_server(idle_timeout: float) -> AsyncIterator[tuple[int, list[tuple[int, str]]]]:
+async def idle_closing_server(
+    idle_timeout: float, *, reset_posts: bool = False
+) -> AsyncIterator[tuple[int, list[tuple[int, str]]]]:
     """An HTTP/1.1 server that drops a keep-alive connection when a request arrives after it sat idle
-    for `idle_timeout`: the request that meets a server's idle close. Yields (port, log of
-    (connection number, "answered"/"dropped" and the request line))."""
+    for `idle_timeout` (the request that meets a server's idle close), and with `reset_posts` every
+    POST, fresh connection or not (a server failing mid-request). Yields (port, log of (connection
+    number, "answered"/"dropped" and the request line))."""
     log: list[tuple[int, str]] = []
     handlers: list[asyncio.Task[Any]] = []
     body = json.dumps({"agentConfigurations": []}).encode()
@@ -686,9 +689,9 @@ async def idle_closing_server(idle_timeout: float) -> AsyncIterator[tuple[int, l
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 line = head.split(b"\r\n", 1)[0].decode()
-                if time.monotonic() - idle_since > idle_timeout:
+                if time.monotonic() - idle_since > idle_timeout or (reset_posts and line.startswith("POST")):
                     log.append((number, f"dropped {line}"))
-                    writer.transport.abort()  # RST: the request is never read, let alone processed
+                    writer.transport.abort()  # RST, and no answer
                     return
                 length = next(
                     (
@@ -717,29 +720,49 @@ async def idle_closing_server(idle_timeout: float) -> AsyncIterator[tuple[int, l
         await server.wait_closed()
 
 
-@pytest.mark.parametrize(("keepalive", "reused"), [(5.0, True), (0.2, False)])
-async def test_a_post_never_goes_out_on_a_connection_idle_past_the_keepalive_time(
-    keepalive: float, reused: bool
-) -> None:
-    # A POST is not retried (it may have reached Dust), so one sent on a connection the server is
-    # closing for idleness fails: the keep-alive time must stay below the server's idle timeout.
+POST_LINE = "POST /api/v1/w/demo/assistant/conversations HTTP/1.1"
+
+
+async def post_after_idle(port: int, keepalive: float) -> str:
+    """GET, stay idle 0.6 s, then POST a new conversation; the POST's outcome."""
+    url = f"http://127.0.0.1:{port}"
+    async with DustClient(
+        url, WORKSPACE, SecretStr(KEY), max_retries=3, keepalive_seconds=keepalive
+    ) as client:
+        await client.list_agents()
+        await anyio.sleep(0.6)  # the idleness under test
+        try:
+            await client.create_conversation(content="hello", mentions=["echo000001"], context=CONTEXT)
+        except DustUnavailable as exc:
+            return exc.type
+        except DustError as exc:  # the canned body is no conversation; reaching the server is the point
+            return f"answered ({exc.type})"
+    raise AssertionError("the canned body cannot pass for a conversation")
+
+
+async def test_an_idle_connection_is_not_reused_past_the_keepalive_time() -> None:
     async with idle_closing_server(idle_timeout=0.4) as (port, log):
-        url = f"http://127.0.0.1:{port}"
-        async with DustClient(
-            url, WORKSPACE, SecretStr(KEY), max_retries=0, keepalive_seconds=keepalive
-        ) as client:
-            await client.list_agents()
-            await anyio.sleep(0.6)  # the idleness under test
-            try:
-                await client.create_conversation(content="hello", mentions=["echo000001"], context=CONTEXT)
-            except DustUnavailable as exc:
-                outcome = exc.type
-            except DustError as exc:  # the canned body is no conversation; reaching the server is the point
-                outcome = f"answered ({exc.type})"
-    post = "POST /api/v1/w/demo/assistant/conversations HTTP/1.1"
-    if reused:
-        assert outcome == "unreachable"
-        assert log[-1] == (1, f"dropped {post}")
-    else:
-        assert outcome.startswith("answered")
-        assert log[-1] == (2, f"answered {post}")
+        outcome = await post_after_idle(port, keepalive=0.2)
+    assert outcome.startswith("answered")
+    assert log == [
+        (1, "answered GET /api/v1/w/demo/assistant/agent_configurations?view=list HTTP/1.1"),
+        (2, f"answered {POST_LINE}"),
+    ]
+
+
+async def test_a_post_that_met_a_closed_kept_alive_connection_is_sent_again_on_a_new_one() -> None:
+    # The server closed the connection for idleness just as the POST went out on it (the client's
+    # keep-alive time outlived the server's): it never read the request, so sending it again
+    # cannot duplicate anything.
+    async with idle_closing_server(idle_timeout=0.4) as (port, log):
+        outcome = await post_after_idle(port, keepalive=5.0)
+    assert outcome.startswith("answered")
+    assert log[1:] == [(1, f"dropped {POST_LINE}"), (2, f"answered {POST_LINE}")]
+
+
+async def test_a_post_broken_on_a_fresh_connection_is_not_repeated() -> None:
+    # On a connection opened for it, a broken POST may have reached Dust: never sent twice.
+    async with idle_closing_server(idle_timeout=60, reset_posts=True) as (port, log):
+        outcome = await post_after_idle(port, keepalive=0.2)
+    assert outcome == "unreachable"
+    assert [entry for entry in log if "POST" in entry[1]] == [(2, f"dropped {POST_LINE}")]
