@@ -235,7 +235,11 @@ async def account(
             for c in clients
             if any(s.ok and s.client == c and s.started >= last_failure[c] for s in samples)
         }
-        if recovered == clients or time.perf_counter() > deadline:
+        now = time.perf_counter()
+        # A turn is recorded when it ends: until the window is over and no call begun inside it is
+        # still running, the window's failures (and losses) may not all be in `samples` yet.
+        settled = now >= end and not any(c.in_call and c.call_started <= end for c in load.clients)
+        if (settled and recovered == clients) or now > deadline:
             break
         await asyncio.sleep(0.25)
     report.attempts = len(in_window)
