@@ -74,6 +74,7 @@ from bench._common import (  # noqa: E402
     run_bounded,
     summarise,
 )
+from bench.stream_overhead import int_list  # noqa: E402
 from bench.wire import DustWire, McpWire, WireError  # noqa: E402
 from tests.procs import start_bridge  # noqa: E402
 
@@ -485,7 +486,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
         "--clients",
-        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        type=int_list,
         default=[100, 250, 500],
         help="comma-separated levels (default 100,250,500)",
     )
@@ -497,7 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tools-list-seconds", type=float, default=10.0)
     parser.add_argument(
         "--tools-list-replicas",
-        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        type=int_list,
         default=[1, 2],
         help="bridge replicas (sharing Redis) for the wrk tools/list rows (default 1,2)",
     )

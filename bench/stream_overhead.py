@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import functools
 import gc
-import json
 import math
 import os
 import platform
@@ -89,6 +88,11 @@ BRIDGE_VARIANTS: dict[str, dict[str, str]] = {
 
 
 # --- small utilities --------------------------------------------------------------------------
+
+
+def int_list(value: str) -> list[int]:
+    """argparse type for a comma-separated list of integers ("1,50,200")."""
+    return [int(x) for x in value.split(",") if x.strip()]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -571,6 +575,7 @@ def rounds_for(concurrency: int, turns: int | None, quick: bool) -> int:
 
 STEADY_TOKEN_DELAY_MS = 200.0
 STEADY_EVENTS = 40  # 40 token events 200 ms apart: an answer streams for about 8 s
+STEADY_ANSWER_SECONDS = STEADY_EVENTS * STEADY_TOKEN_DELAY_MS / 1000
 
 
 @dataclass
@@ -593,7 +598,6 @@ def steady_message() -> tuple[str, str]:
 
 
 async def steady_path(
-    name: str,
     concurrency: int,
     seconds: float,
     warmup: float,
@@ -605,13 +609,12 @@ async def steady_path(
     Callers start spread over one answer's duration, so asks arrive steadily instead of in waves.
     """
     out = SteadyPath()
-    answer_s = STEADY_EVENTS * STEADY_TOKEN_DELAY_MS / 1000
     started = time.perf_counter()
     measure_from = started + warmup
     deadline = measure_from + seconds
 
     async def caller(i: int) -> None:
-        await anyio.sleep(answer_s * i / concurrency)
+        await anyio.sleep(STEADY_ANSWER_SECONDS * i / concurrency)
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
             sample = await call(i)
@@ -629,7 +632,7 @@ async def steady_path(
         await anyio.sleep(max(0.0, measure_from - time.perf_counter()))
         cpu0.update({k: cpu_seconds(pid) for k, pid in pids.items()}, client=cpu_seconds(None))
 
-    with anyio.fail_after(warmup + seconds + answer_s + CALL_TIMEOUT):
+    with anyio.fail_after(warmup + seconds + STEADY_ANSWER_SECONDS + CALL_TIMEOUT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(start_counting)
             for i in range(concurrency):
@@ -658,13 +661,13 @@ async def steady_level(concurrency: int, seconds: float, simulator: Proc, bridge
         return await lean_bridge_once(mcp_wires[i], message, expected)
 
     pids = {"simulator": simulator.pid, "bridge": bridge.pid}
-    warmup = STEADY_EVENTS * STEADY_TOKEN_DELAY_MS / 1000 + 2
+    warmup = STEADY_ANSWER_SECONDS + 2
     paths: dict[str, list[SteadyPath]] = {LEAN_DIRECT: [], LEAN_BRIDGE: []}
     try:
         # Two halves each, alternating, so drift on the machine hits both paths alike.
         for _ in range(2):
             for name, call in ((LEAN_DIRECT, direct), (LEAN_BRIDGE, bridged)):
-                paths[name].append(await steady_path(name, concurrency, seconds / 2, warmup, call, pids))
+                paths[name].append(await steady_path(concurrency, seconds / 2, warmup, call, pids))
     finally:
         for dust_wire in dust_wires:
             dust_wire.close()
@@ -821,7 +824,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
         "--concurrency",
-        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        type=int_list,
         default=None,
         help="comma-separated levels (default 1,50,200; --quick: 1,50)",
     )
@@ -838,9 +841,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--steady-levels",
-        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
-        default=[1, 50, 200],
-        help="calls in flight in the steady-state phase (default 1,50,200)",
+        type=int_list,
+        # C=1 is the burst phase's (200 samples); 8 s answers give it too few here.
+        default=[50, 200],
+        help="calls in flight in the steady-state phase (default 50,200)",
     )
     parser.add_argument(
         "--steady-seconds", type=float, default=60.0, help="measured seconds per path and level (default 60)"
@@ -863,21 +867,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    started = time.perf_counter()
+    from bench._common import run_bounded  # bench._common imports this module's helpers
 
-    async def bounded() -> dict[str, Any]:
-        with anyio.fail_after(OVERALL_TIMEOUT):
-            return await amain(args)
-
-    from bench._common import raised_fd_limit  # bench._common imports this module's helpers
-
-    with raised_fd_limit():
-        report = anyio.run(bounded)
-    report["duration_s"] = round(time.perf_counter() - started, 1)
+    report = run_bounded(amain, parse_args(argv), OVERALL_TIMEOUT)
     print(f"\ntotal {report['duration_s']} s")
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

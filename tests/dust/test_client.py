@@ -568,6 +568,14 @@ async def test_second_upload_of_a_file_is_rejected(client: DustClient) -> None:
 # --- unreachable Dust (no simulator needed) -----------------------------------------------------
 
 
+def content_length(head: bytes) -> int:
+    """The Content-Length of a request head (0 without one)."""
+    lines = head.split(b"\r\n")
+    return next(
+        (int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")), 0
+    )
+
+
 @dataclass
 class Captured:
     head: bytes
@@ -586,15 +594,7 @@ async def black_hole() -> AsyncIterator[tuple[int, list[Captured]]]:
         writers.append(writer)
         with contextlib.suppress(Exception):
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            seen.append(Captured(head, await reader.readexactly(length)))
+            seen.append(Captured(head, await reader.readexactly(content_length(head))))
             await reader.read()  # hold the connection open until the client gives up
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -693,15 +693,7 @@ async def idle_closing_server(
                     log.append((number, f"dropped {line}"))
                     writer.transport.abort()  # RST, and no answer
                     return
-                length = next(
-                    (
-                        int(h.split(b":")[1])
-                        for h in head.split(b"\r\n")
-                        if h.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                await reader.readexactly(length)
+                await reader.readexactly(content_length(head))
                 log.append((number, f"answered {line}"))
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
