@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     dust_max_connections: int = Field(
         default=1000, ge=10, le=100_000, validation_alias=AliasChoices("BRIDGE_DUST_MAX_CONNECTIONS")
     )
-    # Below the idle timeout of the server on the other end (uvicorn's and Node's are 5 s): a POST
-    # sent on a connection the server is closing at that moment fails, and a POST is never retried.
+    # Below the idle timeout of the server on the other end (uvicorn's and Node's are 5 s), so a POST
+    # rarely meets a connection the server is closing (it is then sent again on a new one).
     dust_keepalive_seconds: float = Field(
         default=4.0, gt=0, le=300, validation_alias=AliasChoices("BRIDGE_DUST_KEEPALIVE_SECONDS")
     )

@@ -1,10 +1,10 @@
 """Turn a Dust agent-message event stream into MCP progress messages.
 
 Answer tokens are coalesced (a client must not get one notification per token: at most one per
-coalescing interval, sooner once enough text waits; text after a quieter spell goes at once), tool activity
-becomes short status lines, and while Dust is silent (tools, long reasoning: Dust itself sends no
-heartbeats) a heartbeat goes out every `heartbeat_seconds` so clients that reset their timeout on
-progress keep waiting and proxies see traffic.
+coalescing interval, sooner once enough text waits; text after a quieter spell goes at once), tool
+activity becomes short status lines, and while Dust is silent (tools, long reasoning: Dust itself
+sends no heartbeats) a heartbeat goes out every `heartbeat_seconds` so clients that reset their
+timeout on progress keep waiting and proxies see traffic.
 """
 
 from __future__ import annotations
