@@ -48,6 +48,11 @@ def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> No
         ("REDIS_URL", "http://:hunter2@localhost:6379", "REDIS_URL: must start with one of redis://"),
         ("BRIDGE_PORT", "70000", "BRIDGE_PORT:"),
         ("BRIDGE_LOG_LEVEL", "LOUD", "BRIDGE_LOG_LEVEL: must be one of"),
+        (
+            "BRIDGE_DUST_KEEPALIVE_SECONDS",
+            "0",
+            "BRIDGE_DUST_KEEPALIVE_SECONDS: Input should be greater than 0",
+        ),
     ],
 )
 def test_bad_value_names_the_variable_in_one_line(
