@@ -104,8 +104,6 @@ def configure_logging(settings: Settings) -> None:
         named = logging.getLogger(name)
         named.handlers = []
         named.propagate = True
-    logging.getLogger("httpx2").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("httpcore2").setLevel(max(logging.WARNING, root.level))
 
 
 class Metrics:

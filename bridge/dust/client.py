@@ -1,8 +1,13 @@
 """Async client for the Dust public API (dust-api.md): agents, conversations, files, cancel, events.
 
-HTTP library: httpx2. It is the HTTP client the MCP SDK 2.x already brings, so the process has a
-single HTTP stack to configure and patch, and it parses server-sent events itself (`client.sse()`),
-so no separate httpx-sse dependency is needed.
+HTTP library: aiohttp, not the httpx2 the MCP SDK brings. The bridge is a client of Dust with
+hundreds of long event streams open and a POST per turn, and httpx2 was the largest cost in the
+process: measured here against the Dust simulator, a conversation-creating POST took 1.7-2.1 ms of
+CPU through httpx2 (1.5 ms in httpcore2 alone) against 0.6-0.7 ms through aiohttp, and reading a
+stream cost about twice as much per line; httpcore2 also walks every pooled connection on each
+request and release, which at 200 open streams was 10% of the bridge's CPU. The bridge's server
+side (the MCP SDK, uvicorn) never uses httpx2, so aiohttp is still the one HTTP client the
+process runs. aiohttp has no server-sent-events decoder; `bridge.dust.sse` is that.
 
 Retries are limited to what cannot duplicate work in Dust: GETs (and the idempotent cancel) on
 network errors, timeouts and 429/502/503/504; other POSTs only on 429/502/503/504 answers, on
@@ -17,18 +22,22 @@ repeated. Every final outcome feeds the circuit breaker.
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.request
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, cast
-from urllib.parse import quote
+from types import SimpleNamespace, TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
 
+import aiohttp
 import anyio
-import httpx2
 import pydantic
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from bridge import __version__
 from bridge.dust.breaker import CircuitBreaker
@@ -41,7 +50,7 @@ from bridge.dust.errors import (
     parse_retry_after,
     sanitize,
 )
-from bridge.dust.events import AgentEvent, follow_events
+from bridge.dust.events import AgentEvent, StreamBroken, follow_events
 from bridge.dust.models import (
     Agent,
     AgentMessage,
@@ -51,6 +60,7 @@ from bridge.dust.models import (
     MessageContext,
     UserMessage,
 )
+from bridge.dust.sse import SseDecoder, SseFrame, SseTooLarge
 from bridge.logcontext import REQUEST_ID
 
 DEFAULT_USER_AGENT = f"dust-mcp-bridge/{__version__}"
@@ -60,29 +70,78 @@ BACKOFF_CAP = 4.0
 # Statuses worth another try: throttling and gateway/availability failures. A 500 is not among
 # them: Dust may have done part of the work before failing.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-# Failures where the request never left this process, so even a POST can be sent again.
-_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+# Failures where the request never left this process (no connection, or none free in time), so
+# even a POST can be sent again.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # How a connection the server has closed answers the request that meets it.
-_CLOSED_UNDER_US = (httpx2.ReadError, httpx2.RemoteProtocolError)
+_CLOSED_UNDER_US = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
+@dataclass
 class _ConnectionTrace:
-    """httpcore2's trace hook for one request: did it reuse a kept-alive connection, and did any
-    response header come back?"""
+    """What one request's connection did: was it a new one (aiohttp's trace hook says), and did the
+    response headers come back?"""
 
-    def __init__(self) -> None:
-        self.connected = False
-        self.answered = False
-
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event.startswith("connection.connect_"):
-            self.connected = True
-        elif event.endswith(".receive_response_headers.complete"):
-            self.answered = True
+    connected: bool = False
+    answered: bool = False
 
     def met_a_closed_connection(self, exc: Exception) -> bool:
         """The request went out on a reused connection that broke before any response header."""
-        return isinstance(exc, _CLOSED_UNDER_US) and not self.connected and not self.answered
+        return (
+            isinstance(exc, _CLOSED_UNDER_US)
+            and not isinstance(exc, _NOT_SENT)
+            and not self.connected
+            and not self.answered
+        )
+
+
+async def _on_connection_created(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceConnectionCreateEndParams
+) -> None:
+    trace = context.trace_request_ctx
+    if isinstance(trace, _ConnectionTrace):
+        trace.connected = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_end.append(_on_connection_created)
+    return config
+
+
+@dataclass
+class _Answer:
+    """A response read to its end: what the error mapping and the JSON decoding need."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+def _request_headers(extra: dict[str, str] | None = None) -> dict[str, str] | None:
+    """Per-request headers: `extra` and the bridge's request id (`X-Request-Id`). Dust reads no
+    correlation header today (reference/dust-api.md section 1), but egress proxies and Dust support
+    can match on it."""
+    request_id = REQUEST_ID.get()
+    if not request_id:
+        return extra
+    return {**(extra or {}), "X-Request-Id": request_id}
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
+
+
+def _env_proxy(origin: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `origin`, unless NO_PROXY exempts its host.
+
+    Read once per client: every request goes to that one origin.
+    """
+    host = urlsplit(origin).hostname
+    proxies = urllib.request.getproxies_environment()
+    if not host or urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxies.get(urlsplit(origin).scheme) or proxies.get("all")
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -113,14 +172,6 @@ class PostedMessage:
     agent_messages: list[AgentMessage]
 
 
-async def _tag_request(request: httpx2.Request) -> None:
-    """Send the bridge's request id along (`X-Request-Id`). Dust reads no correlation header today
-    (reference/dust-api.md section 1), but egress proxies and Dust support can match on it."""
-    request_id = REQUEST_ID.get()
-    if request_id:
-        request.headers["X-Request-Id"] = request_id
-
-
 class DustClient:
     """One workspace of one Dust region, over one pooled HTTP client.
 
@@ -138,7 +189,6 @@ class DustClient:
         reconnect_delay: first delay before reconnecting a stream that produced nothing.
         keepalive_seconds: how long an idle connection is kept for reuse; keep it below the idle
             timeout of Dust's front end, or a POST may go out on a connection it is closing.
-        transport: an httpx2 transport (tests, proxies).
         user_agent: the User-Agent header.
     """
 
@@ -157,7 +207,6 @@ class DustClient:
         stream_total_timeout: float = 900.0,
         stream_read_timeout: float = 120.0,
         reconnect_delay: float = 0.5,
-        transport: httpx2.AsyncBaseTransport | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
         observer: Callable[[str, str, int], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
@@ -177,28 +226,37 @@ class DustClient:
         self._on_reconnect = on_reconnect
         # The SSE base Dust redirected streams to, once seen (see `_event_source`).
         self._sse_api: str | None = None
-        self._http = httpx2.AsyncClient(
-            headers={
-                "Authorization": f"Bearer {api_key.get_secret_value()}",
-                "User-Agent": user_agent,
-            },
-            timeout=httpx2.Timeout(timeout),
-            # Event streams hold a connection each for minutes, so allow many more than the default
-            # (BRIDGE_DUST_MAX_CONNECTIONS); beyond it, new streams wait for a free connection.
-            limits=httpx2.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=min(100, max_connections),
-                keepalive_expiry=keepalive_seconds,
-            ),
-            transport=transport,
-            # Only the event stream follows redirects (Dust's 307 to /api/sse); nothing else should.
-            follow_redirects=False,
-            event_hooks={"request": [_tag_request]},
-        )
+        self._headers = {"Authorization": f"Bearer {api_key.get_secret_value()}", "User-Agent": user_agent}
+        self._max_connections = max_connections
+        self._keepalive_seconds = keepalive_seconds
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The pooled session, made on first use: aiohttp binds it to the running event loop."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=_timeouts(self._timeout, self._timeout),
+                connector=aiohttp.TCPConnector(
+                    # Event streams hold a connection each for minutes, so allow many (setting
+                    # BRIDGE_DUST_MAX_CONNECTIONS); beyond it, new requests wait for a free one.
+                    limit=self._max_connections,
+                    limit_per_host=0,
+                    keepalive_timeout=self._keepalive_seconds,
+                ),
+                trace_configs=[_trace_config()],
+                # Not trust_env: it looks up ~/.netrc in a worker thread on every request (two
+                # thread hand-overs per request, measured as most of a POST's latency). The egress
+                # proxy, the part of the environment that matters, is read once instead.
+                proxy=_env_proxy(self._origin),
+            )
+        return self._session
 
     async def aclose(self) -> None:
         """Close the pooled HTTP connections."""
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -386,7 +444,7 @@ class DustClient:
         path = f"/files/{_seg(file.s_id)}"
         url = None
         # Use Dust's uploadUrl only on our own origin: the request carries the API key.
-        if file.upload_url and httpx2.URL(file.upload_url).origin == httpx2.URL(self._origin).origin:
+        if file.upload_url and URL(file.upload_url).origin() == URL(self._origin).origin():
             url = file.upload_url
         boundary = uuid.uuid4().hex
         body = await self._request(
@@ -440,7 +498,7 @@ class DustClient:
     @asynccontextmanager
     async def _event_source(
         self, path: str, last_event_id: str | None, read_timeout: float
-    ) -> AsyncIterator[AsyncIterator[httpx2.ServerSentEvent]]:
+    ) -> AsyncIterator[AsyncIterator[SseFrame]]:
         """One connection to an event stream; HTTP and network failures become `DustError`s.
 
         Current Dust redirects every stream from /api/v1 to /api/sse/v1. Once that redirect has been
@@ -448,64 +506,59 @@ class DustClient:
         base ever answer 404, the client forgets it and goes through /api/v1 again.
         """
         if self._sse_api is not None:
-            stack = AsyncExitStack()
             try:
                 # Only the connecting is guarded: errors from the consumer must not land here.
-                frames = await stack.enter_async_context(
-                    self._event_connection(self._sse_api + path, last_event_id, read_timeout)
-                )
+                response = await self._open_stream(self._sse_api + path, last_event_id, read_timeout)
             except DustNotFound:
                 self._sse_api = None
             else:
-                async with stack:
+                async with _frames_of(response) as frames:
                     yield frames
                 return
-        async with self._event_connection(self._api + path, last_event_id, read_timeout) as frames:
+        response = await self._open_stream(self._api + path, last_event_id, read_timeout)
+        async with _frames_of(response) as frames:
             yield frames
 
-    @asynccontextmanager
-    async def _event_connection(
+    async def _open_stream(
         self, url: str, last_event_id: str | None, read_timeout: float
-    ) -> AsyncIterator[AsyncIterator[httpx2.ServerSentEvent]]:
+    ) -> aiohttp.ClientResponse:
+        """The response of one event-stream connection, its headers read and its status a success."""
         probe = self._breaker.acquire()
         verdict = False
         try:
-            async with AsyncExitStack() as stack:
-                try:
-                    source = await stack.enter_async_context(
-                        self._http.sse(
-                            url,
-                            # Dust resumes from a query parameter, not the Last-Event-ID header.
-                            params={"lastEventId": last_event_id} if last_event_id else None,
-                            # Current Dust answers 307 to /api/sse/...; httpx2 keeps Authorization
-                            # on a same-origin redirect and drops it on any other.
-                            follow_redirects=True,
-                            timeout=httpx2.Timeout(self._timeout, read=read_timeout),
-                        )
-                    )
-                except httpx2.RequestError as exc:
-                    verdict = True
-                    self._breaker.record_failure()
-                    self._observe("GET", httpx2.URL(url).path, 0)
-                    raise self._unreachable(exc) from exc
-                response = source.response
-                self._observe("GET", httpx2.URL(url).path, response.status_code)
-                if response.status_code >= 400:
-                    await response.aread()
-                    verdict = True
-                    self._record_status(response.status_code)
-                    raise self._error(response)
+            try:
+                response = await self._http().get(
+                    url,
+                    # Dust resumes from a query parameter, not the Last-Event-ID header.
+                    params={"lastEventId": last_event_id} if last_event_id else None,
+                    headers=_request_headers(_SSE_HEADERS),
+                    # Current Dust answers 307 to /api/sse/...; aiohttp keeps Authorization on a
+                    # same-origin redirect and drops it on any other.
+                    allow_redirects=True,
+                    timeout=_timeouts(self._timeout, read_timeout),
+                )
+            except aiohttp.ClientError as exc:
                 verdict = True
-                self._breaker.record_success()
-                sse_api = self._api.replace("/api/v1/", "/api/sse/v1/", 1)
-                if response.history and str(response.url.copy_with(query=None)) == url.replace(
-                    self._api, sse_api, 1
-                ):
-                    self._sse_api = sse_api
-                frames = cast(AsyncGenerator[httpx2.ServerSentEvent, None], aiter(source))
-                # Finalise the frame generator before the response closes (LIFO exit order).
-                stack.push_async_callback(frames.aclose)
-                yield frames
+                self._breaker.record_failure()
+                self._observe("GET", _path(url), 0)
+                raise self._unreachable(exc) from exc
+            self._observe("GET", _path(url), response.status)
+            if response.status >= 400:
+                try:
+                    body = await response.read()
+                except aiohttp.ClientError:
+                    body = b""
+                finally:
+                    response.release()
+                verdict = True
+                self._record_status(response.status)
+                raise self._error(_Answer(response.status, response.headers, body))
+            verdict = True
+            self._breaker.record_success()
+            sse_api = self._api.replace("/api/v1/", "/api/sse/v1/", 1)
+            if response.history and str(response.url.with_query(None)) == url.replace(self._api, sse_api, 1):
+                self._sse_api = sse_api
+            return response
         finally:
             if not verdict:
                 self._breaker.release(probe)
@@ -536,21 +589,12 @@ class DustClient:
         try:
             attempt = 0
             while True:
-                # Only a request that must not be repeated needs to know how its connection fared.
-                trace = None if safe_to_repeat else _ConnectionTrace()
+                trace = _ConnectionTrace()
                 try:
-                    response = await self._http.request(
-                        method,
-                        url,
-                        params=params,
-                        json=json,
-                        content=content,
-                        headers=headers,
-                        extensions=None if trace is None else {"trace": trace},
-                    )
-                except httpx2.RequestError as exc:
-                    self._observe(method, httpx2.URL(url).path, 0)
-                    stale = trace is not None and trace.met_a_closed_connection(exc)
+                    answer = await self._exchange(method, url, params, json, content, headers, trace)
+                except aiohttp.ClientError as exc:
+                    self._observe(method, _path(url), 0)
+                    stale = not safe_to_repeat and trace.met_a_closed_connection(exc)
                     if attempt < retries and (safe_to_repeat or stale or isinstance(exc, _NOT_SENT)):
                         if not stale:  # a stale connection is no sign of trouble: retry at once
                             await anyio.sleep(backoff_delay(attempt))
@@ -559,20 +603,44 @@ class DustClient:
                     verdict = True
                     self._breaker.record_failure()
                     raise self._unreachable(exc) from exc
-                self._observe(method, httpx2.URL(url).path, response.status_code)
-                if response.status_code in RETRY_STATUSES and attempt < retries:
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+                self._observe(method, _path(url), answer.status)
+                if answer.status in RETRY_STATUSES and attempt < retries:
+                    retry_after = parse_retry_after(answer.headers.get("retry-after"))
                     await anyio.sleep(backoff_delay(attempt, retry_after))
                     attempt += 1
                     continue
                 verdict = True
-                self._record_status(response.status_code)
-                if response.status_code >= 400:
-                    raise self._error(response)
-                return _json_object(response) if expect_body else {}
+                self._record_status(answer.status)
+                if answer.status >= 400:
+                    raise self._error(answer)
+                return _json_object(answer) if expect_body else {}
         finally:
             if not verdict:
                 self._breaker.release(probe)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        json: Any,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: dict[str, str] | None,
+        trace: _ConnectionTrace,
+    ) -> _Answer:
+        async with self._http().request(
+            method,
+            url,
+            params=params,
+            json=json,
+            data=content,
+            headers=_request_headers(headers),
+            # Only the event stream follows redirects (Dust's 307 to /api/sse); nothing else should.
+            allow_redirects=False,
+            trace_request_ctx=trace,
+        ) as response:
+            trace.answered = True
+            return _Answer(response.status, response.headers, await response.read())
 
     def _record_status(self, status: int) -> None:
         if status >= 500:
@@ -580,19 +648,55 @@ class DustClient:
         else:
             self._breaker.record_success()
 
-    def _error(self, response: httpx2.Response) -> DustError:
+    def _error(self, answer: _Answer) -> DustError:
         return error_from_response(
-            response.status_code,
-            response.content,
-            content_type=response.headers.get("content-type", ""),
-            retry_after=response.headers.get("retry-after"),
+            answer.status,
+            answer.body,
+            content_type=answer.headers.get("content-type", ""),
+            retry_after=answer.headers.get("retry-after"),
             secrets=(self._api_key.get_secret_value(),),
         )
 
-    def _unreachable(self, exc: httpx2.RequestError) -> DustUnavailable:
-        kind = "timeout" if isinstance(exc, httpx2.TimeoutException) else "unreachable"
+    def _unreachable(self, exc: aiohttp.ClientError) -> DustUnavailable:
+        kind = "timeout" if isinstance(exc, aiohttp.ServerTimeoutError) else "unreachable"
         detail = sanitize(str(exc), (self._api_key.get_secret_value(),)) or type(exc).__name__
         return DustUnavailable(f"could not reach Dust at {self._origin}: {detail}", type=kind)
+
+
+_SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+
+
+def _timeouts(timeout: float, read_timeout: float) -> aiohttp.ClientTimeout:
+    # `connect` includes waiting for a free pooled connection; no total: an answer streams for as
+    # long as it lasts (bounded by the event consumer), and sock_read is reset by every chunk.
+    return aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=read_timeout)
+
+
+@asynccontextmanager
+async def _frames_of(response: aiohttp.ClientResponse) -> AsyncIterator[AsyncIterator[SseFrame]]:
+    """The events of an open stream response; the response is closed on exit."""
+    frames = _decode(response)
+    try:
+        yield frames
+    finally:
+        # Finalise the frame generator before the response goes (its connection is then reused
+        # if the body was read to its end, and closed otherwise).
+        await frames.aclose()
+        response.release()
+
+
+async def _decode(response: aiohttp.ClientResponse) -> AsyncGenerator[SseFrame, None]:
+    content_type = response.headers.get("content-type", "")
+    if not content_type.startswith("text/event-stream"):
+        raise StreamBroken(f"not an event stream: {content_type[:80] or 'no content type'}")
+    decoder = SseDecoder()
+    try:
+        async for chunk in response.content.iter_any():
+            for frame in decoder.feed(chunk):
+                yield frame
+    except (aiohttp.ClientError, SseTooLarge) as exc:
+        # Read timeouts, resets, truncated or oversized bodies: the connection is gone.
+        raise StreamBroken(type(exc).__name__) from exc
 
 
 def _seg(value: str) -> str:
@@ -608,15 +712,15 @@ def _message_body(content: str, mentions: list[str], context: MessageContext) ->
     }
 
 
-def _json_object(response: httpx2.Response) -> dict[str, Any]:
+def _json_object(answer: _Answer) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = json.loads(answer.body)
     except ValueError:
         body = None
     if not isinstance(body, dict):
         raise DustServerError(
-            f"Dust answered {response.status_code} with a body that is not a JSON object",
-            status=response.status_code,
+            f"Dust answered {answer.status} with a body that is not a JSON object",
+            status=answer.status,
             type="unexpected_response_format",
         )
     return body
@@ -636,8 +740,8 @@ def _multipart(
 ) -> bytes | AsyncIterator[bytes]:
     """A multipart/form-data body with one part named "file".
 
-    httpx2's own multipart encoder only takes synchronous files, and uploads arrive as async
-    streams; bytes stay bytes so the request gets a Content-Length.
+    Written out rather than built with aiohttp's FormData, which would set a part's headers its own
+    way; bytes stay bytes so the request gets a Content-Length, and a stream goes out chunked.
     """
     safe_name = "".join(c for c in file_name if c not in "\r\n").replace('"', "%22")
     safe_type = "".join(c for c in content_type if c not in "\r\n")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx2
 
 from bridge.dust.errors import (
     DustAuthError,
@@ -32,6 +31,7 @@ from bridge.dust.errors import (
     DustRateLimited,
     DustStreamError,
 )
+from bridge.dust.sse import SseFrame
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ _ENDS_STREAM = frozenset({"agent_message_success", "agent_message_gracefully_sto
 DRAIN_SECONDS = 0.05
 
 
+class StreamBroken(Exception):
+    """The connection of an event stream broke mid-stream (reset, read timeout, truncated or
+    oversized body, not an event stream): the stream may be resumed on a new connection."""
+
+
 @dataclass(frozen=True)
 class AgentEvent:
     """One event of an agent message stream: Dust's eventId, `data.type` and the whole `data`."""
@@ -78,7 +83,7 @@ class AgentEvent:
         return self.type in TERMINAL_TYPES
 
 
-def parse_frame(frame: httpx2.ServerSentEvent) -> AgentEvent | None:
+def parse_frame(frame: SseFrame) -> AgentEvent | None:
     """The agent event in an SSE frame, or None for frames that carry none.
 
     Skipped: named events (`dust-handshake`), `data: done`, non-JSON data, and JSON without an
@@ -105,22 +110,20 @@ def parse_frame(frame: httpx2.ServerSentEvent) -> AgentEvent | None:
     return AgentEvent(event_id=event_id, type=event_type, data=data)
 
 
-async def _drain(frames: AsyncIterator[httpx2.ServerSentEvent]) -> None:
+async def _drain(frames: AsyncIterator[SseFrame]) -> None:
     """Read what is left of a response after its terminal event, briefly; errors do not matter."""
     with anyio.move_on_after(DRAIN_SECONDS):
         try:
             async for _ in frames:
                 pass
-        except (httpx2.RequestError, DustError):
+        except (StreamBroken, DustError):
             pass
 
 
-OpenConnection = Callable[
-    [str | None, float], AbstractAsyncContextManager[AsyncIterator[httpx2.ServerSentEvent]]
-]
+OpenConnection = Callable[[str | None, float], AbstractAsyncContextManager[AsyncIterator[SseFrame]]]
 """`open(last_event_id, read_timeout)`: one connection to the stream, as an async context manager
 yielding its frames. It raises a `DustError` when the connection is refused (HTTP error, network,
-circuit open); frames may raise `httpx2.RequestError` when the connection breaks mid-stream."""
+circuit open); frames may raise `StreamBroken` when the connection breaks mid-stream."""
 
 
 async def follow_events(
@@ -193,9 +196,8 @@ async def follow_events(
             cause = str(exc)
             if isinstance(exc, DustRateLimited):
                 retry_after = exc.retry_after
-        except httpx2.RequestError as exc:
-            # Read timeouts, resets, truncated bodies, a non-SSE response: the connection is gone.
-            cause = f"the connection broke ({type(exc).__name__})"
+        except StreamBroken as exc:
+            cause = f"the connection broke ({exc})"
         quiet = connected_at is not None and anyio.current_time() - connected_at >= QUIET_CONNECTION_SECONDS
         if progressed or quiet:
             failures = 0

@@ -365,6 +365,25 @@ async def test_a_finished_answer_hands_its_connection_back_to_the_pool(sim: Sim)
     assert opened == [1]
 
 
+async def test_an_egress_proxy_from_the_environment_carries_every_request(
+    sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with counting_proxy(sim.url) as (proxy_url, opened):
+        for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        async with DustClient(sim.url, WORKSPACE, SecretStr(KEY)) as client:
+            conversation_id, message_id = await ask(client, "echo000001", "through the proxy")
+            events = await collect(client.stream_agent_events(conversation_id, message_id))
+        assert answer_text(events) == "Echo (turn 1): through the proxy"
+        assert opened[0] >= 1
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        before = opened[0]
+        async with DustClient(sim.url, WORKSPACE, SecretStr(KEY)) as client:
+            await ask(client, "echo000001", "not through the proxy")
+        assert opened[0] == before
+
+
 async def test_cancel_ends_the_stream_although_the_socket_stays_open(sim: Sim, client: DustClient) -> None:
     await sim.faults(slow_seconds=30)
     conversation_id, message_id = await ask(client, "slow000001", "never mind")
@@ -758,3 +777,35 @@ async def test_a_post_broken_on_a_fresh_connection_is_not_repeated() -> None:
         outcome = await post_after_idle(port, keepalive=0.2)
     assert outcome == "unreachable"
     assert [entry for entry in log if "POST" in entry[1]] == [(2, f"dropped {POST_LINE}")]
+
+
+async def test_a_stream_answered_with_something_else_than_events_is_retried_then_given_up() -> None:
+    # A proxy or captive portal answering 200 with a web page: not an event stream, so no frames
+    # are invented from it; the stream is tried again and then fails with the cause named.
+    answered: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                answered.append(head.split(b"\r\n", 1)[0])
+                page = b"<html>sign in to the network</html>"
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                    + f"Content-Length: {len(page)}\r\n\r\n".encode()
+                    + page
+                )
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        url = f"http://127.0.0.1:{port}"
+        client = DustClient(url, WORKSPACE, SecretStr(KEY), stream_max_reconnects=2, reconnect_delay=0.01)
+        async with client:
+            with pytest.raises(DustStreamError) as caught:
+                await collect(client.stream_agent_events("c1", "m1"))
+    assert "not an event stream: text/html" in str(caught.value)
+    assert len(answered) == 3  # the first connection and 2 reconnects
+    events_path = b"GET /api/v1/w/demo/assistant/conversations/c1/messages/m1/events"
+    assert all(line.startswith(events_path) for line in answered)

@@ -8,20 +8,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 
 from bridge.dust import events as events_module
 from bridge.dust.client import BACKOFF_CAP, backoff_delay
 from bridge.dust.errors import DustNotFound, DustServerError, DustStreamError
-from bridge.dust.events import AgentEvent, follow_events, parse_frame
+from bridge.dust.events import AgentEvent, StreamBroken, follow_events, parse_frame
 from bridge.dust.models import AgentMessage, ContentFragment, Conversation, MessageContext, UserMessage
+from bridge.dust.sse import SseFrame
 
 
-def frame(event_id: str, event_type: str, **fields: Any) -> httpx2.ServerSentEvent:
-    return httpx2.ServerSentEvent(
-        data=json.dumps({"eventId": event_id, "data": {"type": event_type, **fields}})
-    )
+def frame(event_id: str, event_type: str, **fields: Any) -> SseFrame:
+    return SseFrame(data=json.dumps({"eventId": event_id, "data": {"type": event_type, **fields}}))
 
 
 # --- parse_frame -------------------------------------------------------------------------------
@@ -39,23 +37,23 @@ def test_parse_frame_reads_real_frames() -> None:
 @pytest.mark.parametrize(
     "sse",
     [
-        httpx2.ServerSentEvent(event="dust-handshake", data="{}"),
-        httpx2.ServerSentEvent(data="done"),
-        httpx2.ServerSentEvent(data="not json"),
-        httpx2.ServerSentEvent(data="[1, 2]"),
-        httpx2.ServerSentEvent(data='{"eventId": "1-0"}'),
-        httpx2.ServerSentEvent(data='{"eventId": "1-0", "data": {"text": "no type"}}'),
-        httpx2.ServerSentEvent(data='{"data": {"type": "generation_tokens"}}'),
-        httpx2.ServerSentEvent(data=""),
+        SseFrame(event="dust-handshake", data="{}"),
+        SseFrame(data="done"),
+        SseFrame(data="not json"),
+        SseFrame(data="[1, 2]"),
+        SseFrame(data='{"eventId": "1-0"}'),
+        SseFrame(data='{"eventId": "1-0", "data": {"text": "no type"}}'),
+        SseFrame(data='{"data": {"type": "generation_tokens"}}'),
+        SseFrame(data=""),
     ],
 )
-def test_parse_frame_skips_non_events(sse: httpx2.ServerSentEvent) -> None:
+def test_parse_frame_skips_non_events(sse: SseFrame) -> None:
     assert parse_frame(sse) is None
 
 
 # --- follow_events with a scripted connection --------------------------------------------------
 
-Script = list[list[httpx2.ServerSentEvent] | Exception]
+Script = list[list[SseFrame] | Exception]
 
 
 def scripted(script: Script, calls: list[str | None]) -> Callable[..., Any]:
@@ -70,7 +68,7 @@ def scripted(script: Script, calls: list[str | None]) -> Callable[..., Any]:
         if isinstance(step, Exception):
             raise step
 
-        async def frames() -> AsyncIterator[httpx2.ServerSentEvent]:
+        async def frames() -> AsyncIterator[SseFrame]:
             for item in step:
                 yield item
 
@@ -131,7 +129,7 @@ async def test_long_quiet_connections_are_not_failures(monkeypatch: pytest.Monke
     # Dust ends a silent message stream after about 60 s; a long tool call must not exhaust reconnects.
     monkeypatch.setattr(events_module, "QUIET_CONNECTION_SECONDS", 0.05)
     calls: list[str | None] = []
-    quiet_then_done: list[httpx2.ServerSentEvent] = []
+    quiet_then_done: list[SseFrame] = []
 
     @asynccontextmanager
     async def open_connection(
@@ -139,7 +137,7 @@ async def test_long_quiet_connections_are_not_failures(monkeypatch: pytest.Monke
     ) -> AsyncIterator[AsyncIterator[Any]]:
         calls.append(last_event_id)
 
-        async def frames() -> AsyncIterator[httpx2.ServerSentEvent]:
+        async def frames() -> AsyncIterator[SseFrame]:
             await anyio.sleep(0.06)
             for item in quiet_then_done if len(calls) < 6 else [frame("1-0", "agent_message_success")]:
                 yield item
@@ -161,7 +159,7 @@ async def test_not_found_is_raised_at_once() -> None:
 
 async def test_broken_connections_are_retried() -> None:
     calls: list[str | None] = []
-    script: Script = [httpx2.ReadTimeout("silent"), [frame("1-0", "agent_message_success")]]
+    script: Script = [StreamBroken("SocketTimeoutError"), [frame("1-0", "agent_message_success")]]
     events = await collect(follow_events(scripted(script, calls), reconnect_delay=0.001))
     assert [e.type for e in events] == ["agent_message_success"]
 
@@ -186,7 +184,7 @@ async def test_closing_the_generator_closes_the_connection() -> None:
     async def open_connection(
         last_event_id: str | None, read_timeout: float
     ) -> AsyncIterator[AsyncIterator[Any]]:
-        async def frames() -> AsyncIterator[httpx2.ServerSentEvent]:
+        async def frames() -> AsyncIterator[SseFrame]:
             yield frame("1-0", "generation_tokens", text="a")
             await anyio.sleep(3600)
             yield frame("1-1", "agent_message_success")
