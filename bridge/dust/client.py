@@ -133,13 +133,14 @@ def _path(url: str) -> str:
 
 
 def _env_proxy(origin: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `origin`, unless NO_PROXY exempts its host.
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `origin`, unless NO_PROXY exempts its host (on
+    macOS and Windows without those variables: the system's proxy settings).
 
     Read once per client: every request goes to that one origin.
     """
     host = urlsplit(origin).hostname
-    proxies = urllib.request.getproxies_environment()
-    if not host or urllib.request.proxy_bypass_environment(host, proxies):
+    proxies = urllib.request.getproxies()
+    if not host or urllib.request.proxy_bypass(host):
         return None
     return proxies.get(urlsplit(origin).scheme) or proxies.get("all")
 
