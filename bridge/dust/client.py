@@ -26,7 +26,7 @@ import json
 import random
 import urllib.request
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace, TracebackType
@@ -36,8 +36,6 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import anyio
 import pydantic
-from multidict import CIMultiDictProxy
-from yarl import URL
 
 from bridge import __version__
 from bridge.dust.breaker import CircuitBreaker
@@ -114,7 +112,7 @@ class _Answer:
     """A response read to its end: what the error mapping and the JSON decoding need."""
 
     status: int
-    headers: CIMultiDictProxy[str]
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
     body: bytes
 
 
@@ -130,6 +128,13 @@ def _request_headers(extra: dict[str, str] | None = None) -> dict[str, str] | No
 
 def _path(url: str) -> str:
     return urlsplit(url).path
+
+
+def _origin_of(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the scheme's default made explicit), as an origin compares them."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
 def _env_proxy(origin: str) -> str | None:
@@ -445,7 +450,7 @@ class DustClient:
         path = f"/files/{_seg(file.s_id)}"
         url = None
         # Use Dust's uploadUrl only on our own origin: the request carries the API key.
-        if file.upload_url and URL(file.upload_url).origin() == URL(self._origin).origin():
+        if file.upload_url and _origin_of(file.upload_url) == _origin_of(self._origin):
             url = file.upload_url
         boundary = uuid.uuid4().hex
         body = await self._request(

@@ -576,6 +576,19 @@ async def test_streamed_upload_and_content_fragment(client: DustClient) -> None:
     assert answer_text(events) == "I can see 1 file(s): notes.md (text/markdown)"
 
 
+async def test_an_upload_url_on_another_origin_is_not_given_the_key(sim: Sim, client: DustClient) -> None:
+    # The upload carries the API key: a foreign uploadUrl (or another port of the same host) is
+    # ignored and the bytes go to the file's path on Dust's own origin.
+    # (Had the client followed them, the first would fail to resolve, the second be refused.)
+    for foreign in ("http://upload.example.net/files/x", sim.url.rsplit(":", 1)[0] + ":1/files/x"):
+        created = await client.create_file(content_type="text/plain", file_name="a.txt", file_size=3)
+        assert created.upload_url and created.upload_url.startswith(sim.url)
+        redirected = created.model_copy(update={"upload_url": foreign})
+        uploaded = await client.upload_file(redirected, b"abc", content_type="text/plain")
+        assert uploaded.status == "ready"
+        assert await sim.requests("POST", f"/files/{created.s_id}")
+
+
 async def test_second_upload_of_a_file_is_rejected(client: DustClient) -> None:
     created = await client.create_file(content_type="text/plain", file_name="a.txt", file_size=3)
     await client.upload_file(created, b"abc", content_type="text/plain")
