@@ -272,4 +272,6 @@ class _Turn:
         self.outcome.notifications += 1
         if heartbeat:
             self.outcome.heartbeats += 1
-        self._rearm()
+        # No re-arming here: a send only moves the timer's deadline later, and the timer task,
+        # woken at the earlier one, waits again for the new one. Moving it on every send cost a
+        # timer handle per relayed token.
