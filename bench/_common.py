@@ -349,6 +349,8 @@ class TurnSample:
     crossed: str | None = None
     heartbeats: int = 0
     dust_turn: int | None = None
+    # Answered, but the bridge said it could not store the new conversation (`remembered: false`).
+    unremembered: bool = False
 
     @property
     def ok(self) -> bool:
@@ -445,7 +447,9 @@ class Conversationalist:
         sample.first_chunk = result.first_chunk
         sample.heartbeats = result.heartbeats
         self._check(sample, result, message)
-        if sample.ok:
+        if sample.ok and sample.unremembered:
+            self.new_conversation()  # told its handle will not work: the next turn starts afresh
+        elif sample.ok:
             self.acked += 1
             self.dust_turns = sample.dust_turn or self.dust_turns + 1
             self.unacked_posts = 0
@@ -492,6 +496,7 @@ class Conversationalist:
         elif got.get("continued") is not True:
             sample.error = "a later turn reported continued=false"
             return
+        sample.unremembered = got.get("remembered") is False
         first_block = (result.result.get("content") or [{}])[0].get("text")
         if first_block != answer:
             sample.error = "text content differs from structured answer"
@@ -530,6 +535,7 @@ def summarise(samples: list[TurnSample], wall: float) -> dict[str, Any]:
         "ok": len(good),
         "errors": len(errors),
         "crossed": len(crossed),
+        "unremembered": sum(1 for s in good if s.unremembered),
         "error_kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:8]),
         "crossed_examples": [s.crossed for s in crossed[:5]],
         "answers_per_s": len(good) / wall if wall > 0 else float("nan"),

@@ -780,7 +780,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(3)
             await load.stop()
         overall = summarise(load.samples, 1.0)
-        report["load_totals"] = {k: overall[k] for k in ("turns", "ok", "errors", "crossed", "error_kinds")}
+        totals = ("turns", "ok", "errors", "crossed", "unremembered", "error_kinds")
+        report["load_totals"] = {k: overall[k] for k in totals}
     report["load_average_end"] = load_average()
     passed = all(f["passed"] for f in report["faults"].values())
     print(f"\nload turns {report['load_totals']}; load average at end {report['load_average_end']}")

@@ -86,6 +86,9 @@ class Answer:
     url: str | None
     continued: bool
     outcome: RelayOutcome
+    # Why the handle of a new conversation could not be stored (the answer came all the same);
+    # None when it was, or when the turn continued a conversation the store already holds.
+    unremembered: str | None = None
 
     def structured(self) -> dict[str, Any]:
         """The `structured_content` of the tool result."""
@@ -96,6 +99,7 @@ class Answer:
             "message_id": self.message_id,
             "url": self.url,
             "continued": self.continued,
+            "remembered": self.unremembered is None,
             "answer": self.text,
         }
 
@@ -210,6 +214,14 @@ class ConversationService:
         attachments = await self._attachments(principal, files or [])
         record = await self._existing(principal, session_key, agent, conversation, new_conversation)
         context = MessageContext(username=self._settings.dust_username, timezone=self._settings.dust_timezone)
+        if record is None:
+            # Nothing goes to Dust that the bridge could not remember: with the store down, a new
+            # conversation fails here, before Dust does any work (a continued one already failed
+            # loading its record).
+            try:
+                await self._store.ping()
+            except StoreUnavailable as exc:
+                raise UpstreamError(str(exc)) from None
         agent_message = await self._post(record, agent, text, context, attachments)
         now = self._clock()
         if record is None:
@@ -237,7 +249,9 @@ class ConversationService:
             )
             continued = True
         # Saved before streaming: if the stream fails, the handle still reaches the conversation.
-        await self._save(record, session_key)
+        # If the store failed since the check above, Dust has the question all the same: its
+        # answer is streamed and returned rather than lost, and the save tried once more after it.
+        unsaved = await self._save(record, session_key)
 
         outcome = await self._stream(record, agent_message.message.s_id, progress)
         terminal = outcome.terminal
@@ -254,6 +268,8 @@ class ConversationService:
             )
         if terminal is not None and terminal.type == "agent_generation_cancelled":
             raise AgentFailed(f"the answer was cancelled in Dust. Conversation handle: {record.handle}")
+        if unsaved is not None:
+            unsaved = await self._save(record, session_key)
         return Answer(
             text=outcome.text,
             handle=record.handle,
@@ -263,6 +279,8 @@ class ConversationService:
             url=record.url,
             continued=continued,
             outcome=outcome,
+            # A continued conversation's record is in the store already: its handle keeps working.
+            unremembered=None if continued else unsaved,
         )
 
     async def transcript(self, principal: str, handle: str) -> Transcript:
@@ -459,16 +477,24 @@ class ConversationService:
             )
         return _PostedTurn(message=agent_message, conversation_id=conversation_id, url=url)
 
-    async def _save(self, record: ConversationRecord, session_key: str | None) -> None:
+    async def _save(self, record: ConversationRecord, session_key: str | None) -> str | None:
+        """Store the record, then the session's last conversation; the store's error if the record
+        could not be stored (without the session's memory, the handle itself still works)."""
         try:
             await self._store.save(record)
-            if session_key is not None:
-                await self._store.remember(session_key, record.agent_id, record.handle)
         except StoreUnavailable as exc:
-            raise UpstreamError(
-                f"{exc}; the question was posted to Dust (conversation {record.dust_conversation_id})"
-                " but the bridge cannot remember it"
-            ) from None
+            logger.warning(
+                "Dust conversation %s has the question, but the context store failed to record it: %s",
+                record.dust_conversation_id,
+                exc,
+            )
+            return str(exc)
+        if session_key is not None:
+            try:
+                await self._store.remember(session_key, record.agent_id, record.handle)
+            except StoreUnavailable as exc:
+                logger.warning("the session's last conversation with an agent was not recorded: %s", exc)
+        return None
 
     async def _forget(self, record: ConversationRecord) -> None:
         try:

@@ -95,6 +95,11 @@ class AskAgentResult(BaseModel):
     message_id: str = Field(description="Dust sId of the agent message")
     url: str | None = Field(description="The conversation in the Dust web app")
     continued: bool = Field(description="True when this turn continued an existing conversation")
+    remembered: bool = Field(
+        default=True,
+        description="False when the bridge's context store failed after Dust took the question: the"
+        " answer is complete, but `conversation` will not work; start a new conversation next time",
+    )
     answer: str
 
 
@@ -538,6 +543,12 @@ def _answer_result(answer: Answer) -> CallToolResult:
         f"[conversation: {answer.handle}] Pass this value as `conversation` to continue this chat with"
         f" {answer.agent.name}."
     )
+    if answer.unremembered is not None:
+        where = answer.url or f"Dust conversation {answer.dust_conversation_id}"
+        footer = (
+            f"[conversation not remembered: {answer.unremembered}. This chat cannot be continued from"
+            f" here; start a new conversation next time. It stays in Dust: {where}]"
+        )
     return CallToolResult(
         content=[TextContent(type="text", text=answer.text), TextContent(type="text", text=footer)],
         structured_content=answer.structured(),

@@ -9,7 +9,7 @@ import httpx2
 from mcp import Client
 from mcp.types import CallToolResult
 
-from tests.helpers import text_of
+from tests.helpers import stats, text_of
 from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
 
 
@@ -106,8 +106,11 @@ async def test_redis_down_at_start_and_mid_run_gives_clear_errors_and_recovers(
         body = await wait_ready(bridge.url, 503)
         assert "Redis" in body["reason"]
         async with Client(f"{bridge.url}/mcp") as client:
+            conversations_before = stats(simulator)["conversations"]
             down = await client.call_tool("ask_agent", {"agent": "echo", "message": "hi"})
             assert down.is_error and "context store (Redis) is unreachable" in text_of(down)
+            # Refused before Dust did any work: nothing was posted that could not be remembered.
+            assert stats(simulator)["conversations"] == conversations_before
             with running(start_redis(port=redis_port)) as redis:
                 await wait_ready(bridge.url, 200)
                 first = await client.call_tool("ask_agent", {"agent": "echo", "message": "up"})
@@ -123,6 +126,50 @@ async def test_redis_down_at_start_and_mid_run_gives_clear_errors_and_recovers(
                 after = await client.call_tool("ask_agent", {"agent": "echo", "message": "back"})
         assert not after.is_error, text_of(after)
         assert bridge.popen.poll() is None
+
+
+async def test_an_answer_whose_conversation_cannot_be_stored_still_arrives_and_says_so(
+    simulator: Proc,
+) -> None:
+    # A full Redis (maxmemory reached, no eviction) answers PING and reads but refuses writes: the
+    # bridge's check passes, Dust takes the question, then storing the new conversation fails. The
+    # answer must reach the client anyway, saying the handle will not work, instead of an error
+    # that makes the user ask again (a second question in Dust).
+    import redis
+
+    with (
+        running(start_redis()) as redis_proc,
+        running(start_bridge(bridge_env(simulator, redis_proc.port))) as bridge,
+    ):
+        admin = redis.Redis(port=redis_proc.port)
+        async with Client(f"{bridge.url}/mcp") as client:
+            earlier = await client.call_tool("ask_agent", {"agent": "echo", "message": "before"})
+            handle = (earlier.structured_content or {})["conversation"]
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")
+            try:
+                fresh = await client.call_tool("ask_agent", {"agent": "echo", "message": "while full"})
+                continued = await client.call_tool(
+                    "ask_agent", {"agent": "echo", "message": "still full", "conversation": handle}
+                )
+            finally:
+                admin.config_set("maxmemory", "0")
+            after = await client.call_tool(
+                "ask_agent", {"agent": "echo", "message": "space again", "conversation": handle}
+            )
+        admin.close()
+    assert not fresh.is_error, text_of(fresh)
+    assert fresh.content[0].text == "Echo (turn 1): while full"  # type: ignore[union-attr]
+    body = fresh.structured_content or {}
+    assert body["remembered"] is False
+    assert "conversation not remembered: context store (Redis) failed" in text_of(fresh)
+    assert body["dust_conversation_id"] in text_of(fresh) or (body["url"] and body["url"] in text_of(fresh))
+    # A conversation the store already held goes on: its handle worked while Redis was full and after.
+    assert not continued.is_error, text_of(continued)
+    assert (continued.structured_content or {})["remembered"] is True
+    assert continued.content[0].text == "Echo (turn 2): still full"  # type: ignore[union-attr]
+    assert not after.is_error and after.content[0].text.startswith("Echo (turn ")  # type: ignore[union-attr]
+    assert "Dust conversation" in bridge.log() and "failed to record it" in bridge.log()
 
 
 async def test_sigterm_lets_a_streaming_answer_finish_then_exits_cleanly(simulator: Proc) -> None:

@@ -64,6 +64,9 @@ async def test_failure_scenarios_leak_no_secret_into_logs_or_responses(
         REDIS_URL=f"redis://default:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
         CLAMD_URL=f"tcp://127.0.0.1:{free_port()}",
         BRIDGE_LOG_LEVEL="DEBUG",
+        # Every ask looks its agent up at Dust, so Dust's refusals surface although the store is
+        # down (a new conversation is refused for that only after the lookup).
+        BRIDGE_AGENTS_CACHE_SECONDS="0",
     )
     seen: list[str] = []
     with running(start_bridge(env)) as bridge:
