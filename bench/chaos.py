@@ -80,12 +80,13 @@ from bench._common import (  # noqa: E402
     summarise,
 )
 from bench.wire import Connection, McpWire, ToolResult, WireError  # noqa: E402
+from bridge.config import Settings  # noqa: E402
 from bridge.simulator.agents import story_text  # noqa: E402
 
 OVERALL_TIMEOUT = 2400.0
 FAULT_TIMEOUT = 240.0  # seconds one fault may take (plus --slow-seconds)
 # The bridge's Dust keep-alive time in these runs (BRIDGE_DUST_KEEPALIVE_SECONDS, left at its default).
-DUST_KEEPALIVE_SECONDS = 4.0
+DUST_KEEPALIVE_SECONDS: float = Settings.model_fields["dust_keepalive_seconds"].default
 ALL_FAULTS = (
     "redis",
     "dust_5xx",

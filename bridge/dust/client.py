@@ -143,11 +143,11 @@ def _env_proxy(origin: str) -> str | None:
 
     Read once per client: every request goes to that one origin.
     """
-    host = urlsplit(origin).hostname
+    parts = urlsplit(origin)
     proxies = urllib.request.getproxies()
-    if not host or urllib.request.proxy_bypass(host):
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
         return None
-    return proxies.get(urlsplit(origin).scheme) or proxies.get("all")
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
