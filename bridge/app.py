@@ -25,6 +25,7 @@ from starlette.routing import Route
 from bridge import __version__
 from bridge.config import Settings
 from bridge.dust.errors import DustError
+from bridge.mcp_endpoint import McpEndpoint
 from bridge.mcp_server import build_mcp_server
 from bridge.observability import HttpMetricsMiddleware, Metrics, RequestContextMiddleware
 from bridge.openapi import openapi_spec
@@ -171,10 +172,12 @@ def create_app(settings: Settings) -> Starlette:
     metrics_registry = Metrics()
     mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools)
     security = transport_security(settings)
-    # SSE responses, never json_response: a JSON body would drop every progress notification.
-    http_app = mcp.streamable_http_app(
+    # SSE responses, never json_response: a JSON body would drop every progress notification
+    # (McpEndpoint answers only the listings in JSON).
+    mcp.streamable_http_app(
         streamable_http_path="/mcp", json_response=False, transport_security=security, host=settings.host
     )
+    mcp_endpoint = McpEndpoint(mcp.session_manager)
     sse_app = mcp.sse_app(
         sse_path="/sse", message_path="/messages/", transport_security=security, host=settings.host
     )
@@ -254,7 +257,7 @@ def create_app(settings: Settings) -> Starlette:
             holder.runtime = runtime
             try:
                 # Mounted sub-apps' lifespans never run: the host must run the session manager.
-                async with mcp.session_manager.run():
+                async with mcp_endpoint.run():
                     yield
             finally:
                 holder.runtime = None
@@ -267,7 +270,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/uploads", upload_route(holder.get), methods=["POST"]),
         *sse_app.routes,
-        *http_app.routes,
+        Route("/mcp", mcp_endpoint),
     ]
     # Outermost: header values trimmed before anything reads them; every request counted, refused
     # ones included.

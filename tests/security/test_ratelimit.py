@@ -24,7 +24,7 @@ from bridge.security.auth import hash_key, new_key, parse_keys
 from bridge.security.ratelimit import Limiter, TooManyAnswers, build_limiter
 from bridge.security.slots import slots_key
 from tests.helpers import faults, text_of
-from tests.procs import Proc, bridge_env, free_port, running, start_bridge
+from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
 
 ALICE, BOB, CAROL, DAVE = new_key(), new_key(), new_key(), new_key()
 KEYS = ",".join(
@@ -283,3 +283,64 @@ def test_cluster_keys_keep_a_principal_in_one_slot() -> None:
     assert slots_key("alice") == "dmb-slots:{alice}"
     odd = slots_key("oauth:{weird}")
     assert odd.startswith("dmb-slots:{") and odd.count("{") == 1 and "weird" not in odd
+
+
+async def _evalsha_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_busy_principal_pays_in_batches_and_two_replicas_never_exceed_its_budget() -> None:
+    # A Redis of its own, so the command count below is this test's alone.
+    with running(start_redis()) as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        replicas = [build_limiter("1000/minute", 2, {}, url), build_limiter("1000/minute", 2, {}, url)]
+        counter = aioredis.from_url(url)
+        allowed = 0
+
+        async def callers(per_caller: int) -> None:
+            async def caller(n: int) -> None:
+                nonlocal allowed
+                for i in range(per_caller):
+                    if await replicas[(n + i) % 2].retry_after("judy") is None:
+                        allowed += 1
+
+            async with anyio.create_task_group() as tg:
+                for n in range(4):
+                    tg.start_soon(caller, n)
+
+        try:
+            await counter.config_resetstat()
+            await callers(225)
+            trips = await _evalsha_calls(counter)
+            assert allowed == 900  # within the budget: every request served
+            await callers(75)
+        finally:
+            await counter.aclose()
+    # Far fewer round trips than requests (one per request before batching).
+    assert trips < 900 / 4
+    # 1,200 requests against a budget of 1,000: the budget holds across both replicas, and at most
+    # a batch less one (10 - 1) per replica was paid for without being used.
+    assert 1000 - 2 * 9 <= allowed <= 1000
+
+
+async def test_prepaid_hits_left_unused_are_dropped_and_the_next_batch_is_smaller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bridge.security.ratelimit._PREPAID_SECONDS", 0.3)
+    with running(start_redis()) as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        one = build_limiter("1000/minute", 2, {}, url)
+        counter = aioredis.from_url(url)
+        try:
+            for _ in range(40):  # batches 1, 2, 4, 8, 10, 10, ... of the 10 a 1,000 budget allows
+                assert await one.retry_after("ken") is None
+            (window,) = await counter.keys("*principal/ken/*")  # the shared counter: hits paid
+            paid = int(await counter.get(window))
+            await anyio.sleep(0.4)  # the leftovers expire
+            before = await _evalsha_calls(counter)
+            assert await one.retry_after("ken") is None
+            assert await _evalsha_calls(counter) == before + 1  # paid again, not from the leftovers
+        finally:
+            await counter.aclose()
+    assert paid == 1 + 2 + 4 + 8 + 10 + 10 + 10  # 40 used, 5 prepaid: never more than a batch ahead
