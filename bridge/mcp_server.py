@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import inspect
 import json
 import logging
 import re
@@ -28,6 +29,7 @@ from mcp.types import (
     CallToolResult,
     GetPromptRequestParams,
     GetPromptResult,
+    Icon,
     InputRequiredResult,
     ListResourcesResult,
     PaginatedRequestParams,
@@ -171,6 +173,33 @@ class BridgeMCPServer(MCPServer[Any]):
             middleware=[FixedListingCache()],
         )
         self._runtime = runtime
+
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: ToolAnnotations | None = None,
+        icons: list[Icon] | None = None,
+        meta: dict[str, Any] | None = None,
+        structured_output: bool | None = None,
+    ) -> None:
+        """Register a tool; its description defaults to the function's docstring without the
+        indentation the SDK would keep (clients put every tool description in the model's context,
+        on every turn)."""
+        if description is None and fn.__doc__:
+            description = inspect.cleandoc(fn.__doc__)
+        super().add_tool(
+            fn,
+            name=name,
+            title=title,
+            description=description,
+            annotations=annotations,
+            icons=icons,
+            meta=meta,
+            structured_output=structured_output,
+        )
 
     async def _handle_call_tool(
         self, ctx: ServerRequestContext[Any], params: CallToolRequestParams

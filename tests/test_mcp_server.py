@@ -67,6 +67,10 @@ async def test_tools_are_listed_and_tell_the_model_to_pass_conversation_back(bri
     assert {"list_agents", "ask_agent", "get_conversation", "end_conversation"} <= set(tools)
     assert "conversation" in (tools["ask_agent"].description or "")
     assert tools["ask_agent"].output_schema is not None
+    # Descriptions reach the model on every turn: no docstring indentation, no trailing blank line.
+    for tool in tools.values():
+        assert tool.description and tool.description == tool.description.strip()
+        assert "\n    " not in tool.description
 
 
 @pytest.mark.parametrize("mode", ERAS)
