@@ -177,6 +177,14 @@ class Metrics:
             ["method", "endpoint", "status"],
             registry=self.registry,
         )
+        self.dust_seconds = Histogram(
+            "bridge_dust_request_duration_seconds",
+            "Dust API calls by endpoint: seconds until the answer was read (an event stream: until"
+            " its headers), failed attempts included",
+            ["method", "endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
         self.stream_reconnects = Counter(
             "bridge_stream_reconnects_total",
             "Reconnections to a Dust event stream (its `done` mid-answer, a cut, a refused connection)",
@@ -220,9 +228,11 @@ class Metrics:
         """`store` with every operation timed into `bridge_store_operation_duration_seconds`."""
         return cast(ContextStore, _TimedStore(store, self.store_seconds))
 
-    def observe_dust(self, method: str, path: str, status: int) -> None:
-        """Count one Dust API call; ids in the path are folded so the label set stays small."""
-        self.dust_requests.labels(method=method, endpoint=dust_endpoint(path), status=str(status)).inc()
+    def observe_dust(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Count and time one Dust API call; ids in the path are folded so the label set stays small."""
+        endpoint = dust_endpoint(path)
+        self.dust_requests.labels(method=method, endpoint=endpoint, status=str(status)).inc()
+        self.dust_seconds.labels(method=method, endpoint=endpoint).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -73,6 +73,16 @@ async def test_metrics_after_real_traffic(simulator: Proc) -> None:
         )
         >= 2
     )
+    # Each Dust call is timed too: the stages of an answer's first chunk, visible in production.
+    timed = "bridge_dust_request_duration_seconds"
+    create = {"method": "POST", "endpoint": "/assistant/conversations"}
+    assert value(metrics, f"{timed}_count", **create) == 2
+    post_seconds = value(metrics, f"{timed}_sum", **create)
+    assert 0 < post_seconds < 10
+    streams = "/assistant/conversations/{id}/messages/{id}/events"
+    assert value(metrics, f"{timed}_count", method="GET", endpoint=streams) >= 2
+    # A stream is timed to its headers, not to its end: the slow agent streams for 2.5 s.
+    assert value(metrics, f"{timed}_sum", method="GET", endpoint=streams) < 2
 
 
 async def test_json_logs_carry_request_id_and_principal(simulator: Proc) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import urllib.request
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
@@ -214,7 +215,7 @@ class DustClient:
         stream_read_timeout: float = 120.0,
         reconnect_delay: float = 0.5,
         user_agent: str = DEFAULT_USER_AGENT,
-        observer: Callable[[str, str, int], None] | None = None,
+        observer: Callable[[str, str, int, float], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._origin = base_url.rstrip("/")
@@ -227,8 +228,9 @@ class DustClient:
         self._stream_total_timeout = stream_total_timeout
         self._stream_read_timeout = stream_read_timeout
         self._reconnect_delay = reconnect_delay
-        # Told (method, url path, status) of every answer from Dust, 0 when none came: metrics.
-        self._observe = observer or (lambda method, path, status: None)
+        # Told (method, url path, status, seconds) of every answer from Dust (status 0 when none
+        # came; seconds until it was read, for an event stream until its headers): metrics.
+        self._observe = observer or (lambda method, path, status, seconds: None)
         self._on_reconnect = on_reconnect
         # The SSE base Dust redirected streams to, once seen (see `_event_source`).
         self._sse_api: str | None = None
@@ -532,6 +534,7 @@ class DustClient:
         probe = self._breaker.acquire()
         verdict = False
         try:
+            started = time.monotonic()
             try:
                 response = await self._http().get(
                     url,
@@ -546,9 +549,9 @@ class DustClient:
             except aiohttp.ClientError as exc:
                 verdict = True
                 self._breaker.record_failure()
-                self._observe("GET", _path(url), 0)
+                self._observe("GET", _path(url), 0, time.monotonic() - started)
                 raise self._unreachable(exc) from exc
-            self._observe("GET", _path(url), response.status)
+            self._observe("GET", _path(url), response.status, time.monotonic() - started)
             if response.status >= 400:
                 try:
                     body = await response.read()
@@ -596,10 +599,11 @@ class DustClient:
             attempt = 0
             while True:
                 trace = _ConnectionTrace()
+                started = time.monotonic()
                 try:
                     answer = await self._exchange(method, url, params, json, content, headers, trace)
                 except aiohttp.ClientError as exc:
-                    self._observe(method, _path(url), 0)
+                    self._observe(method, _path(url), 0, time.monotonic() - started)
                     stale = not safe_to_repeat and trace.met_a_closed_connection(exc)
                     if attempt < retries and (safe_to_repeat or stale or isinstance(exc, _NOT_SENT)):
                         if not stale:  # a stale connection is no sign of trouble: retry at once
@@ -609,7 +613,7 @@ class DustClient:
                     verdict = True
                     self._breaker.record_failure()
                     raise self._unreachable(exc) from exc
-                self._observe(method, _path(url), answer.status)
+                self._observe(method, _path(url), answer.status, time.monotonic() - started)
                 if answer.status in RETRY_STATUSES and attempt < retries:
                     retry_after = parse_retry_after(answer.headers.get("retry-after"))
                     await anyio.sleep(backoff_delay(attempt, retry_after))
