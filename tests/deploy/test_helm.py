@@ -65,6 +65,7 @@ HISTOGRAMS = {
     "bridge_answer_duration_seconds",
     "bridge_store_operation_duration_seconds",
     "bridge_scan_duration_seconds",
+    "bridge_dust_request_duration_seconds",
 }
 KNOWN_METRICS = COUNTERS_AND_GAUGES | {
     f"{h}{s}" for h in HISTOGRAMS for s in ("", "_bucket", "_sum", "_count")
@@ -851,6 +852,7 @@ def test_dashboard_json_covers_the_topics_and_queries_only_known_metrics() -> No
         "bridge_heartbeats_total",
         "bridge_cancellations_total",
         "bridge_store_operation_duration_seconds_bucket",
+        "bridge_dust_request_duration_seconds_bucket",
         "bridge_uploads_total",
         "bridge_scan_duration_seconds_bucket",
         "process_cpu_seconds_total",
