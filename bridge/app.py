@@ -173,7 +173,8 @@ def create_app(settings: Settings) -> Starlette:
     mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools)
     security = transport_security(settings)
     # SSE responses, never json_response: a JSON body would drop every progress notification
-    # (McpEndpoint answers only the listings in JSON).
+    # (McpEndpoint answers only the listings in JSON). Called for the session manager it builds;
+    # its Starlette app is not mounted, McpEndpoint is the `/mcp` route.
     mcp.streamable_http_app(
         streamable_http_path="/mcp", json_response=False, transport_security=security, host=settings.host
     )

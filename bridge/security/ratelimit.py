@@ -6,11 +6,13 @@ many requests a second has its hits counted in small batches paid in advance (`_
 counter round trip cost about 0.25 ms of CPU per request, a quarter of a `tools/list`. A batch
 grows only while the principal uses each one up within `_PREPAID_SECONDS`, never beyond 1% of its
 budget, and what a replica paid for but did not use within that time is dropped: the budget is
-never exceeded, and at most that 1% per replica is spent on requests that did not come. Concurrent answers
-are counted in Redis too when it is configured (leased slots, `bridge.security.slots`), so N
-replicas allow the cap, not N times it; without Redis they are counted per process. If Redis is
-unreachable, the cap falls back to this process's own count (logged once per outage) rather than
-refusing every answer or allowing any number. One principal hitting a limit never slows another.
+never exceeded, and at most that 1% per replica is spent on requests that did not come.
+
+Concurrent answers are counted in Redis too when it is configured (leased slots,
+`bridge.security.slots`), so N replicas allow the cap, not N times it; without Redis they are
+counted per process. If Redis is unreachable, the cap falls back to this process's own count
+(logged once per outage) rather than refusing every answer or allowing any number. One principal
+hitting a limit never slows another.
 
 How a limit reaches a client:
 * `POST /v1/uploads` (and other plain routes): 429 problem+json with `Retry-After`.
