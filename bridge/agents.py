@@ -53,7 +53,7 @@ class AgentDirectory:
         return list(self._agents)
 
     async def _fetch(self, now: float) -> None:
-        agents = await self._dust.list_agents(view="list")
+        agents = await self._dust.list_agents()
         self._agents = sorted((a for a in agents if a.status == "active"), key=lambda a: a.name.lower())
         self._fetched_at = now
 

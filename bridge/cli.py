@@ -108,6 +108,7 @@ def cmd_agents(args: argparse.Namespace) -> None:
     """Print the workspace's agents (checks the Dust credentials on the way)."""
     settings = _settings()
     configure_logging(settings)
+    from bridge.conversations import describe_dust_error
     from bridge.dust.errors import DustError
     from bridge.runtime import start_runtime
 
@@ -116,7 +117,7 @@ def cmd_agents(args: argparse.Namespace) -> None:
             try:
                 agents = await runtime.agents.list()
             except DustError as exc:
-                print(f"Dust error: {exc.type}: {exc.message}", file=sys.stderr)
+                print(describe_dust_error(exc), file=sys.stderr)
                 return 1
             for agent in agents:
                 summary = (agent.description or "").strip().splitlines()[:1]
@@ -127,31 +128,18 @@ def cmd_agents(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    """Validate the configuration and reach Dust and the context store; exit 1 if either fails."""
+    """Check the configuration, the calls the tools make to Dust, the context store and the scanner;
+    with `--ask`, one whole turn. Exit 1 if anything failed."""
     settings = _settings()
     configure_logging(settings)
-    from bridge.dust.errors import DustError
+    from bridge.check import CheckReport, run_checks
     from bridge.runtime import start_runtime
-    from bridge.store import StoreUnavailable
 
     async def run() -> int:
-        failures = 0
+        report = CheckReport()
         async with start_runtime(settings) as runtime:
-            mode = "demo (bundled simulator)" if runtime.demo else runtime.dust_base_url
-            print(f"configuration: ok ({mode}, store: {runtime.store.kind})")
-            try:
-                await runtime.dust.probe()
-                print("dust: ok")
-            except DustError as exc:
-                failures += 1
-                print(f"dust: FAILED ({exc.type}: {exc.message})")
-            try:
-                await runtime.store.ping()
-                print("store: ok")
-            except StoreUnavailable as exc:
-                failures += 1
-                print(f"store: FAILED ({exc})")
-        return 1 if failures else 0
+            await run_checks(runtime, report, tuple(args.ask) if args.ask else None)
+        return 1 if report.failures else 0
 
     raise SystemExit(anyio.run(run))
 
@@ -223,7 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
         "simulator", help="run the bundled Dust simulator (--help for its options)", add_help=False
     )
     sub.add_parser("agents", help="list the workspace's agents")
-    sub.add_parser("check", help="check the configuration, Dust and the context store")
+    check = sub.add_parser(
+        "check",
+        help="check the configuration, Dust (the calls the tools make), the context store and clamd",
+    )
+    check.add_argument(
+        "--ask",
+        nargs=2,
+        metavar=("AGENT", "MESSAGE"),
+        help="also ask AGENT (name or sId) MESSAGE in a new Dust conversation; print the answer, timings",
+    )
     keys = sub.add_parser("keys", help="manage client keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="print a fresh client key and its config line")

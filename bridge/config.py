@@ -7,6 +7,7 @@ therefore names its variable explicitly instead of relying on one prefix; `.env.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import ipaddress
 import tempfile
@@ -24,6 +25,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bridge.dust.message_origins import USER_MESSAGE_ORIGINS
+from bridge.dust.timezone_names import TIMEZONE_NAMES
 
 
 class ConfigError(ValueError):
@@ -74,8 +78,18 @@ class Settings(BaseSettings):
     dust_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DUST_API_KEY"))
     dust_workspace_id: str | None = Field(default=None, validation_alias=AliasChoices("DUST_WORKSPACE_ID"))
     dust_base_url: str = Field(default="https://dust.tt", validation_alias=AliasChoices("DUST_BASE_URL"))
-    dust_username: str = Field(default="mcp-bridge", validation_alias=AliasChoices("BRIDGE_DUST_USERNAME"))
+    dust_allow_insecure_http: bool = Field(
+        default=False, validation_alias=AliasChoices("BRIDGE_DUST_ALLOW_INSECURE_HTTP")
+    )
+    # Dust checks `username` is 1-255 characters (validateUserMessageContext).
+    dust_username: str = Field(
+        default="mcp-bridge",
+        min_length=1,
+        max_length=255,
+        validation_alias=AliasChoices("BRIDGE_DUST_USERNAME"),
+    )
     dust_timezone: str = Field(default="UTC", validation_alias=AliasChoices("BRIDGE_DUST_TIMEZONE"))
+    dust_origin: str = Field(default="api", validation_alias=AliasChoices("BRIDGE_DUST_ORIGIN"))
     dust_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, validation_alias=AliasChoices("BRIDGE_DUST_TIMEOUT_SECONDS")
     )
@@ -233,6 +247,23 @@ class Settings(BaseSettings):
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
 
+    @field_validator("dust_username", mode="before")
+    @classmethod
+    def _username(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("dust_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        # Dust refuses (400) any name outside its SDK's list, on the first message a user sends.
+        return _one_of(value, TIMEZONE_NAMES, "a timezone name Dust accepts, e.g. UTC or Europe/Paris")
+
+    @field_validator("dust_origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        # Dust silently turns an origin it does not know into "api": a typo would go unnoticed.
+        return _one_of(value, USER_MESSAGE_ORIGINS, "an origin Dust knows, normally api")
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -387,6 +418,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _dust_over_tls(self) -> Settings:
+        parts = urlsplit(self.dust_base_url)
+        in_clear = parts.scheme == "http" and not _is_loopback(parts.hostname or "")
+        if in_clear and not self.dust_allow_insecure_http:
+            raise ValueError(
+                "DUST_BASE_URL: plain http:// to a host other than this machine would send the Dust API key"
+                " in clear; use https://, or set BRIDGE_DUST_ALLOW_INSECURE_HTTP=true if a trusted network"
+                " makes that acceptable"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _oauth_complete(self) -> Settings:
         if (self.oauth_issuer is None) != (self.oauth_audience is None):
             raise ValueError(
@@ -400,6 +443,23 @@ class Settings(BaseSettings):
     def demo_active(self) -> bool:
         """True when the bridge talks to the bundled simulator instead of Dust."""
         return self.demo is DemoMode.ON or (self.demo is DemoMode.AUTO and self.dust_api_key is None)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _one_of(value: str, allowed: frozenset[str], what: str) -> str:
+    if value in allowed:
+        return value
+    close = difflib.get_close_matches(value, sorted(allowed), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"must be {what}{hint}")
 
 
 _FIELD_TO_ENV = {

@@ -22,10 +22,12 @@ from bridge.dust.client import DustClient
 from bridge.dust.errors import (
     DustAuthError,
     DustError,
+    DustForbidden,
     DustNotFound,
     DustRateLimited,
     DustStreamError,
     DustUnavailable,
+    meaning,
 )
 from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
 from bridge.errors import BridgeError
@@ -150,19 +152,23 @@ class Transcript:
 
 
 def describe_dust_error(exc: DustError) -> str:
-    """A user-facing sentence for a Dust failure (the client's messages are already sanitised)."""
+    """A user-facing sentence for a Dust failure: Dust's own reason, then what it means (the
+    client's messages are already sanitised)."""
     detail = f"{exc.type}: {exc.message}" if exc.message else exc.type
     status = f"HTTP {exc.status} " if exc.status else ""
+    explained = meaning(exc)
     if isinstance(exc, DustAuthError):
         return (
-            f"Dust refused the bridge's credentials ({status}{detail});"
-            " the operator should check DUST_API_KEY and DUST_WORKSPACE_ID."
+            f"Dust refused the bridge's credentials ({status}{detail}): {explained or 'check DUST_API_KEY'}."
         )
+    if isinstance(exc, DustForbidden):
+        return f"Dust refused this request ({status}{detail}): {explained}."
     if isinstance(exc, DustRateLimited):
         return f"Dust is rate-limiting this workspace ({status}{detail}); try again in a minute."
     if isinstance(exc, DustUnavailable):
         return f"Dust is unreachable right now ({detail}); try again shortly."
-    return f"Dust returned an error ({status}{detail})."
+    suffix = f": {explained}" if explained else ""
+    return f"Dust returned an error ({status}{detail}){suffix}."
 
 
 class ConversationService:
@@ -213,7 +219,10 @@ class ConversationService:
 
         attachments = await self._attachments(principal, files or [])
         record = await self._existing(principal, session_key, agent, conversation, new_conversation)
-        context = MessageContext(username=self._settings.dust_username, timezone=self._settings.dust_timezone)
+        settings = self._settings
+        context = MessageContext(
+            username=settings.dust_username, timezone=settings.dust_timezone, origin=settings.dust_origin
+        )
         if record is None:
             # Nothing goes to Dust that the bridge could not remember: with the store down, a new
             # conversation fails here, before Dust does any work (a continued one already failed

@@ -6,10 +6,11 @@ import json
 import os
 import sys
 
+import httpx2
 import pytest
 from mcp import Client
 
-from tests.helpers import run_cli
+from tests.helpers import faults, run_cli
 from tests.procs import Proc, bridge_env, running, start_bridge
 
 
@@ -23,21 +24,95 @@ def test_claude_config_is_a_working_stdio_entry_without_the_real_key() -> None:
     assert "sk-realsecret12345" not in done.stdout
 
 
-def test_agents_and_check_against_dust(simulator: Proc) -> None:
-    env = bridge_env(simulator)
+def test_agents_and_check_against_dust(simulator: Proc, clamd: Proc) -> None:
+    env = bridge_env(simulator, clamd=clamd)
     agents = run_cli("agents", env=env)
     check = run_cli("check", env=env)
     assert agents.returncode == 0, agents.stderr
     assert "echo000001\techo\t" in agents.stdout
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "dust: ok" in check.stdout and "store: ok" in check.stdout
+    # The same listing the tools use, and the single-agent read agent resolution falls back to.
+    assert "dust agents: ok (7 active with view=all in " in check.stdout
+    assert "dust agent: ok (read " in check.stdout
+    assert "store: ok" in check.stdout
+    assert "scanner: ok" in check.stdout
+
+
+def test_check_without_clamd_fails_and_says_where_it_looked(simulator: Proc) -> None:
+    check = run_cli("check", env=bridge_env(simulator, CLAMD_URL="tcp://127.0.0.1:1"))
+    assert check.returncode == 1
+    assert "scanner: FAILED: cannot connect to clamd at 127.0.0.1:1" in check.stdout
+
+
+def test_check_ask_does_one_whole_turn_and_prints_the_answer_and_timings(simulator: Proc) -> None:
+    env = bridge_env(simulator, BRIDGE_SCAN_MODE="off")
+    check = run_cli("check", "--ask", "echo", "first contact", env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    ask_line = next(line for line in check.stdout.splitlines() if line.startswith("ask: "))
+    assert ask_line.startswith("ask: ok (echo answered in ")
+    assert "first progress after " in ask_line and "Dust conversation " in ask_line
+    assert "Echo (turn 1): first contact" in check.stdout
+
+
+def test_check_ask_with_an_unknown_agent_fails_and_names_it(simulator: Proc) -> None:
+    env = bridge_env(simulator, BRIDGE_SCAN_MODE="off")
+    check = run_cli("check", "--ask", "nobody-here", "hello", env=env)
+    assert check.returncode == 1
+    assert "ask: FAILED: no active agent named or with sId 'nobody-here'" in check.stdout
+
+
+@pytest.mark.parametrize(
+    ("status", "err_type", "message", "meaning"),
+    [
+        (
+            401,
+            "invalid_request_error",
+            "The user must be authenticated with oAuth to retrieve list agents.",
+            "this needs a signed-in Dust user (OAuth); a workspace API key cannot use it",
+        ),
+        (
+            401,
+            "invalid_api_key_error",
+            "The API key provided is invalid or disabled.",
+            "DUST_API_KEY is unknown to Dust or was disabled",
+        ),
+        (
+            401,
+            "workspace_auth_error",
+            "Only users of the workspace can access this content.",
+            "the key belongs to another workspace than DUST_WORKSPACE_ID",
+        ),
+    ],
+)
+def test_check_reports_dusts_own_reason_and_what_it_means(
+    simulator: Proc, status: int, err_type: str, message: str, meaning: str
+) -> None:
+    httpx2.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
+    rule = {
+        "match": "agent_configurations",
+        "status": status,
+        "type": err_type,
+        "message": message,
+        "count": 50,
+    }
+    faults(simulator, fail_next=[rule])
+    try:
+        check = run_cli("check", env=bridge_env(simulator))
+    finally:
+        faults(simulator, fail_next=[])
+    assert check.returncode == 1
+    line = next(line for line in check.stdout.splitlines() if line.startswith("dust agents: "))
+    assert f"HTTP {status} {err_type}: {message}" in line
+    assert meaning in line
+    if err_type == "invalid_request_error":
+        assert "credentials (" not in line  # not reported as a bad key: the key is fine, the view is not
 
 
 def test_check_fails_and_says_why_when_redis_is_unreachable(simulator: Proc) -> None:
     env = bridge_env(simulator, redis_port=1)
     check = run_cli("check", env=env)
     assert check.returncode == 1
-    assert "store: FAILED (context store (Redis) is unreachable)" in check.stdout
+    assert "store: FAILED: context store (Redis) is unreachable" in check.stdout
     assert "redis://" not in check.stdout
 
 

@@ -177,3 +177,61 @@ def test_access_log_is_off_unless_asked_for(
     if value is not None:
         monkeypatch.setenv("BRIDGE_ACCESS_LOG", value)
     assert load_settings().access_log is expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "BRIDGE_DUST_TIMEZONE",
+            "Europe/Pari",
+            "BRIDGE_DUST_TIMEZONE: must be a timezone name Dust accepts, e.g. UTC or Europe/Paris;"
+            " did you mean Europe/Paris",
+        ),
+        ("BRIDGE_DUST_TIMEZONE", "CEST", "BRIDGE_DUST_TIMEZONE: must be a timezone name Dust accepts"),
+        ("BRIDGE_DUST_ORIGIN", "apii", "BRIDGE_DUST_ORIGIN: must be an origin Dust knows, normally api"),
+        ("BRIDGE_DUST_USERNAME", "   ", "BRIDGE_DUST_USERNAME:"),
+        ("BRIDGE_DUST_USERNAME", "x" * 256, "BRIDGE_DUST_USERNAME:"),
+    ],
+)
+def test_a_value_dust_would_refuse_is_a_startup_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(expected)
+    assert "\n" not in str(caught.value)
+
+
+def test_values_dust_accepts_pass() -> None:
+    settings = load_settings(
+        BRIDGE_DUST_TIMEZONE="America/Argentina/Buenos_Aires", BRIDGE_DUST_ORIGIN="zapier"
+    )
+    assert (settings.dust_timezone, settings.dust_origin) == ("America/Argentina/Buenos_Aires", "zapier")
+
+
+@pytest.mark.parametrize("url", ["http://dust.example.com", "http://10.0.0.5:3000", "http://[2001:db8::1]"])
+def test_plain_http_to_a_remote_dust_is_refused_because_the_key_would_travel_in_clear(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(DUST_BASE_URL=url)
+    assert str(caught.value).startswith("DUST_BASE_URL: plain http:// to a host other than this machine")
+    assert "BRIDGE_DUST_ALLOW_INSECURE_HTTP=true" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8787", "http://localhost:8787", "http://[::1]:8787"])
+def test_plain_http_to_this_machine_is_fine(url: str) -> None:
+    assert load_settings(DUST_BASE_URL=url).dust_base_url == url
+
+
+def test_plain_http_to_a_remote_dust_when_explicitly_allowed() -> None:
+    settings = load_settings(DUST_BASE_URL="http://dust.internal", BRIDGE_DUST_ALLOW_INSECURE_HTTP="true")
+    assert settings.dust_base_url == "http://dust.internal"
+
+
+def test_the_timezone_list_is_the_sdks() -> None:
+    from bridge.dust.timezone_names import TIMEZONE_NAMES
+
+    # Spot checks; the whole list is compared with the pinned SDK's in tests/contract.
+    assert {"UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"} <= TIMEZONE_NAMES
+    assert "CEST" not in TIMEZONE_NAMES

@@ -64,6 +64,11 @@ from bridge.logcontext import REQUEST_ID
 
 DEFAULT_USER_AGENT = f"dust-mcp-bridge/{__version__}"
 
+# The agent listing an API key may use: Dust refuses `list` and `favorites` to every API key, even
+# an admin's, with a 401 (they need a signed-in user), and `all_unrestricted` to non-admin keys
+# with a 403. `all` is every non-private agent of the workspace (agent_configurations route).
+LISTING_VIEW = "all"
+
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 # Statuses worth another try: throttling and gateway/availability failures. A 500 is not among
@@ -284,8 +289,8 @@ class DustClient:
 
     # --- agents ---------------------------------------------------------------------------------
 
-    async def list_agents(self, view: str = "list") -> list[Agent]:
-        """The workspace's agents for `view` ("list", "all", "published", "global", ...).
+    async def list_agents(self, view: str = LISTING_VIEW) -> list[Agent]:
+        """The workspace's agents for `view` (`all` by default; see `LISTING_VIEW`).
 
         Raises:
             DustAuthError, DustRateLimited, DustServerError, DustUnavailable: see `DustError` subclasses.
@@ -304,14 +309,15 @@ class DustClient:
         return Agent.model_validate(_field(body, "agentConfiguration", dict))
 
     async def probe(self) -> None:
-        """A cheap readiness check: list the global agents once, without retries.
+        """A readiness check: the listing the tools make (`LISTING_VIEW`), once, without retries, so
+        that a key which can reach Dust but not list its agents is not reported ready.
 
         Raises:
             DustError: any failure (DustAuthError for a bad key, DustUnavailable when unreachable
                 or while the circuit breaker is open).
         """
         await self._request(
-            "GET", "/assistant/agent_configurations", params={"view": "global"}, max_retries=0
+            "GET", "/assistant/agent_configurations", params={"view": LISTING_VIEW}, max_retries=0
         )
 
     # --- conversations --------------------------------------------------------------------------

@@ -77,6 +77,11 @@ class DustBadRequest(DustError):
     """Dust rejected the request itself (400, 413 and other 4xx); retrying will not help."""
 
 
+class DustForbidden(DustBadRequest):
+    """The key is valid but may not do this: a view that needs a signed-in Dust user, an admin-only
+    listing, a conversation or space it has no access to (a 401/403 that is not about the key)."""
+
+
 class DustRateLimited(DustError):
     """Dust is throttling this workspace (429, or 403 `plan_message_limit_exceeded`)."""
 
@@ -102,6 +107,39 @@ class DustUnavailable(DustError):
 
 class DustStreamError(DustError):
     """The agent event stream gave up: too many failed reconnects, or the total time ran out."""
+
+
+# What a refusal means for the person running the bridge, by Dust's `error.type`
+# (reference/dust-api.md sections 1 and 4).
+_MEANINGS = {
+    "not_authenticated": "no API key reached Dust: set DUST_API_KEY",
+    "missing_authorization_header_error": "no API key reached Dust: set DUST_API_KEY",
+    "malformed_authorization_header_error": "DUST_API_KEY is not a Dust workspace key (sk-...)",
+    "invalid_api_key_error": "DUST_API_KEY is unknown to Dust or was disabled: create a new key in Dust",
+    "workspace_auth_error": "the key belongs to another workspace than DUST_WORKSPACE_ID",
+    "workspace_not_found": "no workspace has the sId in DUST_WORKSPACE_ID (or it is in another region:"
+    " check DUST_BASE_URL, https://dust.tt or https://eu.dust.tt)",
+    "workspace_can_use_product_required_error": "the workspace's Dust plan does not allow API use",
+    "app_auth_error": "this needs a key with more rights (an admin key)",
+    "conversation_access_restricted": "the key has no access to this conversation",
+    "agent_configuration_not_found": "no such agent, or the key cannot see it",
+    "conversation_not_found": "Dust no longer has this conversation",
+    "message_not_found": "Dust no longer has this message",
+    "file_not_found": "Dust no longer has this file",
+}
+
+
+def meaning(exc: DustError) -> str | None:
+    """What a Dust refusal means and what to do about it, in one clause; None when Dust's own
+    message says it all."""
+    if exc.status == 401 and exc.type == "invalid_request_error" and "oauth" in exc.message.lower():
+        return "this needs a signed-in Dust user (OAuth); a workspace API key cannot use it"
+    found = _MEANINGS.get(exc.type)
+    if found is not None:
+        return found
+    if isinstance(exc, DustForbidden):
+        return "the API key is valid but may not do this"
+    return None
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -167,8 +205,12 @@ def error_from_response(
     kind = err_type or ("content_too_large" if status == 413 else f"http_{status}")
     if status == 429 or err_type == PLAN_LIMIT_TYPE:
         return DustRateLimited(message, status=status, type=kind, retry_after=parse_retry_after(retry_after))
-    if status == 401 or (status == 403 and (err_type is None or err_type in AUTH_ERROR_TYPES)):
-        return DustAuthError(message, status=status, type=kind)
+    if status in (401, 403):
+        # A 401 is not always about the key: Dust refuses OAuth-only views to every API key with
+        # 401 invalid_request_error (agent_configurations route, `viewRequiresUser`).
+        if err_type is None or err_type in AUTH_ERROR_TYPES:
+            return DustAuthError(message, status=status, type=kind)
+        return DustForbidden(message, status=status, type=kind)
     if status == 404:
         return DustNotFound(message, status=status, type=kind)
     if status >= 500:

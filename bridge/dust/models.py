@@ -1,19 +1,42 @@
 """Pydantic models of the Dust payloads the bridge reads (dust-api.md section 3).
 
-Only the fields we use are declared; everything else Dust sends is ignored, so new server fields
-never break parsing. Field names are snake_case with Dust's camelCase names as aliases.
+A tolerant reader: everything Dust's SDK schemas allow is accepted. Only the fields the bridge uses
+are declared, so new server fields never break parsing; statuses and scopes are plain strings (the
+SDK's `FlexibleEnumSchema` admits any string); a null where the bridge has a default means the
+default; numbers the SDK types as `number` may be floats. Only what the bridge cannot work without
+(an sId, a file's name and type) is required. Field names are snake_case with Dust's camelCase
+names as aliases.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class _DustModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_mean_defaults(cls, data: Any) -> Any:
+        # Dust sends null for many fields the SDK marks nullable; the declared default stands for it.
+        if not isinstance(data, dict):
+            return data
+        defaulted = {
+            field.alias or name for name, field in cls.model_fields.items() if not field.is_required()
+        }
+        return {key: value for key, value in data.items() if value is not None or key not in defaulted}
+
+
+def _whole(value: Any) -> Any:
+    """An epoch-milliseconds or byte count the SDK types as `number`: a float is cut to an int."""
+    return int(value) if isinstance(value, float) and value == value and abs(value) != float("inf") else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
 
 
 class Agent(_DustModel):
@@ -31,9 +54,9 @@ class UserMessage(_DustModel):
     """A user message as it appears in a conversation or a post-message response."""
 
     s_id: str = Field(alias="sId")
-    content: str
-    created: int = 0  # epoch milliseconds
-    mentions: list[dict[str, Any]] = Field(default_factory=list)
+    content: str = ""
+    created: Whole = 0  # epoch milliseconds
+    mentions: list[Any] = Field(default_factory=list)
 
 
 class AgentMessage(_DustModel):
@@ -45,7 +68,7 @@ class AgentMessage(_DustModel):
     parent_message_id: str | None = Field(default=None, alias="parentMessageId")
     error: dict[str, Any] | None = None
     configuration_id: str | None = Field(default=None, alias="configurationId")
-    created: int = 0
+    created: Whole = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -82,14 +105,14 @@ class Conversation(_DustModel):
     s_id: str = Field(alias="sId")
     title: str | None = None
     url: str | None = None
-    created: int = 0
-    content: list[list[dict[str, Any]]] = Field(default_factory=list)
+    created: Whole = 0
+    content: list[list[Any]] = Field(default_factory=list)
 
     def current_messages(self) -> list[Message]:
         """The current (last) version of each rank, typed by its `type`; unknown types are skipped."""
         messages: list[Message] = []
         for versions in self.content:
-            if not versions:
+            if not versions or not isinstance(versions[-1], dict):
                 continue
             latest = versions[-1]
             model = _MESSAGE_TYPES.get(str(latest.get("type")))
@@ -111,7 +134,7 @@ class DustFile(_DustModel):
     s_id: str = Field(alias="sId")
     content_type: str = Field(alias="contentType")
     file_name: str = Field(alias="fileName")
-    file_size: int = Field(alias="fileSize")
+    file_size: Whole = Field(alias="fileSize")
     status: str = "created"
     upload_url: str | None = Field(default=None, alias="uploadUrl")
 

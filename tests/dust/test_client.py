@@ -769,7 +769,7 @@ async def test_an_idle_connection_is_not_reused_past_the_keepalive_time() -> Non
         outcome = await post_after_idle(port, keepalive=0.2)
     assert outcome.startswith("answered")
     assert log == [
-        (1, "answered GET /api/v1/w/demo/assistant/agent_configurations?view=list HTTP/1.1"),
+        (1, "answered GET /api/v1/w/demo/assistant/agent_configurations?view=all HTTP/1.1"),
         (2, f"answered {POST_LINE}"),
     ]
 

@@ -11,6 +11,7 @@ from bridge.dust.errors import (
     DustAuthError,
     DustBadRequest,
     DustError,
+    DustForbidden,
     DustNotFound,
     DustRateLimited,
     DustServerError,
@@ -31,7 +32,8 @@ def body(err_type: str, message: str) -> bytes:
         (401, "not_authenticated", DustAuthError),
         (403, "workspace_can_use_product_required_error", DustAuthError),
         (403, "plan_message_limit_exceeded", DustRateLimited),
-        (403, "conversation_access_restricted", DustBadRequest),
+        (403, "conversation_access_restricted", DustForbidden),
+        (401, "invalid_request_error", DustForbidden),
         (404, "conversation_not_found", DustNotFound),
         (404, "agent_configuration_not_found", DustNotFound),
         (404, "workspace_not_found", DustNotFound),
@@ -96,3 +98,40 @@ def test_message_is_truncated_and_whitespace_collapsed() -> None:
     text = sanitize("a\n\n\tb " + "y" * 1000)
     assert text.startswith("a b y")
     assert len(text) == MAX_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize(
+    ("status", "err_type", "message", "expected", "means"),
+    [
+        (
+            401,
+            "invalid_request_error",
+            "The user must be authenticated with oAuth to retrieve list agents.",
+            DustForbidden,
+            "this needs a signed-in Dust user (OAuth); a workspace API key cannot use it",
+        ),
+        (403, "app_auth_error", "Only admins may list all_unrestricted.", DustForbidden, "an admin key"),
+        (
+            403,
+            "conversation_access_restricted",
+            "No access.",
+            DustForbidden,
+            "no access to this conversation",
+        ),
+        (401, "invalid_api_key_error", "The API key provided is invalid.", DustAuthError, "DUST_API_KEY"),
+        (401, "workspace_auth_error", "Only users of the workspace.", DustAuthError, "DUST_WORKSPACE_ID"),
+        (404, "workspace_not_found", "The workspace was not found.", DustNotFound, "DUST_BASE_URL"),
+    ],
+)
+def test_a_refusal_keeps_dusts_message_and_says_what_it_means(
+    status: int, err_type: str, message: str, expected: type[DustError], means: str
+) -> None:
+    from bridge.conversations import describe_dust_error
+
+    error = error_from_response(status, body(err_type, message))
+    assert type(error) is expected
+    described = describe_dust_error(error)
+    assert f"HTTP {status} {err_type}: {message}" in described
+    assert means in described
+    # A valid key refused one view is not told its key is invalid.
+    assert ("credentials (" in described) is (expected is DustAuthError)

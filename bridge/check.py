@@ -1,0 +1,123 @@
+"""`dust-mcp-bridge check`: what a new user needs to know before connecting a client.
+
+It makes the calls the tools make, with the same parameters (the agent listing of `list_agents`
+and of agent resolution, the single-agent read resolution falls back to), checks the context store
+and the virus scanner as `/readyz` does, and with `--ask AGENT MESSAGE` does one whole turn:
+creates a Dust conversation, streams the answer, prints it and how long each part took.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from bridge.conversations import describe_dust_error
+from bridge.dust.client import LISTING_VIEW
+from bridge.dust.errors import DustError
+from bridge.errors import BridgeError
+from bridge.runtime import Runtime
+from bridge.store import StoreUnavailable
+from bridge.uploads.clamav import ScannerUnavailable
+
+# The principal a `check --ask` turn belongs to; it never shares conversations with clients.
+CHECK_PRINCIPAL = "check"
+
+
+@dataclass
+class CheckReport:
+    """What `check` printed, and how many of its checks failed."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    failures: int = 0
+
+    def ok(self, name: str, detail: str) -> None:
+        print(f"{name}: ok ({detail})", file=self.out, flush=True)
+
+    def failed(self, name: str, detail: str) -> None:
+        self.failures += 1
+        print(f"{name}: FAILED: {detail}", file=self.out, flush=True)
+
+
+async def run_checks(runtime: Runtime, report: CheckReport, ask: tuple[str, str] | None = None) -> None:
+    """Every check in turn; failures are counted in `report`, never raised."""
+    mode = "demo: the bundled Dust simulator" if runtime.demo else runtime.dust_base_url
+    report.ok("configuration", f"{mode}, workspace {runtime.workspace_id}, store: {runtime.store.kind}")
+    await _check_agents(runtime, report)
+    await _check(report, "store", runtime.store.ping, StoreUnavailable, runtime.store.kind)
+    if runtime.uploads.scan_required:
+        await _check(
+            report, "scanner", runtime.uploads.ping_scanner, ScannerUnavailable, "clamd answers PING"
+        )
+    else:
+        report.ok("scanner", "off: BRIDGE_SCAN_MODE=off, uploads are not scanned")
+    if ask is not None:
+        await _check_ask(runtime, report, *ask)
+
+
+async def _check(
+    report: CheckReport,
+    name: str,
+    probe: Callable[[], Awaitable[None]],
+    failure: type[Exception],
+    detail: str,
+) -> None:
+    try:
+        await probe()
+    except failure as exc:
+        report.failed(name, str(exc) or type(exc).__name__)
+    else:
+        report.ok(name, detail)
+
+
+async def _check_agents(runtime: Runtime, report: CheckReport) -> None:
+    started = time.monotonic()
+    try:
+        agents = await runtime.agents.list(refresh=True)
+    except DustError as exc:
+        report.failed("dust agents", describe_dust_error(exc))
+        return
+    took = time.monotonic() - started
+    names = ", ".join(agent.name for agent in agents[:8]) + (", ..." if len(agents) > 8 else "")
+    report.ok("dust agents", f"{len(agents)} active with view={LISTING_VIEW} in {took:.3f} s: {names}")
+    if not agents:
+        return
+    try:
+        agent = await runtime.dust.get_agent(agents[0].s_id)
+    except DustError as exc:
+        report.failed("dust agent", describe_dust_error(exc))
+    else:
+        report.ok("dust agent", f"read {agent.name} ({agent.s_id}) by sId")
+
+
+async def _check_ask(runtime: Runtime, report: CheckReport, agent: str, message: str) -> None:
+    started = time.monotonic()
+    first_progress: list[float] = []
+
+    async def progress(text: str) -> None:
+        if not first_progress:
+            first_progress.append(time.monotonic() - started)
+        print(f"  ... {text.strip()[:200]}", file=sys.stderr, flush=True)
+
+    try:
+        answer = await runtime.conversations.ask(
+            principal=CHECK_PRINCIPAL,
+            session_key=None,
+            agent_ref=agent,
+            message=message,
+            new_conversation=True,
+            progress=progress,
+        )
+    except BridgeError as exc:
+        report.failed("ask", str(exc))
+        return
+    total = time.monotonic() - started
+    first = f"first progress after {first_progress[0]:.2f} s, " if first_progress else ""
+    report.ok(
+        "ask",
+        f"{answer.agent.name} answered in {total:.2f} s ({first}Dust conversation"
+        f" {answer.dust_conversation_id}{', ' + answer.url if answer.url else ''})",
+    )
+    print(answer.text, file=report.out, flush=True)
