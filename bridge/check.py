@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -20,7 +19,8 @@ from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.runtime import Runtime
 from bridge.store import StoreUnavailable
-from bridge.uploads.clamav import ScannerUnavailable
+from bridge.uploads.clamav import ClamdClient
+from bridge.uploads.clamd_health import diagnose
 
 # The principal a `check --ask` turn belongs to; it never shares conversations with clients.
 CHECK_PRINCIPAL = "check"
@@ -46,30 +46,34 @@ async def run_checks(runtime: Runtime, report: CheckReport, ask: tuple[str, str]
     mode = "demo: the bundled Dust simulator" if runtime.demo else runtime.dust_base_url
     report.ok("configuration", f"{mode}, workspace {runtime.workspace_id}, store: {runtime.store.kind}")
     await _check_agents(runtime, report)
-    await _check(report, "store", runtime.store.ping, StoreUnavailable, runtime.store.kind)
+    await _check_store(runtime, report)
     if runtime.uploads.scan_required:
-        await _check(
-            report, "scanner", runtime.uploads.ping_scanner, ScannerUnavailable, "clamd answers PING"
-        )
+        await _check_scanner(runtime, report)
     else:
         report.ok("scanner", "off: BRIDGE_SCAN_MODE=off, uploads are not scanned")
     if ask is not None:
         await _check_ask(runtime, report, *ask)
 
 
-async def _check(
-    report: CheckReport,
-    name: str,
-    probe: Callable[[], Awaitable[None]],
-    failure: type[Exception],
-    detail: str,
-) -> None:
+async def _check_store(runtime: Runtime, report: CheckReport) -> None:
     try:
-        await probe()
-    except failure as exc:
-        report.failed(name, str(exc) or type(exc).__name__)
+        await runtime.store.ping()
+    except StoreUnavailable as exc:
+        report.failed("store", exc.detail)
     else:
-        report.ok(name, detail)
+        report.ok("store", runtime.store.kind)
+
+
+async def _check_scanner(runtime: Runtime, report: CheckReport) -> None:
+    settings = runtime.settings
+    client = ClamdClient(
+        settings.clamd_url, timeout=settings.scan_timeout_seconds, max_stream_bytes=settings.upload_max_bytes
+    )
+    for finding in await diagnose(client, settings.upload_max_bytes):
+        if finding.fix is None:
+            report.ok(finding.name, finding.detail)
+        else:
+            report.failed(finding.name, f"{finding.detail}; {finding.fix}")
 
 
 async def _check_agents(runtime: Runtime, report: CheckReport) -> None:

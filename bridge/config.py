@@ -49,6 +49,19 @@ class DemoMode(enum.StrEnum):
     OFF = "off"  # production: a missing Dust key is a start-up error
 
 
+# Where Debian's and Ubuntu's clamav-daemon package puts clamd's socket (/var/run links to /run).
+PACKAGED_CLAMD_SOCKETS = ("/var/run/clamav/clamd.ctl", "/run/clamav/clamd.ctl")
+FALLBACK_CLAMD_URL = "tcp://127.0.0.1:3310"
+
+
+def default_clamd_url(candidates: tuple[str, ...] = PACKAGED_CLAMD_SOCKETS) -> str:
+    """CLAMD_URL when unset: the packaged clamd's unix socket where it exists, else tcp://127.0.0.1:3310."""
+    for path in candidates:
+        if Path(path).is_socket():
+            return f"unix://{path}"
+    return FALLBACK_CLAMD_URL
+
+
 def _env(name: str) -> Any:
     return Field(validation_alias=AliasChoices(name))
 
@@ -129,7 +142,9 @@ class Settings(BaseSettings):
     )
 
     # Uploads
-    clamd_url: str = Field(default="tcp://127.0.0.1:3310", validation_alias=AliasChoices("CLAMD_URL"))
+    clamd_url: str = Field(
+        default_factory=lambda: default_clamd_url(), validation_alias=AliasChoices("CLAMD_URL")
+    )
     scan_mode: ScanMode = Field(default=ScanMode.REQUIRED, validation_alias=AliasChoices("BRIDGE_SCAN_MODE"))
     scan_timeout_seconds: float = Field(
         default=120.0, gt=0, le=3600, validation_alias=AliasChoices("BRIDGE_SCAN_TIMEOUT_SECONDS")
@@ -273,6 +288,12 @@ class Settings(BaseSettings):
 
         parse_redis_url(value)  # its messages never quote the URL, which may hold a password
         return value
+
+    @field_validator("clamd_url", mode="before")
+    @classmethod
+    def _clamd_default(cls, value: Any) -> Any:
+        # Empty (as in .env.example) means the default: the packaged clamd's socket, or TCP 3310.
+        return default_clamd_url() if isinstance(value, str) and not value.strip() else value
 
     @field_validator("clamd_url")
     @classmethod

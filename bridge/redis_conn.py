@@ -15,6 +15,7 @@ Parsing never echoes the URL in an error: it can carry a password.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 from limits.aio.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage, Storage
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class RedisKind(enum.StrEnum):
@@ -60,11 +62,39 @@ class RedisTarget:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
 
+    def describe(self) -> str:
+        """Where this Redis is, for operators: hosts and ports, never credentials."""
+        if self.kind is RedisKind.SENTINEL:
+            return f"sentinel service {self.service_name} via {_hosts(self.nodes)}"
+        if self.kind is RedisKind.CLUSTER:
+            return f"cluster {_hosts(self.nodes)}"
+        parts = urlsplit(self.url)
+        if parts.scheme.lower() == "unix":
+            return f"unix socket {parts.path}"
+        return f"{parts.hostname}:{parts.port or 6379}"
+
     @property
     def auth(self) -> dict[str, Any]:
         """`username`/`password` keyword arguments for redis-py, only those that are set."""
         found = {"username": self.username, "password": self.password}
         return {key: value for key, value in found.items() if value}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The operating system's reason under a Redis connection failure ("Connection refused",
+    "timed out"), else the error class; never redis-py's own text, which may grow to quote a URL."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError | RedisTimeoutError):
+            return "timed out"
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
+
+
+def _hosts(nodes: list[tuple[str, int]]) -> str:
+    return ",".join(f"{host}:{port}" for host, port in nodes)
 
 
 def _nodes(netloc: str, default_port: int) -> list[tuple[str, int]]:

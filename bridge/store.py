@@ -37,7 +37,7 @@ from redis.exceptions import AuthenticationError, RedisClusterException, RedisEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.redis_conn import parse_redis_url, redis_client
+from bridge.redis_conn import failure_reason, parse_redis_url, redis_client
 from bridge.security.sealing import Sealer
 
 HANDLE_PREFIX = "dmc_"
@@ -55,7 +55,15 @@ _UNREACHABLE = "context store (Redis) is unreachable"
 
 
 class StoreUnavailable(Exception):
-    """The store back end cannot be reached. The message is for humans and never holds a URL."""
+    """The store back end cannot be reached. The message is for humans and never holds a URL.
+
+    `detail` adds, for operators (`check`, logs), which Redis and why ("Redis at 10.0.0.5:6379:
+    Connection refused"); the message, which MCP clients may see, names neither.
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -441,17 +449,19 @@ class MemoryStore:
 
 
 @contextlib.contextmanager
-def _redis_errors() -> Iterator[None]:
+def _redis_errors(target: str) -> Iterator[None]:
     """Turn every Redis failure into StoreUnavailable with a message that holds no URL."""
     try:
         yield
     except AuthenticationError as exc:
         # A subclass of ConnectionError, but "unreachable" would send operators to the network.
-        raise StoreUnavailable("context store (Redis) rejected the credentials") from exc
+        message = "context store (Redis) rejected the credentials"
+        raise StoreUnavailable(message, f"Redis at {target} rejected the credentials") from exc
     except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
         # RedisClusterException (no slot map, no startup node answers) is not a RedisError.
-        # redis-py messages name host and port only; the chain is kept for operators' tracebacks.
-        raise StoreUnavailable(_UNREACHABLE) from exc
+        raise StoreUnavailable(
+            _UNREACHABLE, f"Redis at {target} is unreachable: {failure_reason(exc)}"
+        ) from exc
     except RedisError as exc:
         # Server-side refusals (OOM, MISCONF, READONLY...) also mean the store cannot serve; the
         # server's text may quote keys, so only the error class is named.
@@ -486,9 +496,11 @@ class RedisStore:
         ttl_seconds: int,
         prefix: str = "dmb:",
         sealer: Sealer | None = None,
+        target: str = "the configured address",
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
+        self._target = target
         self._client: Any = client
         # A record and its owner index live in different hash slots, so Redis Cluster cannot run
         # them in one MULTI; there each write is a plain pipeline. The index is advisory either
@@ -528,7 +540,7 @@ class RedisStore:
         except ValueError:
             # The parser's message may echo parts of the URL; the URL can carry a password.
             raise ValueError("invalid Redis URL") from None
-        return cls(client, ttl_seconds, prefix, sealer)
+        return cls(client, ttl_seconds, prefix, sealer, target=target.describe())
 
     async def _mget(self, keys: list[str]) -> list[object]:
         # Cluster MGET must stay in one slot; `mget_nonatomic` splits by slot (reads are advisory).
@@ -549,7 +561,7 @@ class RedisStore:
         """Write the record with `EX ttl` and (re)index it under its owner, atomically."""
         _require_handle(record.handle)
         owner_key = self._owner_key(record.owner)
-        with _redis_errors():
+        with _redis_errors(self._target):
             async with self._client.pipeline(transaction=self._atomic) as pipe:
                 pipe.set(self._conv_key(record.handle), self._seal(_encode(record)), ex=self._ttl)
                 pipe.zadd(owner_key, {record.handle: record.last_used_at})
@@ -563,7 +575,7 @@ class RedisStore:
         if not is_valid_handle(handle):
             return None
         key = self._conv_key(handle)
-        with _redis_errors():
+        with _redis_errors(self._target):
             record = _decode(self._open(await self._client.get(key)), handle)
             # Check ownership before touching the TTL so a foreign caller cannot keep a record alive.
             if record is None or record.owner != owner:
@@ -580,7 +592,7 @@ class RedisStore:
         if not is_valid_handle(handle):
             return False
         key = self._conv_key(handle)
-        with _redis_errors():
+        with _redis_errors(self._target):
             record = _decode(self._open(await self._client.get(key)), handle)
             if record is None or record.owner != owner:
                 return False
@@ -599,7 +611,7 @@ class RedisStore:
         owner_key = self._owner_key(owner)
         found: dict[str, ConversationRecord] = {}
         start = 0
-        with _redis_errors():
+        with _redis_errors(self._target):
             while len(found) < limit:
                 members = await self._client.zrevrange(owner_key, start, start + limit - 1)
                 handles = [handle for member in members if (handle := _text(member)) is not None]
@@ -623,12 +635,12 @@ class RedisStore:
     async def remember(self, session_key: str, agent_id: str, handle: str) -> None:
         """Note `handle` for (session, agent) with `EX ttl`."""
         _require_handle(handle)
-        with _redis_errors():
+        with _redis_errors(self._target):
             await self._client.set(self._session_key(session_key, agent_id), handle, ex=self._ttl)
 
     async def recall(self, session_key: str, agent_id: str) -> str | None:
         """The live handle noted for (session, agent), with its TTL restarted, else None."""
-        with _redis_errors():
+        with _redis_errors(self._target):
             value = _text(await self._client.getex(self._session_key(session_key, agent_id), ex=self._ttl))
         return value if value is not None and is_valid_handle(value) else None
 
@@ -644,7 +656,7 @@ class RedisStore:
             raise ValueError("not an upload id")
         expires = max(1, int(record.expires_at - time.time()))
         index = self._uploads_key(record.owner)
-        with _redis_errors():
+        with _redis_errors(self._target):
             async with self._client.pipeline(transaction=self._atomic) as pipe:
                 pipe.set(
                     self._upload_key(record.upload_id),
@@ -660,7 +672,7 @@ class RedisStore:
         """The owner's live upload, else None."""
         if not is_valid_upload_id(upload_id):
             return None
-        with _redis_errors():
+        with _redis_errors(self._target):
             record = _decode_upload(
                 self._open(await self._client.get(self._upload_key(upload_id))), upload_id
             )
@@ -669,7 +681,7 @@ class RedisStore:
     async def list_uploads(self, owner: str, limit: int = 100) -> list[UploadRecord]:
         """The owner's live uploads, newest first; dead index entries are dropped."""
         index = self._uploads_key(owner)
-        with _redis_errors():
+        with _redis_errors(self._target):
             ids = [i for m in await self._client.zrevrange(index, 0, max(limit, 1) - 1) if (i := _text(m))]
             if not ids:
                 return []
@@ -697,7 +709,7 @@ class RedisStore:
         if not is_valid_upload_id(marker.upload_id) or ttl_seconds <= 0:
             raise ValueError("not an upload id, or a TTL that is not positive")
         index = self._pending_index_key()
-        with _redis_errors():
+        with _redis_errors(self._target):
             async with self._client.pipeline(transaction=self._atomic) as pipe:
                 pipe.set(
                     self._pending_key(marker.upload_id),
@@ -712,7 +724,7 @@ class RedisStore:
 
     async def clear_pending_upload(self, upload_id: str) -> None:
         """Delete the marker and its index entry."""
-        with _redis_errors():
+        with _redis_errors(self._target):
             async with self._client.pipeline(transaction=self._atomic) as pipe:
                 pipe.delete(self._pending_key(upload_id))
                 pipe.zrem(self._pending_index_key(), upload_id)
@@ -721,7 +733,7 @@ class RedisStore:
     async def list_pending_uploads(self, limit: int = 1000) -> list[PendingUpload]:
         """The live markers, oldest first; index entries whose marker is gone are dropped."""
         index = self._pending_index_key()
-        with _redis_errors():
+        with _redis_errors(self._target):
             ids = [i for m in await self._client.zrange(index, 0, max(limit, 1) - 1) if (i := _text(m))]
             if not ids:
                 return []
@@ -740,12 +752,12 @@ class RedisStore:
 
     async def ping(self) -> None:
         """Round-trip a PING; StoreUnavailable if Redis does not answer."""
-        with _redis_errors():
+        with _redis_errors(self._target):
             await self._client.ping()
 
     async def aclose(self) -> None:
         """Close the client and its connection pool."""
-        with _redis_errors():
+        with _redis_errors(self._target):
             await self._client.aclose()
 
 

@@ -228,6 +228,7 @@ def start_clamd(
     max_recursion: int = 16,
     max_files: int = 1000,
     max_scan_time_ms: int = 30_000,
+    alert_exceeds_max: bool = True,
 ) -> Proc:
     """A clamd on a unix socket and a loopback TCP port, loading only the EICAR test signature.
 
@@ -265,7 +266,7 @@ def start_clamd(
                 f"MaxRecursion {max_recursion}",
                 f"MaxFiles {max_files}",
                 f"MaxScanTime {max_scan_time_ms}",
-                "AlertExceedsMax yes",
+                f"AlertExceedsMax {'yes' if alert_exceeds_max else 'no'}",
                 f"LogFile {workdir / 'clamd.log'}",
                 "SelfCheck 0",
                 "",

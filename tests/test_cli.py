@@ -24,8 +24,8 @@ def test_claude_config_is_a_working_stdio_entry_without_the_real_key() -> None:
     assert "sk-realsecret12345" not in done.stdout
 
 
-def test_agents_and_check_against_dust(simulator: Proc, clamd: Proc) -> None:
-    env = bridge_env(simulator, clamd=clamd)
+def test_agents_and_check_against_dust(simulator: Proc) -> None:
+    env = bridge_env(simulator, BRIDGE_SCAN_MODE="off")
     agents = run_cli("agents", env=env)
     check = run_cli("check", env=env)
     assert agents.returncode == 0, agents.stderr
@@ -35,13 +35,30 @@ def test_agents_and_check_against_dust(simulator: Proc, clamd: Proc) -> None:
     assert "dust agents: ok (7 active with view=all in " in check.stdout
     assert "dust agent: ok (read " in check.stdout
     assert "store: ok" in check.stdout
-    assert "scanner: ok" in check.stdout
+    assert "scanner: ok (off: BRIDGE_SCAN_MODE=off" in check.stdout
+
+
+def test_check_tests_clamd_and_says_what_to_fix(simulator: Proc, clamd: Proc) -> None:
+    check = run_cli("check", env=bridge_env(simulator, clamd=clamd))
+    lines = check.stdout.splitlines()
+    assert "scanner: ok (clamd answers PING)" in lines
+    # The test clamd loads only a local EICAR signature: no official database, which check calls out.
+    signatures = next(line for line in lines if line.startswith("scanner signatures: "))
+    assert signatures.startswith("scanner signatures: FAILED: ClamAV ") and "freshclam" in signatures
+    # Its StreamMaxLength is Debian's 25M, below the default 50 MiB upload cap.
+    assert (
+        "scanner limits: FAILED: clamd refuses a stream of BRIDGE_UPLOAD_MAX_BYTES (50 MiB);"
+        " set `StreamMaxLength 50M` in clamd.conf" in check.stdout
+    )
+    assert "scanner limits: ok (AlertExceedsMax is on" in check.stdout
+    assert check.returncode == 1
 
 
 def test_check_without_clamd_fails_and_says_where_it_looked(simulator: Proc) -> None:
     check = run_cli("check", env=bridge_env(simulator, CLAMD_URL="tcp://127.0.0.1:1"))
     assert check.returncode == 1
     assert "scanner: FAILED: cannot connect to clamd at 127.0.0.1:1" in check.stdout
+    assert "apt-get install clamav-daemon" in check.stdout
 
 
 def test_check_ask_does_one_whole_turn_and_prints_the_answer_and_timings(simulator: Proc) -> None:
@@ -112,7 +129,8 @@ def test_check_fails_and_says_why_when_redis_is_unreachable(simulator: Proc) -> 
     env = bridge_env(simulator, redis_port=1)
     check = run_cli("check", env=env)
     assert check.returncode == 1
-    assert "store: FAILED: context store (Redis) is unreachable" in check.stdout
+    # Which Redis and why, for the operator, without the URL (it may carry a password).
+    assert "store: FAILED: Redis at 127.0.0.1:1 is unreachable: Connection refused" in check.stdout
     assert "redis://" not in check.stdout
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bridge.config import ConfigError, DemoMode, load_settings
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("DUST_API_KEY", "DUST_WORKSPACE_ID", "DUST_BASE_URL", "REDIS_URL", "BRIDGE_DEMO"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
@@ -235,3 +237,21 @@ def test_the_timezone_list_is_the_sdks() -> None:
     # Spot checks; the whole list is compared with the pinned SDK's in tests/contract.
     assert {"UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"} <= TIMEZONE_NAMES
     assert "CEST" not in TIMEZONE_NAMES
+
+
+def test_clamd_url_follows_the_packaged_clamds_socket_when_it_exists(tmp_path: Path) -> None:
+    import socket
+
+    from bridge.config import FALLBACK_CLAMD_URL, default_clamd_url
+
+    path = tmp_path / "clamd.ctl"
+    assert default_clamd_url((str(path),)) == FALLBACK_CLAMD_URL
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        assert default_clamd_url(("/nonexistent/clamd.ctl", str(path))) == f"unix://{path}"
+
+
+def test_an_empty_clamd_url_means_the_default() -> None:
+    from bridge.config import default_clamd_url
+
+    assert load_settings(CLAMD_URL="").clamd_url == default_clamd_url()

@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import BridgeError
 from bridge.problems import problem
-from bridge.redis_conn import limits_storage, parse_redis_url
+from bridge.redis_conn import failure_reason, limits_storage, parse_redis_url
 from bridge.security.audit import audit_event
 from bridge.security.slots import UNAVAILABLE, SharedSlots
 from bridge.security.transport import MCP_PREFIXES, RATE_LIMITED_CODE, jsonrpc_refusal, request_id_of
@@ -63,6 +63,8 @@ _PREPAID_SECONDS = 1.0
 _MAX_BATCH = 64
 # Past this many principals with prepaid hits, the stale ones are dropped on the next payment.
 _PREPAID_SWEEP = 1024
+# While the request counter's storage is down, one warning per this many seconds.
+_STORAGE_WARN_SECONDS = 60.0
 
 
 class TooManyAnswers(BridgeError):
@@ -101,6 +103,10 @@ class Limiter:
     _prepaid: dict[str, _Prepaid] = field(default_factory=dict)
     _shared_down: bool = False
     _shared_retry_at: float = 0.0
+    # Where the request counts live, for log lines ("Redis at host:port").
+    storage_target: str = "memory"
+    _storage_warned_at: float | None = None
+    _storage_unwarned: int = 0
 
     def __post_init__(self) -> None:
         self._window = SlidingWindowCounterRateLimiter(self.storage)
@@ -122,18 +128,45 @@ class Limiter:
             if batch > 1:
                 if await self._window.hit(item, "principal", principal, cost=batch):
                     self._keep(principal, batch - 1, batch, now)
+                    self._storage_answered()
                     return None
                 # Nearly spent: one hit at a time from now on, so a refusal costs no extra trip.
                 self._prepaid[principal] = _Prepaid(left=0, until=now, batch=1)
             # Too little room for a batch (or no batch wanted): the exact count decides.
             if await self._window.hit(item, "principal", principal):
                 self._keep(principal, 0, 1, now)
+                self._storage_answered()
                 return None
             stats = await self._window.get_window_stats(item, "principal", principal)
         except Exception as exc:  # the counter's store is down: serve rather than refuse everyone
-            logger.warning("rate-limit storage unavailable, not limiting: %s", type(exc).__name__)
+            self._storage_failed(exc)
             return None
+        self._storage_answered()
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+    def _storage_failed(self, exc: Exception) -> None:
+        """Warn that requests go uncounted, naming where and why, at most once a minute."""
+        now = time.monotonic()
+        if self._storage_warned_at is not None and now - self._storage_warned_at < _STORAGE_WARN_SECONDS:
+            self._storage_unwarned += 1
+            return
+        also = (
+            f" ({self._storage_unwarned} more requests since the last warning)"
+            if self._storage_unwarned
+            else ""
+        )
+        logger.warning(
+            "rate-limit storage (%s) unavailable: %s; requests are not limited until it is back%s",
+            self.storage_target,
+            failure_reason(exc),
+            also,
+        )
+        self._storage_warned_at, self._storage_unwarned = now, 0
+
+    def _storage_answered(self) -> None:
+        if self._storage_warned_at is not None:
+            logger.info("rate-limit storage (%s) is back: requests are limited again", self.storage_target)
+            self._storage_warned_at, self._storage_unwarned = None, 0
 
     def _keep(self, principal: str, left: int, batch: int, now: float) -> None:
         """Remember a payment; hits still prepaid by a concurrent request are kept too."""
@@ -238,13 +271,16 @@ def build_limiter(
         )
         for name, (key_rate, key_concurrency) in overrides.items()
     }
-    storage: Storage = MemoryStorage()
-    slots: SharedSlots | None = None
-    if redis_url:
-        target = parse_redis_url(redis_url)
-        storage = limits_storage(target, key_prefix="dmb-limits", socket_timeout=2.0)
-        slots = SharedSlots.for_target(target, lease_seconds)
-    return Limiter(default=default, overrides=per_key, storage=storage, slots=slots)
+    if not redis_url:
+        return Limiter(default=default, overrides=per_key)
+    target = parse_redis_url(redis_url)
+    return Limiter(
+        default=default,
+        overrides=per_key,
+        storage=limits_storage(target, key_prefix="dmb-limits", socket_timeout=2.0),
+        slots=SharedSlots.for_target(target, lease_seconds),
+        storage_target=f"Redis at {target.describe()}",
+    )
 
 
 @dataclass

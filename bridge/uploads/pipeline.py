@@ -143,7 +143,7 @@ class UploadPipeline:
         try:
             markers = await self._store.list_pending_uploads()
         except StoreUnavailable as exc:
-            logger.warning("could not look for unfinished uploads: %s", exc)
+            logger.warning("could not look for unfinished uploads: %s", exc.detail)
             return 0
         now = time.time()
         for marker in markers:

@@ -279,6 +279,21 @@ async def test_redis_down_falls_back_to_the_per_process_cap(caplog: pytest.LogCa
     assert len(warnings) == 1  # once per outage, not once per answer
 
 
+async def test_request_counts_unavailable_is_said_once_with_where_and_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    down = limiter(f"redis://:hunter2@127.0.0.1:{port}/0")
+    with caplog.at_level(logging.WARNING, logger="bridge.security.ratelimit"):
+        for _ in range(20):
+            assert await down.retry_after("judy") is None  # served, not refused, while Redis is down
+    warnings = [r.getMessage() for r in caplog.records if "rate-limit storage" in r.getMessage()]
+    assert warnings == [
+        f"rate-limit storage (Redis at 127.0.0.1:{port}) unavailable: Connection refused;"
+        " requests are not limited until it is back"
+    ]
+
+
 def test_cluster_keys_keep_a_principal_in_one_slot() -> None:
     assert slots_key("alice") == "dmb-slots:{alice}"
     odd = slots_key("oauth:{weird}")
