@@ -435,7 +435,7 @@ async function streaming() {
   const G = "streaming";
   await sim("faults", { token_delay_ms: 1, events_per_connection: 5 });
   const made = await report.op(
-    "create a conversation to stream (echo, ~30 events)",
+    "create a conversation to stream (echo, about 20 events)",
     meta(G, "createConversation", "CreateConversationResponseSchema"),
     (f) =>
       createConversation(f, "POST assistant/conversations", {
