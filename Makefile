@@ -82,6 +82,15 @@ typecheck: $(DEVSTAMP)
 unit: $(DEVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 	$(BIN)/pytest
 
+## make contract: only the contract tests (tests/contract): Dust's official JS SDK @dust-tt/client, pinned
+## in tools/node, drives the simulator and checks the bridge's request bodies with the SDK's zod schemas.
+## After a Dust SDK release: bump "@dust-tt/client" in tools/node/package.json and run `npm install
+## --ignore-scripts` in tools/node (it rewrites package-lock.json; if the SDK's engines now want a newer
+## Node, bump the "node24" alias too), then `make contract`; commit both files once it passes.
+.PHONY: contract
+contract: $(DEVSTAMP) $(NODE_TOOLSTAMP)
+	$(BIN)/pytest tests/contract
+
 ## make bench: the streaming and upload benchmarks, the load run (100/250/500 clients, tools/list rate)
 ## and the 10,000-turn soak; they print figures (see docs/performance.md). About 40 minutes.
 bench: bench-deps $(STAMP)

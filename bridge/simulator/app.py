@@ -13,6 +13,7 @@ from bridge.simulator.api_agents import agent_routes
 from bridge.simulator.api_conversations import ConversationRoutes
 from bridge.simulator.api_events import EventRoutes
 from bridge.simulator.api_files import FileRoutes
+from bridge.simulator.capture import BodyCapture
 from bridge.simulator.control import ControlRoutes
 from bridge.simulator.errors import ApiError, handle_api_error, handle_http_exception
 from bridge.simulator.gate import ApiGate
@@ -37,7 +38,7 @@ def create_app(options: SimulatorOptions | None = None) -> Starlette:
             *EventRoutes(sim).routes(),
             *FileRoutes(sim).routes(),
         ],
-        middleware=[Middleware(ApiGate, sim=sim)],
+        middleware=[Middleware(BodyCapture, sim=sim), Middleware(ApiGate, sim=sim)],
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.simulator.capture import body_log
 from bridge.simulator.faults import parse_rules
 from bridge.simulator.state import Simulator
 
@@ -27,6 +28,7 @@ class ControlRoutes:
             Route("/_sim/reset", self.reset, methods=["POST"]),
             Route("/_sim/stats", self.stats, methods=["GET"]),
             Route("/_sim/files", self.files, methods=["GET"]),
+            Route("/_sim/bodies", self.bodies, methods=["GET"]),
         ]
 
     def _effective(self) -> dict[str, Any]:
@@ -64,6 +66,7 @@ class ControlRoutes:
     async def reset(self, request: Request) -> Response:
         """Forget everything and restore the start-up options."""
         self.sim.reset()
+        body_log(self.sim).clear()
         return JSONResponse(self._effective())
 
     async def stats(self, request: Request) -> Response:
@@ -73,3 +76,7 @@ class ControlRoutes:
     async def files(self, request: Request) -> Response:
         """Every stored file with its uploaded size and sha256."""
         return JSONResponse({"files": [file.details() for file in self.sim.store.files.values()]})
+
+    async def bodies(self, request: Request) -> Response:
+        """The request bodies POSTed to `/api/...` since start or the last reset, oldest first."""
+        return JSONResponse({"bodies": body_log(self.sim).to_json()})
