@@ -170,7 +170,7 @@ def create_app(settings: Settings) -> Starlette:
     """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, uploads, health, status, metrics."""
     holder = _Holder()
     metrics_registry = Metrics()
-    mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools)
+    mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools, demo=settings.demo_active)
     security = transport_security(settings)
     # SSE responses, never json_response: a JSON body would drop every progress notification
     # (McpEndpoint answers only the listings in JSON). Called for the session manager it builds;

@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
-import os
 import signal
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 import uvicorn
 
 from bridge import __version__
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.config import (
+    ENV_FILE_VARIABLE,
+    ConfigError,
+    Settings,
+    describe_env_file,
+    find_env_file,
+    load_settings,
+)
 from bridge.observability import configure_logging
 
 
 def _settings(**overrides: Any) -> Settings:
+    """The settings every command reads, the same way; says on stderr which `.env` it used."""
     try:
-        return load_settings(**overrides)
+        env_file = find_env_file()
+        settings = load_settings(env_file, **overrides)
     except ConfigError as exc:
         print(f"dust-mcp-bridge: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    print(f"dust-mcp-bridge: settings from {describe_env_file(env_file)}", file=sys.stderr, flush=True)
+    return settings
 
 
 def freeze_startup_objects() -> None:
@@ -50,9 +63,12 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
     from bridge.app import create_app
 
     app = create_app(settings)
+    # Bound before saying "listening": a port in use is then a clear error, not a false promise.
+    listener = _listen(settings.host, settings.port)
     freeze_startup_objects()
+    port = listener.getsockname()[1]
     print(
-        f"dust-mcp-bridge {__version__} listening on http://{settings.host}:{settings.port}"
+        f"dust-mcp-bridge {__version__} listening on http://{_url_host(settings.host)}:{port}"
         f" (MCP: /mcp, legacy SSE: /sse, status: /status)"
         + (" — DEMO MODE against the bundled Dust simulator" if settings.demo_active else ""),
         file=sys.stderr,
@@ -61,10 +77,8 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
     # uvicorn re-raises SIGTERM once its graceful shutdown is done; by then everything has been
     # drained and closed, so that is a clean stop and should exit 0, not "killed by signal".
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         log_config=None,
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
@@ -80,6 +94,33 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
         forwarded_allow_ips=",".join(settings.trusted_proxies) or "",
         lifespan="on",
     )
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host:port`, or exit 1 with a sentence saying what to do."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            reason = (
+                "is in use by another process: stop it, or choose another port with --port or BRIDGE_PORT"
+            )
+        else:
+            reason = f"cannot be opened: {exc.strerror or exc}"
+        print(f"dust-mcp-bridge: {host} port {port} {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
+    listener.set_inheritable(True)
+    return listener
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def cmd_stdio(args: argparse.Namespace) -> None:
@@ -91,7 +132,9 @@ def cmd_stdio(args: argparse.Namespace) -> None:
 
     async def run() -> None:
         async with start_runtime(settings) as runtime:
-            mcp = build_mcp_server(lambda: runtime, agent_tools=settings.agent_tools)
+            mcp = build_mcp_server(
+                lambda: runtime, agent_tools=settings.agent_tools, demo=settings.demo_active
+            )
             await mcp.run_stdio_async()
 
     anyio.run(run)
@@ -101,7 +144,7 @@ def cmd_simulator(argv: list[str]) -> None:
     """Run the bundled Dust simulator on its own."""
     from bridge.simulator import main as simulator_main
 
-    simulator_main(argv)
+    simulator_main(argv, prog="dust-mcp-bridge simulator")
 
 
 def cmd_agents(args: argparse.Namespace) -> None:
@@ -144,24 +187,33 @@ def cmd_check(args: argparse.Namespace) -> None:
     raise SystemExit(anyio.run(run))
 
 
-def claude_config(name: str = "dust") -> dict[str, Any]:
+def claude_config(
+    settings: Settings, env_file: Path | None, name: str = "dust", demo: bool = False
+) -> dict[str, Any]:
     """A `claude_desktop_config.json` entry that starts this bridge over stdio.
 
     It runs this very interpreter (`python -m bridge stdio`), so it works from a virtualenv that is
-    not on Claude Desktop's PATH. The key is a placeholder: the real one is never printed.
+    not on Claude Desktop's PATH. The key is never printed: with a key in `env_file` the entry points
+    at that file, else it holds a placeholder. `demo` makes an entry for the bundled simulator.
     """
-    env = {
-        "DUST_API_KEY": "<your Dust API key, sk-...>",
-        "DUST_WORKSPACE_ID": os.environ.get("DUST_WORKSPACE_ID") or "<your workspace sId>",
-    }
-    if os.environ.get("DUST_BASE_URL"):
-        env["DUST_BASE_URL"] = os.environ["DUST_BASE_URL"]
+    env: dict[str, str] = {}
+    if demo:
+        env["BRIDGE_DEMO"] = "on"
+    elif settings.dust_api_key is not None and env_file is not None:
+        env[ENV_FILE_VARIABLE] = str(env_file)
+    else:
+        env["DUST_API_KEY"] = "<your Dust API key, sk-...>"
+        env["DUST_WORKSPACE_ID"] = settings.dust_workspace_id or "<your workspace sId>"
+        if settings.dust_base_url != "https://dust.tt":
+            env["DUST_BASE_URL"] = settings.dust_base_url
     return {"mcpServers": {name: {"command": sys.executable, "args": ["-m", "bridge", "stdio"], "env": env}}}
 
 
 def cmd_claude_config(args: argparse.Namespace) -> None:
-    """Print a working Claude Desktop config entry (the API key is a placeholder, never the real one)."""
-    print(json.dumps(claude_config(args.name), indent=2))
+    """Print a working Claude Desktop config entry (never the real key)."""
+    # Demo on for reading only: the entry is printed whether or not the credentials are complete.
+    settings = _settings(BRIDGE_DEMO="on")
+    print(json.dumps(claude_config(settings, find_env_file(), args.name, demo=args.demo), indent=2))
 
 
 def cmd_keys_new_store_key(args: argparse.Namespace) -> None:
@@ -193,27 +245,53 @@ def cmd_keys_new(args: argparse.Namespace) -> None:
     print(f"add this entry to BRIDGE_API_KEYS (comma-separated) or to a key file (one per line):\n  {entry}")
 
 
+_DUST_ENV = """\
+environment (also read from a .env file: BRIDGE_ENV_FILE, else ./.env, else the checkout's .env):
+  DUST_API_KEY        a Dust workspace API key (sk-...); unset: demo mode, the bundled simulator
+  DUST_WORKSPACE_ID   the workspace sId (the part after /w/ in your Dust URL)
+  DUST_BASE_URL       https://dust.tt (default) or https://eu.dust.tt for EU workspaces
+  BRIDGE_DEMO         auto (default), on (always the simulator) or off (a missing key is an error)
+"""
+_RUNTIME_ENV = """\
+  REDIS_URL           the context store (unset: in this process only)
+  CLAMD_URL           clamd (unset: Debian's unix:///var/run/clamav/clamd.ctl if present,
+                      else tcp://127.0.0.1:3310)
+  BRIDGE_SCAN_MODE    required (default: no clamd, no upload) or off
+every setting, with its default: .env.example
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="dust-mcp-bridge", description="Dust agents as MCP tools")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    helpful: dict[str, Any] = {"formatter_class": argparse.RawDescriptionHelpFormatter}
     for name, help_text in (
         ("serve", "serve MCP over HTTP (/mcp and /sse)"),
         ("demo", "serve against the bundled Dust simulator"),
     ):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, epilog=_DUST_ENV + _RUNTIME_ENV, **helpful)
         p.add_argument("--host", default=None, help="listen address (BRIDGE_HOST, default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="listen port (BRIDGE_PORT, default 8080)")
-    sub.add_parser("stdio", help="serve MCP over stdio (Claude Desktop)")
+    sub.add_parser(
+        "stdio", help="serve MCP over stdio (Claude Desktop)", epilog=_DUST_ENV + _RUNTIME_ENV, **helpful
+    )
     # Its own options (--port, fault knobs, --help) belong to the simulator's parser: see main().
     sub.add_parser(
         "simulator", help="run the bundled Dust simulator (--help for its options)", add_help=False
     )
-    sub.add_parser("agents", help="list the workspace's agents")
+    sub.add_parser(
+        "agents",
+        help="list the workspace's agents",
+        epilog=_DUST_ENV + "every setting: .env.example",
+        **helpful,
+    )
     check = sub.add_parser(
         "check",
         help="check the configuration, Dust (the calls the tools make), the context store and clamd",
+        epilog=_DUST_ENV + _RUNTIME_ENV,
+        **helpful,
     )
     check.add_argument(
         "--ask",
@@ -228,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("new-store-key", help="print a fresh BRIDGE_STORE_ENCRYPTION_KEY key")
     cc = sub.add_parser("claude-config", help="print a claude_desktop_config.json entry")
     cc.add_argument("--name", default="dust", help="server name in Claude Desktop (default: dust)")
+    cc.add_argument(
+        "--demo", action="store_true", help="an entry for demo mode (the bundled Dust simulator, no key)"
+    )
     return parser
 
 

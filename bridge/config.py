@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import enum
 import ipaddress
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -79,8 +80,9 @@ def _split_csv(value: Any) -> Any:
 class Settings(BaseSettings):
     """Every setting of the bridge. Build it with `load_settings()` to get one-line errors."""
 
+    # No `.env` unless `load_settings` names one (see `find_env_file`).
     model_config = SettingsConfigDict(
-        env_file=".env",
+        env_file=None,
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=False,
@@ -520,14 +522,46 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{variable}: {message}{shown}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings; raise `ConfigError` with one line per problem.
+ENV_FILE_VARIABLE = "BRIDGE_ENV_FILE"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def find_env_file() -> Path | None:
+    """The `.env` every command reads: `BRIDGE_ENV_FILE` when set (`none` reads no file), else
+    `./.env`, else the `.env` of the source checkout the bridge runs from (so a command started
+    from another directory, as Claude Desktop does, reads the same settings as `make run`).
+
+    Raises:
+        ConfigError: `BRIDGE_ENV_FILE` names a file that does not exist.
+    """
+    explicit = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if explicit.lower() == "none":
+        return None
+    if explicit:
+        path = Path(explicit).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"{ENV_FILE_VARIABLE}: no such file (got {explicit!r})")
+        return path
+    candidates = [Path.cwd() / ".env"]
+    if (_CHECKOUT / "pyproject.toml").is_file():
+        candidates.append(_CHECKOUT / ".env")
+    return next((path.resolve() for path in candidates if path.is_file()), None)
+
+
+def describe_env_file(path: Path | None) -> str:
+    """Where the settings came from, for the line every command prints."""
+    return f"the environment and {path}" if path else "the environment only (no .env file found)"
+
+
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate the settings from the environment and `env_file`; raise `ConfigError` with
+    one line per problem.
 
     Raises:
         ConfigError: a variable is missing or invalid.
     """
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         lines = [_describe(dict(err)) for err in exc.errors()]
         raise ConfigError("; ".join(lines)) from None

@@ -68,6 +68,12 @@ To give an agent a file, upload it (upload_file for small files, or the bridge's
 and pass the returned uri in ask_agent's `files`.
 """
 
+DEMO_NOTE = (
+    "DEMO MODE: this bridge is not connected to a Dust workspace. It answers from its bundled Dust"
+    " simulator, whose agents (echo, dust, slow, researcher, ...) are demos. Tell the user; to use"
+    " their workspace they set DUST_API_KEY and DUST_WORKSPACE_ID."
+)
+
 _CONVERSATION_ARG = (
     "The `conversation` handle from an earlier ask_agent result, to continue that chat. Omit it to start"
     " a new conversation."
@@ -163,12 +169,13 @@ def _tool_error(exc: BridgeError | DustError) -> ToolError:
 class BridgeMCPServer(MCPServer[Any]):
     """`MCPServer` whose resource listing also shows the caller's own conversations."""
 
-    def __init__(self, runtime: RuntimeProvider) -> None:
+    def __init__(self, runtime: RuntimeProvider, *, demo: bool = False) -> None:
         super().__init__(
             "dust-mcp-bridge",
             title="Dust agents",
             version=__version__,
-            instructions=INSTRUCTIONS,
+            # Clients show the instructions to the model, so a demo says so before any answer does.
+            instructions=f"{DEMO_NOTE}\n{INSTRUCTIONS}" if demo else INSTRUCTIONS,
             website_url="https://dust.tt",
             middleware=[FixedListingCache()],
         )
@@ -280,9 +287,12 @@ class BridgeMCPServer(MCPServer[Any]):
         return ListResourcesResult(resources=listed)
 
 
-def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None = None) -> BridgeMCPServer:
-    """The bridge's MCP server; `runtime()` returns the live runtime once the lifespan has started."""
-    mcp = BridgeMCPServer(runtime)
+def build_mcp_server(
+    runtime: RuntimeProvider, *, agent_tools: list[str] | None = None, demo: bool = False
+) -> BridgeMCPServer:
+    """The bridge's MCP server; `runtime()` returns the live runtime once the lifespan has started.
+    `demo` says so in the instructions and in every agent listing."""
+    mcp = BridgeMCPServer(runtime, demo=demo)
 
     def _count(tool: str, outcome: str) -> None:
         runtime().metrics.tool_calls.labels(tool=tool, outcome=outcome).inc()
@@ -307,10 +317,13 @@ def build_mcp_server(runtime: RuntimeProvider, *, agent_tools: list[str] | None 
             agents = [
                 a for a in agents if needle in a.name.lower() or needle in (a.description or "").lower()
             ]
-        return {
+        listing: dict[str, Any] = {
             "agents": [{"sId": a.s_id, "name": a.name, "description": a.description or ""} for a in agents],
             "count": len(agents),
         }
+        if demo:
+            listing["demo"] = DEMO_NOTE
+        return listing
 
     async def _ask(
         ctx: Context,

@@ -74,8 +74,9 @@ async def _demo_simulator() -> AsyncIterator[str]:
     # Imported here: production processes never load the simulator.
     from bridge.simulator import SimulatorOptions, create_app
 
+    simulator = create_app(SimulatorOptions(workspace_id=DEMO_WORKSPACE))
     config = uvicorn.Config(
-        create_app(SimulatorOptions(workspace_id=DEMO_WORKSPACE)),
+        simulator,
         host="127.0.0.1",
         port=0,
         log_level="warning",
@@ -91,8 +92,11 @@ async def _demo_simulator() -> AsyncIterator[str]:
                 raise RuntimeError("the demo Dust simulator failed to start")
             await anyio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
+        base_url = f"http://127.0.0.1:{port}"
+        # Conversation links then carry the port the simulator really listens on.
+        simulator.state.sim.configure({"public_url": base_url})
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield base_url
         finally:
             server.should_exit = True
 

@@ -39,12 +39,16 @@ def audit_events(log: str) -> list[dict[str, Any]]:
     return [json.loads(match.group(1)) for line in log.splitlines() if (match := _AUDIT_LINE.search(line))]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m bridge ARGS` with only `env` as its DUST_/BRIDGE_/REDIS_ settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
+    base["BRIDGE_ENV_FILE"] = "none"  # a developer's .env never leaks into a test
     return subprocess.run(
         [sys.executable, "-m", "bridge", *args],
         env={**base, **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,

@@ -93,6 +93,7 @@ def spawn(args: Sequence[str], port: int, env: dict[str, str] | None = None, nam
     """Start `args` with stdout/stderr in a temp log file."""
     log_fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))}
+    full_env["BRIDGE_ENV_FILE"] = "none"  # a developer's .env never leaks into a test
     full_env.update(env or {})
     popen = subprocess.Popen(
         list(args), stdout=log_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=REPO

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -203,3 +205,92 @@ async def test_claude_config_entry_starts_a_working_server_as_claude_desktop_wou
     assert {"ask_agent", "list_agents", "upload_file"} <= tools
     assert not result.is_error, text_of(result)
     assert text_of(result).startswith("Echo (turn 1): from the desktop")
+
+
+def test_serve_on_a_port_in_use_says_so_and_never_claims_to_listen() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("serve", "--port", str(port), env={"BRIDGE_SCAN_MODE": "off"})
+    assert done.returncode == 1
+    assert f"127.0.0.1 port {port} is in use by another process" in done.stderr
+    assert "listening on" not in done.stderr
+
+
+def test_a_demo_conversation_link_carries_the_simulators_port() -> None:
+    check = run_cli("check", "--ask", "echo", "link?", env={"BRIDGE_SCAN_MODE": "off"})
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert re.search(r"http://127\.0\.0\.1:\d+/w/demo/assistant/\w+\)", check.stdout), check.stdout
+
+
+def test_simulator_help_names_the_command_the_user_typed() -> None:
+    done = run_cli("simulator", "--help")
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: dust-mcp-bridge simulator ")
+
+
+@pytest.mark.parametrize("command", ["agents", "check", "stdio", "serve"])
+def test_help_names_the_environment_variables_a_command_reads(command: str) -> None:
+    done = run_cli(command, "--help")
+    assert done.returncode == 0
+    for variable in ("DUST_API_KEY", "DUST_WORKSPACE_ID", "DUST_BASE_URL", "BRIDGE_ENV_FILE", ".env.example"):
+        assert variable in done.stdout
+
+
+def test_every_command_reads_the_same_env_file_and_says_which(simulator: Proc, tmp_path: Path) -> None:
+    env_file = tmp_path / "bridge.env"
+    env_file.write_text(
+        "\n".join(f"{k}={v}" for k, v in bridge_env(simulator, BRIDGE_SCAN_MODE="off").items()) + "\n"
+    )
+    check = run_cli("check", env={"BRIDGE_ENV_FILE": str(env_file)})
+    agents = run_cli("agents", env={"BRIDGE_ENV_FILE": str(env_file)})
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"configuration: ok ({simulator.url}, workspace demo" in check.stdout  # not demo mode
+    assert "echo000001\techo\t" in agents.stdout
+    for done in (check, agents):
+        assert f"dust-mcp-bridge: settings from the environment and {env_file}" in done.stderr
+
+
+def test_a_dotenv_in_the_current_directory_is_read(simulator: Proc, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        f"DUST_API_KEY=sk-fromdotenv123\nDUST_WORKSPACE_ID=demo\nDUST_BASE_URL={simulator.url}\n"
+    )
+    done = run_cli("agents", env={"BRIDGE_ENV_FILE": ""}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"settings from the environment and {tmp_path / '.env'}" in done.stderr
+
+
+def test_an_env_file_that_does_not_exist_is_a_one_line_error(tmp_path: Path) -> None:
+    done = run_cli("check", env={"BRIDGE_ENV_FILE": str(tmp_path / "missing.env")})
+    assert done.returncode == 2
+    missing = tmp_path / "missing.env"
+    assert done.stderr.strip() == (
+        f"dust-mcp-bridge: configuration error: BRIDGE_ENV_FILE: no such file (got '{missing}')"
+    )
+
+
+def test_claude_config_points_at_the_env_file_that_holds_the_key_and_never_prints_it(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("DUST_API_KEY=sk-secretindotenv99\nDUST_WORKSPACE_ID=ws1\n")
+    done = run_cli("claude-config", env={"BRIDGE_ENV_FILE": str(env_file)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["mcpServers"]["dust"]["env"] == {"BRIDGE_ENV_FILE": str(env_file)}
+    assert "sk-secretindotenv99" not in done.stdout + done.stderr
+
+
+async def test_the_demo_entry_starts_and_says_demo_where_the_model_reads(tmp_path: Path) -> None:
+    from mcp import StdioServerParameters
+
+    done = run_cli("claude-config", "--demo", env={"DUST_WORKSPACE_ID": "ws1"})
+    entry = json.loads(done.stdout)["mcpServers"]["dust"]
+    assert entry["env"] == {"BRIDGE_DEMO": "on"}
+    env = {**entry["env"], "PATH": os.environ.get("PATH", ""), "BRIDGE_SCAN_MODE": "off"}
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], env=env, cwd=str(tmp_path))
+    async with Client(params, mode="legacy") as client:
+        instructions = client.instructions or ""
+        listing = await client.call_tool("list_agents", {})
+    assert instructions.startswith("DEMO MODE: this bridge is not connected to a Dust workspace.")
+    assert (listing.structured_content or {})["demo"].startswith("DEMO MODE")

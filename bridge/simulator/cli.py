@@ -23,11 +23,9 @@ class _HideStreamCuts(logging.Filter):
         return record.getMessage() != _CUT_MESSAGE
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     defaults = SimulatorOptions()
-    parser = argparse.ArgumentParser(
-        prog="python -m bridge.simulator", description="Run the Dust API simulator."
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="Run the Dust API simulator.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any `sk-...` key)")
@@ -46,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse `argv` (default: the command line) and serve until interrupted. Logs go to stderr."""
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m bridge.simulator") -> None:
+    """Parse `argv` (default: the command line) and serve until interrupted. Logs go to stderr.
+    `prog` is the command the help text names."""
+    args = _parser(prog).parse_args(argv)
     options = SimulatorOptions(
         workspace_id=args.workspace,
         api_key=args.api_key,
