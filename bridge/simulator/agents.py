@@ -56,11 +56,16 @@ class AgentSpec:
     name: str
     description: str
     script: Callable[[ScriptInput], list[Step]]
-    scope: str = "visible"
-    favorite: bool = False
+    scope: str = "visible"  # "global", "visible" (published) or "hidden" (unpublished)
 
-    def light_configuration(self) -> dict[str, Any]:
-        """The LightAgentConfiguration JSON with every field the official SDK requires."""
+    def light_configuration(self, key_role: str) -> dict[str, Any]:
+        """The LightAgentConfiguration JSON as Dust renders it for an API key of role `key_role`.
+
+        front/lib/resources/agent_resource_serialization.ts toLightAgentConfigurations: favorites are
+        per user, so a key (no user) always gets `userFavorite: false`; `tags` from enrichWithTags.
+        `canEdit` follows front-api/.../agent_configurations.test.ts ("reports edit permissions"):
+        only an admin key may edit a workspace agent, nobody edits a global one.
+        """
         return {
             "id": self.model_id,
             "sId": self.sid,
@@ -73,14 +78,34 @@ class AgentSpec:
             "pictureUrl": "https://dust.tt/static/systemavatar/dust_avatar_full.png",
             "status": "active",
             "scope": self.scope,
-            "userFavorite": self.favorite,
+            "userFavorite": False,
             "model": {"providerId": "openai", "modelId": "gpt-4o", "temperature": 0.7},
             "maxStepsPerRun": 8,
             "templateId": None,
             "visualizationEnabled": False,
             "requestedGroupIds": [],
             "requestedSpaceIds": [],
+            "tags": [],
+            "canRead": True,
+            "canEdit": key_role == "admin" and self.scope != "global",
         }
+
+    def public_configuration(self, key_role: str, *, variant: str = "light") -> dict[str, Any]:
+        """The public API's agent: the light (or full) configuration plus `skills`.
+
+        front/lib/resources/agent_resource_serialization.ts toAgentConfigurationsWithSkills; the full
+        variant adds `instructionsHtml` and `actions` (toAgentConfigurations). The demo agents have
+        neither skills nor tools.
+        """
+        configuration = self.light_configuration(key_role)
+        if variant == "full":
+            configuration.update(instructionsHtml=None, actions=[])
+        return {**configuration, "skills": []}
+
+    def recent_authors(self) -> list[str]:
+        """`lastAuthors` (front/lib/api/assistant/recent_authors.ts): global agents get their fixed
+        author name, workspace agents the names of their recent editors (none here)."""
+        return ["Dust"] if self.scope == "global" else []
 
 
 def _fragments_answer(inp: ScriptInput) -> str:
@@ -113,7 +138,6 @@ AGENTS: tuple[AgentSpec, ...] = (
         "General assistant. Answers 'Hello from the Dust simulator. You said: <message>'.",
         lambda inp: [Say(f"Hello from the Dust simulator. You said: {inp.message}")],
         scope="global",
-        favorite=True,
     ),
     AgentSpec(
         2,
@@ -164,16 +188,24 @@ AGENTS: tuple[AgentSpec, ...] = (
         "Tells a long deterministic story (about 2,000 characters) for benchmarks and reconnect tests.",
         lambda inp: [Say(story_text(inp.message))],
     ),
+    AgentSpec(
+        8,
+        "hidden0001",
+        "draft-helper",
+        "An unpublished agent: listed only with the admin-only all_unrestricted view.",
+        lambda inp: [Say(f"Draft helper: {inp.message}")],
+        scope="hidden",
+    ),
 )
 
 AGENTS_BY_SID: dict[str, AgentSpec] = {agent.sid: agent for agent in AGENTS}
 
-# `view` query values and the agents each one lists (`workspace` is the deprecated name of `published`).
+# The agents each view lists for an API key (front-api/routes/v1/w/[wId]/assistant/agent_configurations.ts:
+# `list` and `favorites` need a user and are refused before this; `workspace` is normalized to
+# `published` by normalizeAgentView; `all_unrestricted` maps to `admin_internal`, unpublished included).
 VIEWS: dict[str, Callable[[AgentSpec], bool]] = {
-    "list": lambda agent: True,
-    "all": lambda agent: True,
-    "published": lambda agent: agent.scope != "global",
-    "workspace": lambda agent: agent.scope != "global",
+    "all": lambda agent: agent.scope != "hidden",
+    "published": lambda agent: agent.scope == "visible",
     "global": lambda agent: agent.scope == "global",
-    "favorites": lambda agent: agent.favorite,
+    "all_unrestricted": lambda agent: True,
 }

@@ -1,4 +1,9 @@
-"""Routes under `/assistant/conversations`: create, read, post, cancel, content fragments."""
+"""Routes under `/assistant/conversations`: create, read, post, cancel, content fragments.
+
+Each handler runs Dust's checks in Dust's order (files under
+front-api/routes/v1/w/[wId]/assistant/conversations/ in dust-tt/dust): the body schema first
+(bridge/simulator/schemas.py), then the route's own checks, then the work.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,55 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.simulator.bodies import CancelBody, ConversationBody, FragmentBody, MessageBody, parse_body
+from bridge.simulator.bodies import parse_body
 from bridge.simulator.conversations import (
-    attach_fragment,
+    MAX_CONVERSATION_DEPTH,
+    MAX_INLINE_CONTENT_CHARS,
+    context_overflows,
     create_conversation,
+    fragment_context,
     get_conversation,
+    inline_fragment_file,
+    is_fragment_input,
+    is_inline_fragment,
+    message_context,
+    origin_allowed,
+    post_content_fragment,
     post_message,
-    resolve_fragment_file,
+    username_is_empty,
     wait_until_answered,
 )
+from bridge.simulator.errors import ApiError
 from bridge.simulator.generation import cancel_generation
-from bridge.simulator.model import AgentMessage, Conversation
+from bridge.simulator.model import AgentMessage, ContentFragment, Conversation
+from bridge.simulator.schemas import (
+    CancelBody,
+    PostContentFragmentBody,
+    PostConversationsBody,
+    PostMessagesBody,
+)
 from bridge.simulator.state import Simulator
+from bridge.simulator.zod import js_length
 
 PREFIX = "/api/v1/w/{wId}/assistant/conversations"
+
+_OVERFLOW_MESSAGE = (
+    "The message.context properties (username, timezone, fullName, and email) "
+    "must be less than 255 characters."
+)
+_NOT_FROM_SYSTEM_KEY = "Messages from run_agent or agent_handover must come from a system key."
+_MCP_VIEWS_NEED_USER = "Selecting MCP server views is only available to authenticated users."
+_ORIGIN_NOT_ALLOWED = "This origin is not allowed. Remove the origin from the context property."
+
+
+def _api_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _inline_too_long(fragment: dict[str, Any]) -> bool:
+    # `if (fragment.content)` (an empty string is skipped) then `length > 512 * 1024`.
+    content = fragment.get("content")
+    return isinstance(content, str) and content != "" and js_length(content) > MAX_INLINE_CONTENT_CHARS
 
 
 class ConversationRoutes:
@@ -40,60 +80,159 @@ class ConversationRoutes:
             Route(PREFIX + "/{cId}/content_fragments", self.add_fragment, methods=["POST"]),
         ]
 
-    def _conversation_json(self, conversation: Conversation) -> dict[str, Any]:
-        return conversation.to_json(self.sim.owner_json(), self.sim.conversation_url(conversation.sid))
+    def _conversation_json(self, request: Request, conversation: Conversation) -> dict[str, Any]:
+        return conversation.to_json(
+            self.sim.owner_json(), self.sim.conversation_url(conversation.sid), _api_base(request)
+        )
 
     async def create(self, request: Request) -> Response:
-        """`POST /assistant/conversations`: fragments first, then the message and its agent replies."""
-        body = await parse_body(request, ConversationBody)
-        fragments = [*body.contentFragments, *([body.contentFragment] if body.contentFragment else [])]
-        # Resolve every file before storing anything, so an unknown fileId leaves no half-made conversation.
-        files = [resolve_fragment_file(self.sim, fragment) for fragment in fragments]
-        conversation = create_conversation(self.sim, body)
-        created = [
-            attach_fragment(self.sim, conversation, f, file) for f, file in zip(fragments, files, strict=True)
-        ]
+        """`POST /assistant/conversations` (conversations/index.ts).
+
+        The conversation is created before the fragments and the message are processed, so a
+        fragment or message refused at that point leaves it behind, as on Dust.
+        """
+        body = await parse_body(request, PostConversationsBody)
+        message = body.get("message")
+        if message is not None:
+            context = message["context"]
+            if context_overflows(context):
+                raise ApiError(400, "invalid_request_error", _OVERFLOW_MESSAGE)
+            if username_is_empty(context):
+                raise ApiError(
+                    400, "invalid_request_error", "The message.context.username must be a non-empty string."
+                )
+            if context.get("clientSideMCPServerIds") is not None:  # any array, even empty
+                raise ApiError(
+                    401,
+                    "invalid_request_error",
+                    "Local MCP servers are only available to authenticated users.",
+                )
+            if message.get("agenticMessageData") is not None:
+                raise ApiError(401, "invalid_request_error", _NOT_FROM_SYSTEM_KEY)
+        depth = body.get("depth")
+        if depth and depth >= MAX_CONVERSATION_DEPTH:
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Recursive run_agent calls exceeded depth of {MAX_CONVERSATION_DEPTH}",
+            )
+        fragments: list[dict[str, Any]] = [*(body.get("contentFragments") or [])]
+        if body.get("contentFragment"):
+            fragments.append(body["contentFragment"])
+        if any(_inline_too_long(fragment) for fragment in fragments):
+            raise ApiError(
+                400, "invalid_request_error", "The content must be a non-empty string of less than 512kB."
+            )
+        if not all(is_fragment_input(fragment) for fragment in fragments):
+            raise ApiError(400, "invalid_request_error", "Invalid content fragment type.")
+        if body.get("spaceId"):
+            # The simulated workspace has no spaces (projects).
+            raise ApiError(404, "space_not_found", "Space not found or access denied")
+
+        conversation = create_conversation(
+            self.sim, title=body.get("title"), visibility=body["visibility"], depth=int(depth or 0)
+        )
+        created: ContentFragment | None = None
+        for fragment in fragments:
+            author = fragment_context(fragment.get("context"), lower_email=True)
+            if is_inline_fragment(fragment):
+                file_sid = inline_fragment_file(self.sim, fragment)
+                fragment = {"title": fragment["title"], "url": fragment.get("url"), "fileId": file_sid}
+            created = post_content_fragment(self.sim, conversation, fragment, author, _api_base(request))
+
         result: dict[str, Any] = {}
-        if body.message is not None:
-            user_message, replies = post_message(self.sim, conversation, body.message)
-            if body.blocking:
+        if message is not None:
+            context = message["context"]
+            if context.get("selectedMCPServerViewIds") is not None:  # any array, even empty
+                raise ApiError(401, "invalid_request_error", _MCP_VIEWS_NEED_USER)
+            stored_context = message_context(context)
+            if not origin_allowed(stored_context["origin"], request.headers):
+                raise ApiError(400, "invalid_request_error", _ORIGIN_NOT_ALLOWED)
+            user_message, replies = post_message(
+                self.sim,
+                conversation,
+                content=message["content"],
+                mentions=message["mentions"],
+                context=stored_context,
+                skip_tools_validation=bool(body.get("skipToolsValidation")),
+                model_selection=message.get("modelSelection"),
+            )
+            if body.get("blocking") is True:
                 await wait_until_answered(replies)
             result["message"] = user_message.to_json()
-        if created:
-            result["contentFragment"] = created[-1].to_json()
-        return JSONResponse({"conversation": self._conversation_json(conversation), **result})
+        if created is not None:
+            result["contentFragment"] = created.to_json(_api_base(request), self.sim.options.workspace_id)
+        return JSONResponse({"conversation": self._conversation_json(request, conversation), **result})
 
     async def read(self, request: Request) -> Response:
-        """`GET /assistant/conversations/{cId}` with every message's current state."""
+        """`GET /assistant/conversations/{cId}` with every message's current state ([cId]/index.ts)."""
         conversation = get_conversation(self.sim, request.path_params["cId"])
-        return JSONResponse({"conversation": self._conversation_json(conversation)})
+        return JSONResponse({"conversation": self._conversation_json(request, conversation)})
 
     async def post(self, request: Request) -> Response:
-        """`POST .../messages`: `agentMessages` is empty when no known agent was mentioned."""
+        """`POST .../messages` ([cId]/messages/index.ts): the body is validated before the conversation
+        is looked up; `agentMessages` is empty when no known agent was mentioned."""
+        body = await parse_body(request, PostMessagesBody)
         conversation = get_conversation(self.sim, request.path_params["cId"])
-        body = await parse_body(request, MessageBody)
-        user_message, replies = post_message(self.sim, conversation, body)
-        if body.blocking:
+        context = body["context"]
+        if username_is_empty(context):
+            raise ApiError(400, "invalid_request_error", "The context.username field is required.")
+        if context_overflows(context):
+            raise ApiError(400, "invalid_request_error", _OVERFLOW_MESSAGE)
+        if context.get("clientSideMCPServerIds"):
+            # No client-side MCP server is registered for the key: validateMCPServerAccess fails.
+            raise ApiError(
+                403, "invalid_request_error", "User does not have access to the client-side MCP servers."
+            )
+        if body.get("agenticMessageData") is not None:
+            raise ApiError(401, "invalid_request_error", _NOT_FROM_SYSTEM_KEY)
+        if context.get("selectedMCPServerViewIds"):  # `?.length`: a non-empty array
+            raise ApiError(401, "invalid_request_error", _MCP_VIEWS_NEED_USER)
+        stored_context = message_context(context)
+        if not origin_allowed(stored_context["origin"], request.headers):
+            raise ApiError(400, "invalid_request_error", _ORIGIN_NOT_ALLOWED)
+        user_message, replies = post_message(
+            self.sim,
+            conversation,
+            content=body["content"],
+            mentions=body["mentions"],
+            context=stored_context,
+            skip_tools_validation=bool(body.get("skipToolsValidation")),
+            model_selection=body.get("modelSelection"),
+        )
+        if body.get("blocking") is True:
             await wait_until_answered(replies)
         return JSONResponse(
             {"message": user_message.to_json(), "agentMessages": [reply.to_json() for reply in replies]}
         )
 
     async def cancel(self, request: Request) -> Response:
-        """`POST .../cancel`: succeeds even when nothing was running; unknown ids are ignored."""
-        conversation = get_conversation(self.sim, request.path_params["cId"])
+        """`POST .../cancel` ([cId]/cancel.ts): body first, then the conversation; succeeds even when
+        nothing was running, unknown ids are ignored."""
         body = await parse_body(request, CancelBody)
-        self.sim.stats.cancels.append({"conversationId": conversation.sid, "messageIds": body.messageIds})
-        for message_sid in body.messageIds:
+        conversation = get_conversation(self.sim, request.path_params["cId"])
+        self.sim.stats.cancels.append({"conversationId": conversation.sid, "messageIds": body["messageIds"]})
+        for message_sid in body["messageIds"]:
             message = self.sim.store.messages.get(message_sid)
             if isinstance(message, AgentMessage) and message in conversation.entries:
                 cancel_generation(message)
         return JSONResponse({"success": True})
 
     async def add_fragment(self, request: Request) -> Response:
-        """`POST .../content_fragments`: attaches to the next user message."""
+        """`POST .../content_fragments` ([cId]/content_fragments.ts): attaches to the next user message."""
+        fragment = await parse_body(request, PostContentFragmentBody)
         conversation = get_conversation(self.sim, request.path_params["cId"])
-        body = await parse_body(request, FragmentBody)
-        file = resolve_fragment_file(self.sim, body)
-        fragment = attach_fragment(self.sim, conversation, body, file)
-        return JSONResponse({"contentFragment": fragment.to_json()})
+        if _inline_too_long(fragment):
+            raise ApiError(
+                400, "invalid_request_error", "The content must be a non-empty string of less than 512kB."
+            )
+        if not is_fragment_input(fragment):
+            raise ApiError(400, "invalid_request_error", "Unsupported content fragment type.")
+        context = fragment_context(fragment.get("context"), lower_email=False)
+        if is_inline_fragment(fragment):
+            file_sid = inline_fragment_file(self.sim, fragment)
+            fragment = {"title": fragment["title"], "url": fragment.get("url"), "fileId": file_sid}
+        created = post_content_fragment(self.sim, conversation, fragment, context, _api_base(request))
+        return JSONResponse(
+            {"contentFragment": created.to_json(_api_base(request), self.sim.options.workspace_id)}
+        )

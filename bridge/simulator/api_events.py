@@ -30,18 +30,28 @@ class EventRoutes:
         ]
 
     async def api_events(self, request: Request) -> Response:
-        """The historical path: 307 to `/api/sse/v1/...` like current Dust, or the stream itself."""
-        message, after = self._target(request)
+        """The historical path: a 307 to `/api/sse/v1/...` like current Dust, or (`redirect_sse` off,
+        older deployments) the stream itself.
+
+        front-api/routes/v1/w/[wId]/assistant/conversations/[cId]/messages/[mId]/events.ts only
+        registers `redirectToSse`: nothing is looked up, so an unknown conversation or message is
+        only reported by the SSE route after the redirect. Authentication does come first: that
+        route is mounted under front-api/routes/v1/w/[wId]/index.ts, whose `publicApiAuth` runs on
+        every request (here: the ApiGate middleware).
+        """
         if self.sim.options.redirect_sse:
-            # Relative Location, query kept, as the newest Dust code sends it.
+            # front-api/lib/api/sse/redirect.ts: a relative Location (path + query), so the client
+            # resolves it against its own https origin and keeps the Authorization header.
             location = "/api/sse" + request.url.path.removeprefix("/api")
             if request.url.query:
                 location += "?" + request.url.query
             return Response(status_code=307, headers={"Location": location})
+        message, after = self._target(request)
         return MessageEventStream(self.sim, message, after)
 
     async def sse_events(self, request: Request) -> Response:
-        """The SSE path: always streams."""
+        """The SSE path (front-api/routes/sse/v1/w/[wId]/.../[mId]/events.ts, checks in
+        front-api/lib/api/sse/message_events.ts): conversation, then message, then agent message."""
         message, after = self._target(request)
         return MessageEventStream(self.sim, message, after)
 
@@ -52,10 +62,15 @@ class EventRoutes:
             raise ApiError(404, "message_not_found", "The message you're trying to access was not found.")
         if not isinstance(message, AgentMessage):
             raise ApiError(400, "invalid_request_error", "Events are only available for agent messages.")
+        # SseQuerySchema (front-api/lib/api/sse/stream_events.ts) accepts any string; absent or empty
+        # means the whole history.
         raw = request.query_params.get("lastEventId") or ""
         if not raw:
             return message, None
         after = parse_event_id(raw)
         if after is None:
-            raise ApiError(400, "invalid_request_error", f"Invalid lastEventId: {raw!r}.")
+            # Not a Redis stream id: the history read (XREAD) fails, Dust logs it and streams only the
+            # events published from then on (front/lib/api/redis-hybrid-manager.ts).
+            events = message.log.events
+            return message, events[-1].key if events else None
         return message, after

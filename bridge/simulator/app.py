@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from bridge.simulator.api_agents import agent_routes
+from bridge.simulator.api_agents import AgentRoutes
 from bridge.simulator.api_conversations import ConversationRoutes
 from bridge.simulator.api_events import EventRoutes
 from bridge.simulator.api_files import FileRoutes
@@ -33,7 +33,7 @@ def create_app(options: SimulatorOptions | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *ControlRoutes(sim).routes(),
-            *agent_routes(),
+            *AgentRoutes(sim).routes(),
             *ConversationRoutes(sim).routes(),
             *EventRoutes(sim).routes(),
             *FileRoutes(sim).routes(),

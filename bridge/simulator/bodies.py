@@ -1,131 +1,55 @@
-"""Request bodies of the public API, validated the way Dust does (bad input → 400 invalid_request_error)."""
+"""Request bodies and queries, validated the way Dust's Hono routes do.
+
+`parse_body` / `parse_query` are `validate("json" | "query", schema)` of front-api/middlewares/validator.ts
+(over @hono/zod-validator): a refused value is `400 invalid_request_error "Invalid <target>: <zod message>"`.
+The schemas are in bridge/simulator/schemas.py.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.requests import Request
 
 from bridge.simulator.errors import ApiError
+from bridge.simulator.zod import Schema, format_issues
 
-# Origins an API key may claim for a user message (reference §5.1).
-ALLOWED_ORIGINS = frozenset(
-    {
-        "api",
-        "excel",
-        "github-copilot-chat",
-        "gsheet",
-        "make",
-        "n8n",
-        "powerpoint",
-        "zapier",
-        "zendesk",
-        "slack",
-        "web",
-    }
-)
-MAX_INLINE_CONTENT_CHARS = 512 * 1024
+# Hono's validator (hono/validator): the JSON body is read only for a JSON content type; any other
+# content type validates `{}`.
+_JSON_CONTENT_TYPE = re.compile(r"^application/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$")
 
 
-class MessageContext(BaseModel):
-    """`message.context`: who is speaking and from where."""
-
-    model_config = ConfigDict(extra="allow")
-
-    username: str = Field(min_length=1, max_length=255)
-    timezone: str = Field(min_length=1, max_length=255)
-    fullName: str | None = Field(default=None, max_length=255)
-    email: str | None = Field(default=None, max_length=255)
-    profilePictureUrl: str | None = Field(default=None, max_length=2048)
-    origin: str = "api"
-
-    @field_validator("origin", mode="before")
-    @classmethod
-    def _known_origin(cls, value: object) -> object:
-        if value is None:
-            return "api"
-        if value not in ALLOWED_ORIGINS:
-            raise ValueError(f"origin {value!r} is not allowed with an API key")
-        return value
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # JSON.parse refuses NaN and Infinity
 
 
-class Mention(BaseModel):
-    """An agent mention; user mentions are not part of what the simulator supports."""
-
-    configurationId: str
-
-
-class MessageBody(BaseModel):
-    """A user message (`POST .../messages`, or `message` when creating a conversation)."""
-
-    content: str = Field(min_length=1)
-    mentions: list[Mention] = Field(default_factory=list)
-    context: MessageContext
-    blocking: bool = False
+def _validate(schema: Schema, value: Any, label: str) -> Any:
+    ok, parsed, issues = schema.safe_parse(value)
+    if not ok:
+        # front-api/middlewares/validator.ts
+        raise ApiError(400, "invalid_request_error", f"Invalid {label}: {format_issues(issues)}")
+    return parsed
 
 
-class FragmentBody(BaseModel):
-    """A content fragment: an uploaded file (`fileId`) or inline text (`content` + `contentType`)."""
-
-    title: str = Field(min_length=1)
-    fileId: str | None = None
-    content: str | None = Field(default=None, min_length=1, max_length=MAX_INLINE_CONTENT_CHARS)
-    contentType: str | None = None
-    url: str | None = None
-    context: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> FragmentBody:
-        if (self.fileId is None) == (self.content is None):
-            raise ValueError("a content fragment needs exactly one of fileId or content")
-        if self.content is not None and not self.contentType:
-            raise ValueError("an inline content fragment needs a contentType")
-        return self
+async def parse_body(request: Request, schema: Schema) -> Any:
+    """The body validated like `validate("json", schema)`; errors are Dust's 400s."""
+    value: Any = {}
+    if _JSON_CONTENT_TYPE.match(request.headers.get("content-type", "")):
+        try:
+            value = json.loads(await request.body(), parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            # Hono throws HTTPException(400, "Malformed JSON in request body"); Dust's onError
+            # (front-api/middlewares/utils.ts unhandledErrorHandler) renders it as a 4xx error body.
+            raise ApiError(400, "invalid_request_error", "Malformed JSON in request body") from exc
+    return _validate(schema, value, "request body")
 
 
-class ConversationBody(BaseModel):
-    """`POST /assistant/conversations`."""
-
-    title: str | None = None
-    visibility: Literal["unlisted", "workspace", "deleted", "test"] = "unlisted"
-    message: MessageBody | None = None
-    contentFragments: list[FragmentBody] = Field(default_factory=list)
-    contentFragment: FragmentBody | None = None  # legacy single-fragment form, still accepted
-    blocking: bool = False
-
-
-class CancelBody(BaseModel):
-    """`POST .../cancel`."""
-
-    messageIds: list[str]
-
-
-class FileCreateBody(BaseModel):
-    """`POST /files`."""
-
-    contentType: str
-    fileName: str = Field(min_length=1, max_length=4096)
-    fileSize: int = Field(ge=0)
-    useCase: str
-    useCaseMetadata: dict[str, Any] | None = None
-
-
-Body = TypeVar("Body", bound=BaseModel)
-
-
-async def parse_body(request: Request, model: type[Body]) -> Body:
-    """The JSON body as `model`, or an ApiError 400 `invalid_request_error`."""
-    try:
-        raw = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_request_error", "The request body is not valid JSON.") from exc
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ApiError(400, "invalid_request_error", f"Invalid request body: {details}") from exc
+def parse_query(request: Request, schema: Schema) -> Any:
+    """The query validated like `validate("query", schema)`: a repeated key becomes an array."""
+    grouped: dict[str, list[str]] = {}
+    for key, item in request.query_params.multi_items():
+        grouped.setdefault(key, []).append(item)
+    value = {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
+    return _validate(schema, value, "query parameters")

@@ -29,6 +29,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any `sk-...` key)")
+    parser.add_argument(
+        "--api-key-role",
+        default=defaults.api_key_role,
+        choices=["admin", "builder", "user"],
+        help="role of the API key (Dust's default for a workspace key is builder)",
+    )
     parser.add_argument("--workspace", default=defaults.workspace_id)
     parser.add_argument(
         "--public-url", default=None, help="base of conversation links (default: the listen address)"
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bridge.simulator"
     options = SimulatorOptions(
         workspace_id=args.workspace,
         api_key=args.api_key,
+        api_key_role=args.api_key_role,
         public_url=args.public_url or f"http://{args.host}:{args.port}",
         redirect_sse=not args.no_redirect,
         handshake=not args.no_handshake,

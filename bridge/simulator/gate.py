@@ -12,7 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bridge.simulator.errors import error_response
 from bridge.simulator.state import Simulator
 
-_API_KEY = re.compile(r"^Bearer (sk-[a-zA-Z0-9]+)$")
+# front/lib/auth.ts getBearerToken.
+_BEARER = re.compile(r"Bearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)  # used with fullmatch
 _WORKSPACE_PATH = re.compile(r"^/api/(?:sse/)?v1/w/([^/]+)(?:/|$)")
 
 
@@ -58,25 +59,31 @@ class ApiGate:
         return self._check_auth(scope)
 
     def _check_auth(self, scope: Scope) -> ASGIApp | None:
+        # front-api/middlewares/public_api_auth.ts (publicApiAuth, mounted on every /api/v1/w/:wId
+        # and /api/sse/v1/w/:wId route) and getBearerToken / getAPIKey in front/lib/auth.ts.
         options = self.sim.options
         header = _header(scope, b"authorization")
-        if header is None:
+        if not header:  # `if (!authHeader)`: an empty header is no header
             return error_response(
                 401, "not_authenticated", "The request does not have valid authentication credentials."
             )
-        match = _API_KEY.match(header)
-        if match is None:
+        bearer = _BEARER.fullmatch(header)
+        if bearer is None:
+            # getBearerToken; the message says "Missing" although the header is only malformed.
+            return error_response(401, "malformed_authorization_header_error", "Missing Authorization header")
+        token = bearer.group(1)
+        if not token.startswith("sk-"):
+            # Not an OAuth token Dust can verify either, so it is read as a (malformed) API key.
             return error_response(
-                401,
-                "malformed_authorization_header_error",
-                "Missing Authorization header or malformed Bearer token.",
+                401, "malformed_authorization_header_error", "Malformed Authorization header"
             )
-        if options.api_key is not None and match.group(1) != options.api_key:
+        if options.api_key is not None and token != options.api_key:
             return error_response(
                 401, "invalid_api_key_error", "The API key provided is invalid or disabled."
             )
         workspace = _WORKSPACE_PATH.match(scope["path"])
         if workspace is not None and workspace.group(1) != options.workspace_id:
+            # The only workspace there is: another sId is an unknown workspace (validateWorkspaceFromAuth).
             return error_response(404, "workspace_not_found", "The workspace was not found.")
         return None
 

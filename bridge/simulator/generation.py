@@ -24,10 +24,13 @@ def cancel_generation(message: AgentMessage) -> None:
         # The task is suspended at an await, so it cannot publish anything after this point.
         message.task.cancel()
     message.status = "cancelled"
+    message.completed = now_ms()
     _publish(message, "agent_generation_cancelled")
 
 
 def _publish(message: AgentMessage, event_type: str, /, **fields: Any) -> None:
+    # Dust publishes every agent-message event as `{...event, step}`, `step` being the agent-loop
+    # step that produced it (front/lib/api/assistant/streaming/events.ts publishMessageEvent).
     message.log.publish(
         {
             "type": event_type,
@@ -35,6 +38,7 @@ def _publish(message: AgentMessage, event_type: str, /, **fields: Any) -> None:
             "configurationId": message.agent.sid,
             "messageId": message.sid,
             **fields,
+            "step": message.step,
         }
     )
 
@@ -54,6 +58,7 @@ async def _generate(sim: Simulator, message: AgentMessage, steps: list[Step]) ->
             _fail(message, step)
             return
     message.status = "succeeded"
+    message.completed = now_ms()
     _publish(message, "agent_message_success", message=message.to_json(), runIds=[])
 
 
@@ -65,7 +70,7 @@ async def _say(sim: Simulator, message: AgentMessage, step: Say) -> None:
         if step.classification == "chain_of_thought":
             message.chain_of_thought += chunk
         else:
-            message.content += chunk
+            message.add_text(chunk)
         _publish(message, "generation_tokens", text=chunk, classification=step.classification)
 
 
@@ -85,7 +90,7 @@ async def _use_tool(sim: Simulator, message: AgentMessage, step: UseTool) -> Non
         "functionCallId": call_id,
         "status": "running",
         "params": step.params,
-        "step": 0,
+        "step": message.step,
         "executionDurationMs": None,
         "citationsAllocated": 0,
         "output": None,
@@ -112,9 +117,12 @@ async def _use_tool(sim: Simulator, message: AgentMessage, step: UseTool) -> Non
     )
     message.actions.append(action)
     _publish(message, "agent_action_success", action=dict(action))
+    # The tool's output goes back to the model: what follows is generated in the next step.
+    message.step += 1
 
 
 def _fail(message: AgentMessage, step: Fail) -> None:
     message.status = "failed"
+    message.completed = now_ms()
     message.error = {"code": step.code, "message": step.message, "metadata": None}
     _publish(message, "agent_error", error=message.error, runIds=[])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import time
@@ -19,12 +20,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_EVENT_ID = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+
 def parse_event_id(event_id: str) -> tuple[int, int] | None:
-    """`"<ms>-<n>"` as a sortable pair, or None if it is not of that form."""
-    ms, sep, seq = event_id.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit():
+    """A Redis stream id, `"<ms>-<n>"` or just `"<ms>"` (sequence 0), as a sortable pair; None if
+    Redis would refuse it."""
+    match = _EVENT_ID.fullmatch(event_id)
+    if match is None:
         return None
-    return int(ms), int(seq)
+    return int(match.group(1)), int(match.group(2) or 0)
 
 
 class EventIdClock:

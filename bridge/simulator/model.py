@@ -1,4 +1,8 @@
-"""The stored objects of the simulated workspace and their public JSON shapes (reference §3)."""
+"""The stored objects of the simulated workspace and their public JSON, shaped like Dust renders them.
+
+`api_base` below is Dust's `config.getApiBaseUrl()`: the simulator uses the base URL of the request,
+so links stay reachable however it was started.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from bridge.simulator.eventlog import EventLog
 
 @dataclass(eq=False)
 class FileRecord:
-    """An uploaded (or to-be-uploaded) file; the bytes themselves are reduced to size and sha256."""
+    """A file resource; the bytes themselves are reduced to size and sha256."""
 
     sid: str
     created_ms: int
@@ -22,25 +26,37 @@ class FileRecord:
     file_size: int
     use_case: str
     use_case_metadata: dict[str, Any] | None
-    status: str = "created"
+    status: str = "created"  # "created", "ready" or "failed" (front/types/files.ts FileStatus)
     uploaded_size: int | None = None
     sha256: str | None = None
 
-    def to_json(self, upload_url: str) -> dict[str, Any]:
-        """The public file object (`id` is the sId, as Dust's own `toJSON` does)."""
+    def to_public_json(
+        self, api_base: str, workspace_id: str, *, with_upload_url: bool = False
+    ) -> dict[str, Any]:
+        """FileResource.toPublicJSON (front/lib/resources/file_resource.ts): `id` is the sId, `version`
+        starts at 0, a ready file gets `downloadUrl` (getPrivateUrl, the non-v1 path); with
+        `with_upload_url`, toPublicJSONWithUploadUrl adds `uploadUrl` (getPublicUrl, the v1 path).
+        `useCaseMetadata` is not part of the public JSON.
+        """
         body: dict[str, Any] = {
             "id": self.sid,
             "sId": self.sid,
             "contentType": self.content_type,
             "fileName": self.file_name,
             "fileSize": self.file_size,
+            "version": 0,
             "status": self.status,
             "useCase": self.use_case,
-            "uploadUrl": upload_url,
         }
-        if self.use_case_metadata is not None:
-            body["useCaseMetadata"] = self.use_case_metadata
+        if self.status == "ready":
+            body["downloadUrl"] = self.private_url(api_base, workspace_id)
+        if with_upload_url:
+            body["uploadUrl"] = f"{api_base}/api/v1/w/{workspace_id}/files/{self.sid}"
         return body
+
+    def private_url(self, api_base: str, workspace_id: str) -> str:
+        """FileResource.getPrivateUrl."""
+        return f"{api_base}/api/w/{workspace_id}/files/{self.sid}"
 
     def details(self) -> dict[str, Any]:
         """Everything the simulator knows about the file, for `/_sim/files`."""
@@ -57,22 +73,30 @@ class FileRecord:
 
 @dataclass(eq=False)
 class ContentFragment:
-    """A file attached to a conversation; it sits at its own rank before the user message it goes with."""
+    """A file attached to a conversation: a message (`sid`) pointing at a content fragment resource
+    (`fragment_sid`); it sits at its own rank before the user message it goes with."""
 
     model_id: int
     sid: str
+    fragment_sid: str
+    conversation_sid: str
     created: int
     rank: int
     title: str
     content_type: str
     file_sid: str
     text_bytes: int
-    text_url: str
-    source_url: str | None
+    source_url: str
     context: dict[str, Any]
 
-    def to_json(self) -> dict[str, Any]:
-        """The ContentFragment JSON (file kind)."""
+    def to_json(self, api_base: str, workspace_id: str) -> dict[str, Any]:
+        """ContentFragmentResource.renderToContentFragmentType, file kind
+        (front/lib/resources/content_fragment_resource.ts); `textUrl` is fileAttachmentLocation's
+        `downloadUrl` for the text format."""
+        text_url = (
+            f"{api_base}/api/w/{workspace_id}/assistant/conversations/{self.conversation_sid}"
+            f"/messages/{self.sid}/raw_content_fragment?format=text"
+        )
         return {
             "type": "content_fragment",
             "id": self.model_id,
@@ -81,27 +105,30 @@ class ContentFragment:
             "visibility": "visible",
             "version": 0,
             "rank": self.rank,
+            "branchId": None,
             "sourceUrl": self.source_url,
             "title": self.title,
             "contentType": self.content_type,
             "context": self.context,
-            "contentFragmentId": self.sid,
+            "contentFragmentId": self.fragment_sid,
             "contentFragmentVersion": "latest",
-            "contentFragmentType": "file",
             "expiredReason": None,
+            "contentFragmentType": "file",
             "fileId": self.file_sid,
             "snippet": None,
             "generatedTables": [],
-            "textUrl": self.text_url,
+            "textUrl": text_url,
             "textBytes": self.text_bytes,
             "sourceProvider": None,
             "sourceIcon": None,
+            "isInProjectContext": False,
+            "hidden": False,
         }
 
 
 @dataclass(eq=False)
 class UserMessage:
-    """A user message; `mentions` holds only the sIds of known agents (unknown ones are dropped)."""
+    """A user message; `mentions` holds only the sIds of the agents that got an agent message."""
 
     model_id: int
     sid: str
@@ -110,9 +137,11 @@ class UserMessage:
     content: str
     mentions: list[str]
     context: dict[str, Any]
+    requested_model: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The UserMessage JSON (`user` is null for API keys)."""
+        """The UserMessageType (front/types/assistant/conversation.ts); `user` is null for an API key
+        unless the context email matches a member (no members here)."""
         return {
             "id": self.model_id,
             "sId": self.sid,
@@ -121,10 +150,13 @@ class UserMessage:
             "visibility": "visible",
             "version": 0,
             "rank": self.rank,
+            "branchId": None,
             "user": None,
             "mentions": [{"configurationId": sid} for sid in self.mentions],
             "content": self.content,
             "context": self.context,
+            "reactions": [],
+            "requestedModel": self.requested_model,
         }
 
 
@@ -139,33 +171,54 @@ class AgentMessage:
     parent_sid: str
     agent: AgentSpec
     log: EventLog
+    key_role: str = "builder"
+    skip_tools_validation: bool = False
     status: str = "created"
+    step: int = 0  # the agent-loop step being generated
     content: str = ""
+    text_by_step: dict[int, str] = field(default_factory=dict)
     chain_of_thought: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    completed: int | None = None
     task: asyncio.Task[None] | None = None
 
+    def add_text(self, text: str) -> None:
+        """Answer tokens of the current step."""
+        self.content += text
+        self.text_by_step[self.step] = self.text_by_step.get(self.step, "") + text
+
     def to_json(self) -> dict[str, Any]:
-        """The AgentMessage JSON as of now (content so far; final once terminal)."""
+        """The public AgentMessage (front/lib/api/v1/backward_compatibility.ts
+        addBackwardCompatibleAgentMessageFields over AgentMessageType): `rawContents` lists the
+        text of each step, `contents` the step-indexed content items it derives from."""
+        texts = sorted(self.text_by_step.items())
+        contents = [
+            {"step": step, "content": {"type": "text_content", "value": text}} for step, text in texts
+        ]
         return {
             "id": self.model_id,
             "agentMessageId": self.model_id,
             "sId": self.sid,
             "type": "agent_message",
             "created": self.created,
+            "completedTs": self.completed,
             "visibility": "visible",
             "version": 0,
             "rank": self.rank,
+            "branchId": None,
             "parentMessageId": self.parent_sid,
             "parentAgentMessageId": None,
-            "configuration": self.agent.light_configuration(),
+            "configuration": self.agent.light_configuration(self.key_role),
+            "skipToolsValidation": self.skip_tools_validation,
             "status": self.status,
             "actions": list(self.actions),
             "content": self.content if self.content or self.status != "created" else None,
             "chainOfThought": self.chain_of_thought or None,
-            "rawContents": [{"step": 0, "content": self.content}] if self.content else [],
+            "contents": contents,
+            "rawContents": [{"step": step, "content": text} for step, text in texts],
             "error": self.error,
+            "reactions": [],
         }
 
 
@@ -181,6 +234,7 @@ class Conversation:
     created: int
     title: str | None
     visibility: str
+    depth: int = 0
     entries: list[Entry] = field(default_factory=list)
 
     @property
@@ -195,25 +249,47 @@ class Conversation:
         """All content fragments attached so far."""
         return [entry for entry in self.entries if isinstance(entry, ContentFragment)]
 
+    def running_agent_message(self) -> AgentMessage | None:
+        """The agent message still generating, if any (Dust runs one agent loop at a time)."""
+        for entry in reversed(self.entries):
+            if isinstance(entry, AgentMessage) and entry.status == "created":
+                return entry
+        return None
+
     def agent_turns(self) -> int:
         """How many user messages mentioned an agent (the echo agent's turn number)."""
         return sum(1 for entry in self.entries if isinstance(entry, UserMessage) and entry.mentions)
 
-    def to_json(self, owner: dict[str, Any], url: str) -> dict[str, Any]:
-        """The Conversation JSON; `content` is a list per rank of version lists (one version each here)."""
+    def to_json(self, owner: dict[str, Any], url: str, api_base: str) -> dict[str, Any]:
+        """ConversationType plus addBackwardCompatibleConversationFields (`requestedGroupIds: []`,
+        `url`); `content` is a list per rank of version lists (one version each here)."""
+        workspace_id = str(owner["sId"])
+        content: list[list[dict[str, Any]]] = []
+        for entry in self.entries:
+            if isinstance(entry, ContentFragment):
+                content.append([entry.to_json(api_base, workspace_id)])
+            else:
+                content.append([entry.to_json()])
         return {
             "id": self.model_id,
             "sId": self.sid,
             "created": self.created,
             "updated": self.updated,
+            "title": self.title,
             "unread": False,
             "actionRequired": False,
-            "owner": owner,
-            "title": self.title,
-            "visibility": self.visibility,
-            "groupIds": [],
-            "requestedGroupIds": [],
+            "hasError": False,
+            "lastReadMs": None,
+            "metadata": {},
             "requestedSpaceIds": [],
+            "spaceId": None,
+            "triggerId": None,
+            "isRunningAgentLoop": self.running_agent_message() is not None,
+            "depth": self.depth,
+            "branchId": None,
+            "owner": owner,
+            "visibility": self.visibility,
+            "requestedGroupIds": [],
             "url": url,
-            "content": [[entry.to_json()] for entry in self.entries],
+            "content": content,
         }

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
+
+# The role of the API key the clients use. Dust stores a role on every key (`KeyModel.role`,
+# default "builder", in front/lib/resources/storage/models/keys.ts); admin keys unlock e.g. the
+# `all_unrestricted` agent view and unpublished agents.
+ApiKeyRole = Literal["admin", "builder", "user"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +21,7 @@ class SimulatorOptions:
     workspace_id: str = "demo"
     # None accepts any well-formed `Bearer sk-...` key; a value accepts only that key.
     api_key: str | None = None
+    api_key_role: ApiKeyRole = "builder"
     # Base of the web-app links (`conversation.url`); upload URLs use the request's own base URL.
     public_url: str = "http://127.0.0.1"
     redirect_sse: bool = True

@@ -98,7 +98,8 @@ class Simulator:
             "id": 1,
             "sId": self.options.workspace_id,
             "name": "Dust simulator",
-            "role": "builder",
+            # The role of the authenticated key (Authenticator.workspace() renders it).
+            "role": self.options.api_key_role,
             "segmentation": None,
             "whiteListedProviders": None,
             "defaultEmbeddingProvider": None,
@@ -107,9 +108,9 @@ class Simulator:
         }
 
     def conversation_url(self, conversation_sid: str) -> str:
-        """The web-app link of a conversation."""
+        """The web-app link of a conversation (getConversationRoute in front/lib/utils/router.ts)."""
         base = self.options.public_url.rstrip("/")
-        return f"{base}/w/{self.options.workspace_id}/assistant/{conversation_sid}"
+        return f"{base}/w/{self.options.workspace_id}/conversation/{conversation_sid}"
 
     def stats_json(self) -> dict[str, Any]:
         """The `/_sim/stats` body."""
