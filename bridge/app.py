@@ -39,6 +39,7 @@ from bridge.security.auth import (
     presented_key,
     principal_of_scope,
 )
+from bridge.security.jsonrpc_guard import JsonRpcGuardMiddleware
 from bridge.security.oauth import JwtVerifier, OAuthSettings
 from bridge.security.ratelimit import RateLimitMiddleware
 from bridge.security.transport import (
@@ -302,7 +303,7 @@ def create_app(settings: Settings) -> Starlette:
                 max_age=600,
             )
         )
-    # Before the key check: Host/Origin on the non-MCP routes, clear body caps on the MCP ones.
+    # Before the key check: Host/Origin on the non-MCP routes, a clear body cap on /mcp.
     middleware.append(Middleware(TransportGuardMiddleware, settings=settings))
     keys = parse_keys(settings.api_keys)
     oauth = _oauth_settings(settings)
@@ -329,6 +330,10 @@ def create_app(settings: Settings) -> Starlette:
             principal_of=principal_of_scope,
         )
     )
+    # Innermost, so the caller is known: what the handshake-era transports would leave unanswered
+    # (an oversized /messages/ body, a request id that is neither a string nor an integer) is
+    # answered, on the caller's own SSE stream for /messages/.
+    middleware.append(Middleware(JsonRpcGuardMiddleware, security_settings=security))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.mcp = mcp
     return app

@@ -15,8 +15,10 @@ bridge runs on, keeps trailing whitespace, and the SDK then refuses a 2026-07-28
 `Mcp-Name` carries some (conformance `http-header-validation`); a key with a trailing space would
 not match either.
 
-The MCP endpoints also get their body cap (the SDK's 4 MiB) answered here, as a JSON-RPC error an
-MCP client shows (the SDK's own 413 is a bare text the clients turn into "server error").
+`/mcp` also gets its body cap (the SDK's 4 MiB) answered here, as a JSON-RPC error an MCP client
+shows (the SDK's own 413 is a bare text the clients turn into "server error"). `/messages/` gets the
+same cap and error from `JsonRpcGuardMiddleware` (bridge/security/jsonrpc_guard.py), after the key
+check, which sends it on the caller's SSE stream: the legacy client waits for its answer there.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from bridge.security.audit import audit_event
 
 # Paths the SDK's transports serve (and check Host/Origin on, unless BRIDGE_ALLOWED_HOSTS=*).
 MCP_PREFIXES = ("/mcp", "/sse", "/messages")
+# Legacy message POSTs are capped by JsonRpcGuardMiddleware, after the key check, so that the
+# refusal can be answered on the caller's own SSE stream (bridge/security/jsonrpc_guard.py).
+LEGACY_MESSAGES_PREFIX = "/messages"
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 # The SDK's default for a message; larger files go through POST /v1/uploads (BRIDGE_UPLOAD_MAX_BYTES).
@@ -96,6 +101,20 @@ def jsonrpc_refusal(
     )
 
 
+def too_large_refusal(limit: int, request_id: str | int | None = None) -> JSONResponse:
+    """The refusal of an MCP message over `limit` bytes: 413 and a JSON-RPC error naming the way out."""
+    return jsonrpc_refusal(
+        413,
+        "too_large",
+        f"request body too large: an MCP message may be at most {limit} bytes"
+        f" ({limit // (1024 * 1024)} MiB); send files through POST /v1/uploads"
+        " and pass the returned uri in ask_agent's files",
+        code=TOO_LARGE_CODE,
+        request_id=request_id,
+        limit_bytes=limit,
+    )
+
+
 def request_id_of(body: bytes) -> str | int | None:
     """The id of the JSON-RPC request in `body`; None for a notification, a batch or garbage."""
     try:
@@ -128,7 +147,7 @@ class TrimHeaderValuesMiddleware:
 
 
 class TransportGuardMiddleware:
-    """Host/Origin allow-lists on state-changing non-MCP routes; body caps on the MCP POST routes."""
+    """Host/Origin allow-lists on state-changing non-MCP routes; body caps on `POST /mcp`."""
 
     def __init__(self, app: ASGIApp, settings: Settings, mcp_max_body: int = MCP_MAX_BODY_BYTES) -> None:
         self._app = app
@@ -153,7 +172,7 @@ class TransportGuardMiddleware:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if on_mcp and method == "POST":
+        if on_mcp and method == "POST" and not path.startswith(LEGACY_MESSAGES_PREFIX):
             await self._capped(scope, receive, send)
             return
         await self._app(scope, receive, send)
@@ -222,14 +241,4 @@ class TransportGuardMiddleware:
         await self._app(scope, replayed, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self._mcp_max_body
-        response = jsonrpc_refusal(
-            413,
-            "too_large",
-            f"request body too large: an MCP message may be at most {limit} bytes"
-            f" ({limit // (1024 * 1024)} MiB); send files through POST /v1/uploads"
-            " and pass the returned uri in ask_agent's files",
-            code=TOO_LARGE_CODE,
-            limit_bytes=limit,
-        )
-        await response(scope, receive, send)
+        await too_large_refusal(self._mcp_max_body)(scope, receive, send)
