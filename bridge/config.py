@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bridge.dust.message_origins import USER_MESSAGE_ORIGINS
+from bridge.dust.message_origins import API_KEY_ORIGINS
 from bridge.dust.timezone_names import TIMEZONE_NAMES
 
 
@@ -96,13 +96,7 @@ class Settings(BaseSettings):
     dust_allow_insecure_http: bool = Field(
         default=False, validation_alias=AliasChoices("BRIDGE_DUST_ALLOW_INSECURE_HTTP")
     )
-    # Dust checks `username` is 1-255 characters (validateUserMessageContext).
-    dust_username: str = Field(
-        default="mcp-bridge",
-        min_length=1,
-        max_length=255,
-        validation_alias=AliasChoices("BRIDGE_DUST_USERNAME"),
-    )
+    dust_username: str = Field(default="mcp-bridge", validation_alias=AliasChoices("BRIDGE_DUST_USERNAME"))
     dust_timezone: str = Field(default="UTC", validation_alias=AliasChoices("BRIDGE_DUST_TIMEZONE"))
     dust_origin: str = Field(default="api", validation_alias=AliasChoices("BRIDGE_DUST_ORIGIN"))
     dust_timeout_seconds: float = Field(
@@ -264,10 +258,17 @@ class Settings(BaseSettings):
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
 
-    @field_validator("dust_username", mode="before")
+    @field_validator("dust_username")
     @classmethod
-    def _username(cls, value: Any) -> Any:
-        return value.strip() if isinstance(value, str) else value
+    def _username(cls, value: str) -> str:
+        # Dust refuses an empty username and one over 255 JavaScript characters (UTF-16 code units;
+        # isUserMessageContextValid in front/lib/api/assistant/conversation.ts).
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty: it is the name Dust shows for the bridge's messages")
+        if len(value.encode("utf-16-le")) // 2 > 255:
+            raise ValueError("must be at most 255 characters, as Dust counts them (UTF-16)")
+        return value
 
     @field_validator("dust_timezone")
     @classmethod
@@ -278,8 +279,9 @@ class Settings(BaseSettings):
     @field_validator("dust_origin")
     @classmethod
     def _origin(cls, value: str) -> str:
-        # Dust silently turns an origin it does not know into "api": a typo would go unnoticed.
-        return _one_of(value, USER_MESSAGE_ORIGINS, "an origin Dust knows, normally api")
+        # Dust refuses other origins to an API key (400 on the first message) and silently turns
+        # one it does not know at all into "api": either way a typo should stop the start.
+        return _one_of(value, API_KEY_ORIGINS, "an origin Dust accepts from an API key, normally api")
 
     @field_validator("redis_url")
     @classmethod

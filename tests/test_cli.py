@@ -223,7 +223,7 @@ def test_serve_on_a_port_in_use_says_so_and_never_claims_to_listen() -> None:
 def test_a_demo_conversation_link_carries_the_simulators_port() -> None:
     check = run_cli("check", "--ask", "echo", "link?", env={"BRIDGE_SCAN_MODE": "off"})
     assert check.returncode == 0, check.stdout + check.stderr
-    assert re.search(r"http://127\.0\.0\.1:\d+/w/demo/assistant/\w+\)", check.stdout), check.stdout
+    assert re.search(r"http://127\.0\.0\.1:\d+/w/demo/conversation/\w+\)", check.stdout), check.stdout
 
 
 def test_simulator_help_names_the_command_the_user_typed() -> None:

@@ -191,9 +191,12 @@ def test_access_log_is_off_unless_asked_for(
             " did you mean Europe/Paris",
         ),
         ("BRIDGE_DUST_TIMEZONE", "CEST", "BRIDGE_DUST_TIMEZONE: must be a timezone name Dust accepts"),
-        ("BRIDGE_DUST_ORIGIN", "apii", "BRIDGE_DUST_ORIGIN: must be an origin Dust knows, normally api"),
+        ("BRIDGE_DUST_ORIGIN", "apii", "BRIDGE_DUST_ORIGIN: must be an origin Dust accepts from an API key"),
+        ("BRIDGE_DUST_ORIGIN", "slack", "BRIDGE_DUST_ORIGIN: must be an origin Dust accepts from an API key"),
         ("BRIDGE_DUST_USERNAME", "   ", "BRIDGE_DUST_USERNAME:"),
-        ("BRIDGE_DUST_USERNAME", "x" * 256, "BRIDGE_DUST_USERNAME:"),
+        ("BRIDGE_DUST_USERNAME", "x" * 256, "BRIDGE_DUST_USERNAME: must be at most 255 characters"),
+        # Dust counts JavaScript characters: an emoji is two.
+        ("BRIDGE_DUST_USERNAME", "\N{GRINNING FACE}" * 128, "BRIDGE_DUST_USERNAME: must be at most 255"),
     ],
 )
 def test_a_value_dust_would_refuse_is_a_startup_error_naming_the_variable(

@@ -1,37 +1,9 @@
-"""The `context.origin` values Dust knows for a user message.
+"""The `context.origin` values a Dust workspace API key may send with a user message.
 
-From `USER_MESSAGE_ORIGINS` in `src/types.ts` of @dust-tt/client 1.2.8. Dust's schema turns any
-other value into "api" (`UserMessageOriginEnumSchema.catch("api")`) instead of refusing it.
+Dust's SDK schema knows more origins (`USER_MESSAGE_ORIGINS` in @dust-tt/client 1.2.8) and turns
+any other value into "api" (`.catch("api")`), but the server refuses all but these to an API key
+with a 400 (`isUserMessageContextValid` in front/lib/api/assistant/conversation.ts); "zendesk"
+would also need an `x-zendesk-user-id` header, which the bridge never sends.
 """
 
-USER_MESSAGE_ORIGINS: frozenset[str] = frozenset(
-    {
-        "api",
-        "cli",
-        "cli_programmatic",
-        "email",
-        "excel",
-        "extension",
-        "gsheet",
-        "make",
-        "n8n",
-        "powerpoint",
-        "raycast",
-        "slack",
-        "slack_workflow",
-        "teams",
-        "transcript",
-        "triggered_programmatic",
-        "triggered",
-        "wakeup",
-        "web",
-        "zapier",
-        "zendesk",
-        "onboarding_conversation",
-        "agent_sidekick",
-        "project_kickoff",
-        "reinforced_skill_notification",
-        "reinforcement",
-        "branch_anchor",
-    }
-)
+API_KEY_ORIGINS: frozenset[str] = frozenset({"api", "excel", "gsheet", "make", "n8n", "powerpoint", "zapier"})

@@ -9,42 +9,15 @@ here. Responses are never touched beyond noting their status, so event streams f
 from __future__ import annotations
 
 import json
-import weakref
-from collections import deque
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.simulator.state import Simulator
 
-MAX_RECORDED_BODIES = 1000
 # Larger JSON bodies are still passed on whole, but recorded without their content.
 MAX_RECORDED_BYTES = 1024 * 1024
 _METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-class BodyLog:
-    """The last `MAX_RECORDED_BODIES` request bodies, oldest first."""
-
-    def __init__(self) -> None:
-        self.entries: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_BODIES)
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return list(self.entries)
-
-
-_LOGS: weakref.WeakKeyDictionary[Simulator, BodyLog] = weakref.WeakKeyDictionary()
-
-
-def body_log(sim: Simulator) -> BodyLog:
-    """The body log of `sim` (one per simulator, shared by the middleware and the control routes)."""
-    log = _LOGS.get(sim)
-    if log is None:
-        log = _LOGS[sim] = BodyLog()
-    return log
 
 
 class BodyCapture:
@@ -52,7 +25,7 @@ class BodyCapture:
 
     def __init__(self, app: ASGIApp, sim: Simulator) -> None:
         self.app = app
-        self.log = body_log(sim)
+        self.sim = sim
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         recorded = scope["type"] == "http" and scope["method"] in _METHODS
@@ -67,7 +40,8 @@ class BodyCapture:
             "content_type": content_type,
             "status": None,
         }
-        self.log.entries.append(entry)
+        # The stats of the time the request arrived, even if a reset happens meanwhile.
+        self.sim.stats.bodies.append(entry)
 
         async def noting_send(message: Message) -> None:
             if message["type"] == "http.response.start":

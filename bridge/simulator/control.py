@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.simulator.capture import body_log
 from bridge.simulator.faults import parse_rules
 from bridge.simulator.state import Simulator
 
@@ -66,7 +65,6 @@ class ControlRoutes:
     async def reset(self, request: Request) -> Response:
         """Forget everything and restore the start-up options."""
         self.sim.reset()
-        body_log(self.sim).clear()
         return JSONResponse(self._effective())
 
     async def stats(self, request: Request) -> Response:
@@ -79,4 +77,4 @@ class ControlRoutes:
 
     async def bodies(self, request: Request) -> Response:
         """The request bodies POSTed to `/api/...` since start or the last reset, oldest first."""
-        return JSONResponse({"bodies": body_log(self.sim).to_json()})
+        return JSONResponse({"bodies": list(self.sim.stats.bodies)})

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # Enough history for any test or benchmark run to inspect, without growing forever.
 _MAX_RECORDED_REQUESTS = 10_000
+_MAX_RECORDED_BODIES = 1000
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Stats:
     requests_total: int = 0
     cancels: list[dict[str, Any]] = field(default_factory=list)
     stream_connections: int = 0
+    # Request bodies POSTed to /api/... (bridge.simulator.capture), oldest first.
+    bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_MAX_RECORDED_BODIES))
 
 
 class Simulator:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 from starlette.types import Message, Receive, Scope, Send
 
-from bridge.simulator.capture import MAX_RECORDED_BODIES, BodyCapture, body_log
+from bridge.simulator.capture import BodyCapture
 from bridge.simulator.options import SimulatorOptions
 from bridge.simulator.state import Simulator
 from tests.procs import TEST_DUST_KEY, Proc
@@ -120,21 +120,23 @@ async def test_the_route_gets_the_body_whole_and_the_answer_streams_message_by_m
         capture, "/api/v1/w/demo/x", [b'{"a": ', b"[1, 2]}"], {"content-type": "application/json"}
     )
     assert [m.get("body") for m in sent[1:]] == [b"got:", b'{"a": [1, 2]}', b""]
-    [entry] = body_log(sim).to_json()
+    [entry] = list(sim.stats.bodies)
     assert entry["json"] == {"a": [1, 2]} and entry["status"] == 201 and entry["size"] == 13
 
 
 async def test_invalid_json_is_recorded_as_text_and_the_record_is_bounded() -> None:
     sim = Simulator(SimulatorOptions())
+    kept = sim.stats.bodies.maxlen or 0
+    assert kept == 1000
     capture = BodyCapture(echo_in_parts, sim=sim)
     await call(capture, "/api/v1/w/demo/x", [b"not json"], {"content-type": "application/json"})
-    [entry] = body_log(sim).to_json()
+    [entry] = list(sim.stats.bodies)
     assert entry["invalid_json"] is True and entry["text"] == "not json"
-    for n in range(MAX_RECORDED_BODIES + 5):
+    for n in range(kept + 5):
         await call(capture, f"/api/v1/w/demo/{n}", [b"{}"], {"content-type": "application/json"})
-    recorded = body_log(sim).to_json()
-    assert len(recorded) == MAX_RECORDED_BODIES
-    assert recorded[-1]["path"] == f"/api/v1/w/demo/{MAX_RECORDED_BODIES + 4}"
+    recorded = list(sim.stats.bodies)
+    assert len(recorded) == kept
+    assert recorded[-1]["path"] == f"/api/v1/w/demo/{kept + 4}"
     # Paths outside /api/ pass untouched and unrecorded.
     await call(capture, "/_sim/faults", [b"{}"], {"content-type": "application/json"})
-    assert body_log(sim).to_json()[-1]["path"] != "/_sim/faults"
+    assert list(sim.stats.bodies)[-1]["path"] != "/_sim/faults"

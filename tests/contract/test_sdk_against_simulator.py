@@ -36,12 +36,6 @@ def test_sdk_lists_agents_with_views_all_and_global_and_gets_one_agent(
     run_group(fresh_simulator, "agents", tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="the simulator still serves view=list/favorites to an API key; Dust answers 401 "
-    "(viewRequiresUser in Dust's agent_configurations route). Pending the simulator-fidelity "
-    "change: drop this marker once it lands.",
-    strict=False,
-)
 def test_sdk_sees_views_list_and_favorites_refused_to_an_api_key_with_401(
     fresh_simulator: Proc, tmp_path: Path
 ) -> None:
