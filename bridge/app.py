@@ -25,11 +25,19 @@ from starlette.routing import Route
 from bridge import __version__
 from bridge.config import Settings
 from bridge.dust.errors import DustError
-from bridge.mcp_endpoint import McpEndpoint
-from bridge.mcp_server import build_mcp_server
-from bridge.observability import HttpMetricsMiddleware, Metrics, RequestContextMiddleware
-from bridge.openapi import openapi_spec
-from bridge.problems import problem
+from bridge.http.middleware.jsonrpc_guard import JsonRpcGuardMiddleware
+from bridge.http.middleware.transport import (
+    TransportGuardMiddleware,
+    TrimHeaderValuesMiddleware,
+    allowed_hosts,
+    allowed_origins,
+)
+from bridge.http.openapi import openapi_spec
+from bridge.http.problems import problem
+from bridge.http.uploads import upload_route
+from bridge.mcp.endpoint import McpEndpoint
+from bridge.mcp.server import build_mcp_server
+from bridge.observability.metrics import HttpMetricsMiddleware, Metrics, RequestContextMiddleware
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
 from bridge.security.auth import (
     PROTECTED_PREFIXES,
@@ -39,18 +47,10 @@ from bridge.security.auth import (
     presented_key,
     principal_of_scope,
 )
-from bridge.security.jsonrpc_guard import JsonRpcGuardMiddleware
 from bridge.security.oauth import JwtVerifier, OAuthSettings
 from bridge.security.ratelimit import RateLimitMiddleware
-from bridge.security.transport import (
-    TransportGuardMiddleware,
-    TrimHeaderValuesMiddleware,
-    allowed_hosts,
-    allowed_origins,
-)
-from bridge.store import StoreUnavailable
+from bridge.store.records import StoreUnavailable
 from bridge.uploads.clamav import ScannerUnavailable
-from bridge.uploads.http import upload_route
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from bridge.conversations import describe_dust_error
+from bridge.domain.conversations import describe_dust_error
 from bridge.dust.client import LISTING_VIEW
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.runtime import Runtime
-from bridge.store import StoreUnavailable
+from bridge.store.records import StoreUnavailable
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.clamd_health import diagnose
 

@@ -24,7 +24,7 @@ from bridge.config import (
     find_env_file,
     load_settings,
 )
-from bridge.observability import configure_logging
+from bridge.observability.metrics import configure_logging
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
         # httptools, never uvicorn's "auto" choice: the app trims header values for it
-        # (bridge.security.transport.TrimHeaderValuesMiddleware), and it costs a fifth less CPU
+        # (bridge.http.middleware.transport.TrimHeaderValuesMiddleware), and it costs a fifth less CPU
         # per request than h11 (docs/performance.md).
         http="httptools",
         # On SIGTERM uvicorn stops accepting, lets in-flight answers finish for this long, then
@@ -127,7 +127,7 @@ def cmd_stdio(args: argparse.Namespace) -> None:
     """MCP over stdin/stdout for Claude Desktop; nothing but protocol goes to stdout."""
     settings = _settings()
     configure_logging(settings)
-    from bridge.mcp_server import build_mcp_server
+    from bridge.mcp.server import build_mcp_server
     from bridge.runtime import start_runtime
 
     async def run() -> None:
@@ -151,7 +151,7 @@ def cmd_agents(args: argparse.Namespace) -> None:
     """Print the workspace's agents (checks the Dust credentials on the way)."""
     settings = _settings()
     configure_logging(settings)
-    from bridge.conversations import describe_dust_error
+    from bridge.domain.conversations import describe_dust_error
     from bridge.dust.errors import DustError
     from bridge.runtime import start_runtime
 

@@ -288,7 +288,7 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
             return None
-        from bridge.redis_conn import parse_redis_url
+        from bridge.store.connection import parse_redis_url
 
         parse_redis_url(value)  # its messages never quote the URL, which may hold a password
         return value

@@ -18,16 +18,16 @@ import anyio
 import uvicorn
 from pydantic import SecretStr
 
-from bridge.agents import AgentDirectory
 from bridge.config import ScanMode, Settings
-from bridge.conversations import ConversationService
+from bridge.domain.agents import AgentDirectory
+from bridge.domain.conversations import ConversationService
 from bridge.dust.breaker import CircuitBreaker
 from bridge.dust.client import DustClient
-from bridge.observability import Metrics
+from bridge.observability.metrics import Metrics
 from bridge.security.auth import parse_keys
 from bridge.security.ratelimit import Limiter, build_limiter
 from bridge.security.sealing import Sealer
-from bridge.store import ContextStore, create_store
+from bridge.store.records import ContextStore, create_store
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import UploadPipeline, UploadPolicy

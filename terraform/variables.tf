@@ -188,7 +188,7 @@ variable "redis_url" {
   sensitive   = true
 
   validation {
-    # The schemes the bridge itself accepts (bridge/redis_conn.py): anything else fails at start-up.
+    # The schemes the bridge itself accepts (bridge/store/connection.py): anything else fails at start-up.
     condition     = var.redis_url == "" || can(regex("^(rediss?|rediss?\\+sentinel|rediss?\\+cluster|unix)://", var.redis_url))
     error_message = "redis_url must be empty or start with redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster://, rediss+cluster:// or unix:// (the schemes the bridge accepts)."
   }

@@ -60,7 +60,7 @@ from bridge.dust.models import (
     UserMessage,
 )
 from bridge.dust.sse import SseDecoder, SseFrame, SseTooLarge
-from bridge.logcontext import REQUEST_ID
+from bridge.observability.context import REQUEST_ID
 
 DEFAULT_USER_AGENT = f"dust-mcp-bridge/{__version__}"
 

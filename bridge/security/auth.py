@@ -23,8 +23,8 @@ from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.logcontext import PRINCIPAL
-from bridge.problems import problem
+from bridge.http.problems import problem
+from bridge.observability.context import PRINCIPAL
 from bridge.security.audit import audit_event
 from bridge.security.oauth import JwtVerifier, looks_like_jwt
 

@@ -44,11 +44,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import BridgeError
-from bridge.problems import problem
-from bridge.redis_conn import failure_reason, limits_storage, parse_redis_url
+from bridge.http.middleware.transport import MCP_PREFIXES, RATE_LIMITED_CODE, jsonrpc_refusal, request_id_of
+from bridge.http.problems import problem
 from bridge.security.audit import audit_event
 from bridge.security.slots import UNAVAILABLE, SharedSlots
-from bridge.security.transport import MCP_PREFIXES, RATE_LIMITED_CODE, jsonrpc_refusal, request_id_of
+from bridge.store.connection import failure_reason, limits_storage, parse_redis_url
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from redis.exceptions import RedisError
 
-from bridge.redis_conn import RedisTarget, redis_client
+from bridge.store.connection import RedisTarget, redis_client
 
 logger = logging.getLogger(__name__)
 

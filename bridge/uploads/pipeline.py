@@ -31,9 +31,9 @@ from bridge.dust.client import DustClient
 from bridge.dust.errors import DustBadRequest, DustError, DustRateLimited
 from bridge.dust.models import DustFile
 from bridge.errors import BridgeError
-from bridge.observability import Metrics
+from bridge.observability.metrics import Metrics
 from bridge.security.audit import audit_event
-from bridge.store import ContextStore, PendingUpload, StoreUnavailable, UploadRecord, new_upload_id
+from bridge.store.records import ContextStore, PendingUpload, StoreUnavailable, UploadRecord, new_upload_id
 from bridge.uploads.clamav import ClamdClient, ScannerUnavailable, ScanTooLarge
 from bridge.uploads.metadata import describe
 from bridge.uploads.mime import (

@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from bridge.redis_conn import SUPPORTED_SCHEMES, parse_redis_url
+from bridge.store.connection import SUPPORTED_SCHEMES, parse_redis_url
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "terraform"

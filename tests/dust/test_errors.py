@@ -126,7 +126,7 @@ def test_message_is_truncated_and_whitespace_collapsed() -> None:
 def test_a_refusal_keeps_dusts_message_and_says_what_it_means(
     status: int, err_type: str, message: str, expected: type[DustError], means: str
 ) -> None:
-    from bridge.conversations import describe_dust_error
+    from bridge.domain.conversations import describe_dust_error
 
     error = error_from_response(status, body(err_type, message))
     assert type(error) is expected

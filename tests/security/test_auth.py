@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ReadResourceResult, TextResourceContents
 
 from bridge.security.auth import hash_key, match_key, new_key, parse_keys
-from bridge.store import new_handle, new_upload_id
+from bridge.store.records import new_handle, new_upload_id
 from tests.helpers import audit_events, run_cli, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 

@@ -13,7 +13,7 @@ from mcp.shared.exceptions import MCPError
 
 from bridge.config import ConfigError, load_settings
 from bridge.security.sealing import Sealer, new_store_key
-from bridge.store import ConversationRecord, RedisStore, UploadRecord, new_handle, new_upload_id
+from bridge.store.records import ConversationRecord, RedisStore, UploadRecord, new_handle, new_upload_id
 from tests.helpers import text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 

@@ -17,8 +17,8 @@ import pytest
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustServerError
 from bridge.dust.models import DustFile
-from bridge.observability import Metrics
-from bridge.store import (
+from bridge.observability.metrics import Metrics
+from bridge.store.records import (
     ContextStore,
     MemoryStore,
     PendingUpload,

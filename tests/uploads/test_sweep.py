@@ -14,8 +14,8 @@ import pytest
 
 from bridge import runtime
 from bridge.dust.client import DustClient
-from bridge.observability import Metrics
-from bridge.store import MemoryStore
+from bridge.observability.metrics import Metrics
+from bridge.store.records import MemoryStore
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import TEMP_PREFIX, UploadError, UploadPipeline, UploadPolicy, sweep_temp_files
 

@@ -1,6 +1,6 @@
 """What the handshake-era transports used to leave unanswered is answered: an oversized legacy SSE
 message gets its error on the session's stream, and a request whose id is neither a string nor an
-integer gets Invalid Request, on `/mcp` and on `/messages/` (bridge/security/jsonrpc_guard.py)."""
+integer gets Invalid Request, on `/mcp` and on `/messages/` (bridge/http/middleware/jsonrpc_guard.py)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,15 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_REQUEST
 from starlette.types import Message
 
-from bridge.security.auth import hash_key, new_key
-from bridge.security.jsonrpc_guard import (
+from bridge.http.middleware.jsonrpc_guard import (
     ID_SEARCH_BYTES,
     IdScan,
     JsonRpcGuardMiddleware,
     invalid_request_id,
     session_of_endpoint_event,
 )
-from bridge.security.transport import MCP_MAX_BODY_BYTES, TOO_LARGE_CODE
+from bridge.http.middleware.transport import MCP_MAX_BODY_BYTES, TOO_LARGE_CODE
+from bridge.security.auth import hash_key, new_key
 from tests.helpers import text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
@@ -167,7 +167,7 @@ def _scope(method: str, path: str, query: bytes = b"", body: bytes = b"") -> dic
 
 async def test_the_sdk_sse_stream_is_still_what_the_tap_relies_on() -> None:
     """In process, against the installed SDK: if this fails, the SDK changed under SseSessionTap
-    (bridge/security/jsonrpc_guard.py), and legacy SSE clients would wait for answers again."""
+    (bridge/http/middleware/jsonrpc_guard.py), and legacy SSE clients would wait for answers again."""
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     sdk_app = MCPServer("canary").sse_app(transport_security=security)
     guard = JsonRpcGuardMiddleware(sdk_app, security_settings=security)

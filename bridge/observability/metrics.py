@@ -25,9 +25,9 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.config import Settings
-from bridge.logcontext import PRINCIPAL, REQUEST_ID
+from bridge.observability.context import PRINCIPAL, REQUEST_ID
 from bridge.security.redact import RedactingFilter
-from bridge.store import ContextStore
+from bridge.store.records import ContextStore
 
 
 def configured_secrets(settings: Settings) -> list[str]:

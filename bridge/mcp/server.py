@@ -42,15 +42,15 @@ from mcp.types import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge import __version__
-from bridge.conversations import Answer, describe_dust_error
+from bridge.domain.conversations import Answer, describe_dust_error
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
-from bridge.listing_cache import FixedListingCache
-from bridge.logcontext import PRINCIPAL, REQUEST_ID
+from bridge.mcp.listing_cache import FixedListingCache
+from bridge.observability.context import PRINCIPAL, REQUEST_ID
 from bridge.runtime import Runtime
 from bridge.security.audit import audit_event
 from bridge.security.auth import principal_of_scope
-from bridge.store import UploadRecord
+from bridge.store.records import UploadRecord
 from bridge.uploads.pipeline import UploadError
 
 logger = logging.getLogger(__name__)

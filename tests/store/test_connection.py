@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from mcp import Client
 
 from bridge.config import ConfigError, load_settings
-from bridge.redis_conn import RedisKind, parse_redis_url
+from bridge.store.connection import RedisKind, parse_redis_url
 from tests.helpers import text_of
 from tests.procs import (
     Cluster,

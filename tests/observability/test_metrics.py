@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx2
 from mcp import Client
 
-from bridge.observability import dust_endpoint, route_group
+from bridge.observability.metrics import dust_endpoint, route_group
 from tests.helpers import faults
 from tests.procs import Proc, bridge_env, running, start_bridge
 

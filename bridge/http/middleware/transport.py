@@ -17,7 +17,7 @@ not match either.
 
 `/mcp` also gets its body cap (the SDK's 4 MiB) answered here, as a JSON-RPC error an MCP client
 shows (the SDK's own 413 is a bare text the clients turn into "server error"). `/messages/` gets the
-same cap and error from `JsonRpcGuardMiddleware` (bridge/security/jsonrpc_guard.py), after the key
+same cap and error from `JsonRpcGuardMiddleware` (bridge/http/middleware/jsonrpc_guard.py), after the key
 check, which sends it on the caller's SSE stream: the legacy client waits for its answer there.
 """
 
@@ -33,13 +33,13 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.config import Settings
-from bridge.problems import problem
+from bridge.http.problems import problem
 from bridge.security.audit import audit_event
 
 # Paths the SDK's transports serve (and check Host/Origin on, unless BRIDGE_ALLOWED_HOSTS=*).
 MCP_PREFIXES = ("/mcp", "/sse", "/messages")
 # Legacy message POSTs are capped by JsonRpcGuardMiddleware, after the key check, so that the
-# refusal can be answered on the caller's own SSE stream (bridge/security/jsonrpc_guard.py).
+# refusal can be answered on the caller's own SSE stream (bridge/http/middleware/jsonrpc_guard.py).
 LEGACY_MESSAGES_PREFIX = "/messages"
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]

@@ -36,7 +36,7 @@ wraps the ASGI `send` of each `GET /sse` response and relies on what the SDK put
 2. every body chunk is whole SSE events (sse-starlette sends one event per `http.response.body`),
    so one more whole event can go between two of them (under a lock: never inside one).
 
-`tests/security/test_jsonrpc_guard.py::test_the_sdk_sse_stream_is_still_what_the_tap_relies_on`
+`tests/http/middleware/test_jsonrpc_guard.py::test_the_sdk_sse_stream_is_still_what_the_tap_relies_on`
 checks both against the installed SDK and says which one broke. A stream is only answered on for a
 POST the SDK would serve: good Host/Origin (the SDK's own check, public API), a known session, and
 the credential that opened it (the SDK's own `authorization_context` comparison).
@@ -65,7 +65,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.security.transport import MCP_MAX_BODY_BYTES, jsonrpc_refusal, too_large_refusal
+from bridge.http.middleware.transport import MCP_MAX_BODY_BYTES, jsonrpc_refusal, too_large_refusal
 
 # How much of an oversized body is read, at most, to find its id (the rest is left unread).
 ID_SEARCH_BYTES: Final = 4 * MCP_MAX_BODY_BYTES

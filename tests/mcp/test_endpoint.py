@@ -13,7 +13,7 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp_types import HEADER_MISMATCH
 
-from bridge.mcp_endpoint import McpEndpoint
+from bridge.mcp.endpoint import McpEndpoint
 from tests.helpers import stats
 from tests.procs import Proc, bridge_env, running, start_bridge
 

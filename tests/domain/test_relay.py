@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from bridge.domain.relay import StreamRelay
 from bridge.dust.events import AgentEvent
-from bridge.relay import StreamRelay
 
 
 def tokens(text: str, n: int, classification: str = "tokens") -> AgentEvent:

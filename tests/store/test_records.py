@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.store import (
+from bridge.store.records import (
     HANDLE_PREFIX,
     ContextStore,
     ConversationRecord,

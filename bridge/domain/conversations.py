@@ -16,8 +16,9 @@ from typing import Any
 
 import anyio
 
-from bridge.agents import AgentDirectory
 from bridge.config import Settings
+from bridge.domain.agents import AgentDirectory
+from bridge.domain.relay import RelayOutcome, StreamRelay
 from bridge.dust.client import DustClient
 from bridge.dust.errors import (
     DustAuthError,
@@ -31,9 +32,8 @@ from bridge.dust.errors import (
 )
 from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
 from bridge.errors import BridgeError
-from bridge.observability import Metrics
-from bridge.relay import RelayOutcome, StreamRelay
-from bridge.store import (
+from bridge.observability.metrics import Metrics
+from bridge.store.records import (
     ContextStore,
     ConversationRecord,
     StoreUnavailable,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.mcp_server import principal_of_request, upload_json
-from bridge.problems import problem
+from bridge.http.problems import problem
+from bridge.mcp.server import principal_of_request, upload_json
 from bridge.runtime import Runtime
 from bridge.uploads.multipart import MultipartError, file_part
 from bridge.uploads.pipeline import UploadError

@@ -15,8 +15,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from bridge.config import load_settings
+from bridge.http.middleware.transport import allowed_hosts, allowed_origins
 from bridge.security.auth import hash_key, new_key
-from bridge.security.transport import allowed_hosts, allowed_origins
 from tests.helpers import audit_events
 from tests.procs import Proc, bridge_env, running, start_bridge
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from bridge.mcp_server import BridgeMCPServer, build_mcp_server
+from bridge.mcp.server import BridgeMCPServer, build_mcp_server
 
 ERAS = ["legacy", "auto"]  # 2025-11-25 handshake, and 2026-07-28 stateless
 

@@ -37,8 +37,8 @@ from redis.exceptions import AuthenticationError, RedisClusterException, RedisEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.redis_conn import failure_reason, parse_redis_url, redis_client
 from bridge.security.sealing import Sealer
+from bridge.store.connection import failure_reason, parse_redis_url, redis_client
 
 HANDLE_PREFIX = "dmc_"
 _HANDLE_BYTES = 24  # 192 random bits; DESIGN.md asks for at least 128
@@ -521,7 +521,7 @@ class RedisStore:
     def from_url(
         cls, url: str, ttl_seconds: int, prefix: str = "dmb:", sealer: Sealer | None = None
     ) -> RedisStore:
-        """A store on `url` (any form of `bridge.redis_conn`) that fails fast when Redis is down.
+        """A store on `url` (any form of `bridge.store.connection`) that fails fast when Redis is down.
 
         Short timeouts keep a dead Redis from stalling a tool call; one quick retry absorbs the
         stale pooled socket left by a Redis restart or failover; health checks catch idle sockets

@@ -1,0 +1,1 @@
+"""Logs and metrics: the request context, Prometheus metrics, JSON logging."""

@@ -1,0 +1,1 @@
+"""The context store: records, the memory and Redis back ends, the Redis connection."""
