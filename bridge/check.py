@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from bridge.domain.conversations import describe_dust_error
 from bridge.dust.client import LISTING_VIEW
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
@@ -81,7 +80,7 @@ async def _check_agents(runtime: Runtime, report: CheckReport) -> None:
     try:
         agents = await runtime.agents.list(refresh=True)
     except DustError as exc:
-        report.failed("dust agents", describe_dust_error(exc))
+        report.failed("dust agents", exc.for_user())
         return
     took = time.monotonic() - started
     names = ", ".join(agent.name for agent in agents[:8]) + (", ..." if len(agents) > 8 else "")
@@ -91,7 +90,7 @@ async def _check_agents(runtime: Runtime, report: CheckReport) -> None:
     try:
         agent = await runtime.dust.get_agent(agents[0].s_id)
     except DustError as exc:
-        report.failed("dust agent", describe_dust_error(exc))
+        report.failed("dust agent", exc.for_user())
     else:
         report.ok("dust agent", f"read {agent.name} ({agent.s_id}) by sId")
 

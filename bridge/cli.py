@@ -151,7 +151,6 @@ def cmd_agents(args: argparse.Namespace) -> None:
     """Print the workspace's agents (checks the Dust credentials on the way)."""
     settings = _settings()
     configure_logging(settings)
-    from bridge.domain.conversations import describe_dust_error
     from bridge.dust.errors import DustError
     from bridge.runtime import start_runtime
 
@@ -160,7 +159,7 @@ def cmd_agents(args: argparse.Namespace) -> None:
             try:
                 agents = await runtime.agents.list()
             except DustError as exc:
-                print(describe_dust_error(exc), file=sys.stderr)
+                print(exc.for_user(), file=sys.stderr)
                 return 1
             for agent in agents:
                 summary = (agent.description or "").strip().splitlines()[:1]

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustNotFound
 from bridge.dust.models import Agent
-from bridge.errors import BridgeError
+from bridge.errors import InvalidInput
 
 
-class UnknownAgent(BridgeError):
+class UnknownAgent(InvalidInput):
     """The agent reference matches no active agent of the workspace."""
 
     code = "unknown_agent"

@@ -21,17 +21,12 @@ from bridge.domain.agents import AgentDirectory
 from bridge.domain.relay import RelayOutcome, StreamRelay
 from bridge.dust.client import DustClient
 from bridge.dust.errors import (
-    DustAuthError,
     DustError,
-    DustForbidden,
     DustNotFound,
-    DustRateLimited,
     DustStreamError,
-    DustUnavailable,
-    meaning,
 )
 from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
-from bridge.errors import BridgeError
+from bridge.errors import InvalidInput, NotFound, UpstreamFailure
 from bridge.observability.metrics import Metrics
 from bridge.store.records import (
     ContextStore,
@@ -52,28 +47,22 @@ _MAX_FILES = 20
 _UPLOAD_URI_PREFIX = "bridge://uploads/"
 
 
-class InvalidMessage(BridgeError):
+class InvalidMessage(InvalidInput):
     """The message is empty or too long."""
 
     code = "invalid_message"
 
 
-class ConversationNotFound(BridgeError):
+class ConversationNotFound(NotFound):
     """Malformed, unknown, expired or foreign handle (deliberately indistinguishable)."""
 
     code = "conversation_not_found"
 
 
-class AgentFailed(BridgeError):
+class AgentFailed(UpstreamFailure):
     """Dust reported an error for the agent's answer."""
 
     code = "agent_error"
-
-
-class UpstreamError(BridgeError):
-    """Dust (or the context store) could not do what was asked."""
-
-    code = "upstream_error"
 
 
 @dataclass
@@ -151,26 +140,6 @@ class Transcript:
         return "\n\n".join(lines)
 
 
-def describe_dust_error(exc: DustError) -> str:
-    """A user-facing sentence for a Dust failure: Dust's own reason, then what it means (the
-    client's messages are already sanitised)."""
-    detail = f"{exc.type}: {exc.message}" if exc.message else exc.type
-    status = f"HTTP {exc.status} " if exc.status else ""
-    explained = meaning(exc)
-    if isinstance(exc, DustAuthError):
-        return (
-            f"Dust refused the bridge's credentials ({status}{detail}): {explained or 'check DUST_API_KEY'}."
-        )
-    if isinstance(exc, DustForbidden):
-        return f"Dust refused this request ({status}{detail}): {explained}."
-    if isinstance(exc, DustRateLimited):
-        return f"Dust is rate-limiting this workspace ({status}{detail}); try again in a minute."
-    if isinstance(exc, DustUnavailable):
-        return f"Dust is unreachable right now ({detail}); try again shortly."
-    suffix = f": {explained}" if explained else ""
-    return f"Dust returned an error ({status}{detail}){suffix}."
-
-
 class ConversationService:
     """Runs agent turns and keeps their context in the store."""
 
@@ -212,10 +181,7 @@ class ConversationService:
         text = self._check_message(message)
         if conversation is not None and new_conversation:
             raise InvalidMessage("pass either conversation (to continue) or new_conversation=true, not both")
-        try:
-            agent = await self._agents.resolve(agent_ref)
-        except DustError as exc:
-            raise UpstreamError(describe_dust_error(exc)) from None
+        agent = await self._agents.resolve(agent_ref)
 
         attachments = await self._attachments(principal, files or [])
         record = await self._existing(principal, session_key, agent, conversation, new_conversation)
@@ -227,10 +193,7 @@ class ConversationService:
             # Nothing goes to Dust that the bridge could not remember: with the store down, a new
             # conversation fails here, before Dust does any work (a continued one already failed
             # loading its record).
-            try:
-                await self._store.ping()
-            except StoreUnavailable as exc:
-                raise UpstreamError(str(exc)) from None
+            await self._store.ping()
         agent_message = await self._post(record, agent, text, context, attachments)
         now = self._clock()
         if record is None:
@@ -305,8 +268,6 @@ class ConversationService:
             raise ConversationNotFound(
                 "the Dust conversation behind this handle no longer exists; start a new one"
             ) from None
-        except DustError as exc:
-            raise UpstreamError(describe_dust_error(exc)) from None
         try:
             names = {agent.s_id: agent.name for agent in await self._agents.list()}
         except DustError:
@@ -345,19 +306,13 @@ class ConversationService:
             BridgeError: unknown handle or store failure.
         """
         self._check_handle(handle)
-        try:
-            deleted = await self._store.delete(handle, principal)
-        except StoreUnavailable as exc:
-            raise UpstreamError(str(exc)) from None
+        deleted = await self._store.delete(handle, principal)
         if not deleted:
             raise ConversationNotFound(_NOT_FOUND)
 
     async def list_conversations(self, principal: str) -> list[ConversationRecord]:
         """The principal's live conversations, most recently used first."""
-        try:
-            return await self._store.list_for_owner(principal)
-        except StoreUnavailable as exc:
-            raise UpstreamError(str(exc)) from None
+        return await self._store.list_for_owner(principal)
 
     async def load(self, principal: str, handle: str) -> ConversationRecord:
         """The record behind a handle the principal owns.
@@ -390,10 +345,7 @@ class ConversationService:
 
     async def _load(self, principal: str, handle: str) -> ConversationRecord:
         self._check_handle(handle)
-        try:
-            record = await self._store.load(handle, principal)
-        except StoreUnavailable as exc:
-            raise UpstreamError(str(exc)) from None
+        record = await self._store.load(handle, principal)
         if record is None:
             raise ConversationNotFound(_NOT_FOUND)
         return record
@@ -410,13 +362,10 @@ class ConversationService:
             return await self._load(principal, conversation)
         if new_conversation or session_key is None:
             return None
-        try:
-            handle = await self._store.recall(session_key, agent.s_id)
-            if handle is None:
-                return None
-            return await self._store.load(handle, principal)
-        except StoreUnavailable as exc:
-            raise UpstreamError(str(exc)) from None
+        handle = await self._store.recall(session_key, agent.s_id)
+        if handle is None:
+            return None
+        return await self._store.load(handle, principal)
 
     async def _attachments(self, principal: str, references: list[str]) -> list[UploadRecord]:
         """The principal's uploads named by id or `bridge://uploads/<id>`, checked before posting."""
@@ -425,10 +374,7 @@ class ConversationService:
         found: list[UploadRecord] = []
         for reference in dict.fromkeys(ref.strip() for ref in references):
             upload_id = reference.removeprefix(_UPLOAD_URI_PREFIX)
-            try:
-                upload = await self._store.get_upload(upload_id, principal)
-            except StoreUnavailable as exc:
-                raise UpstreamError(str(exc)) from None
+            upload = await self._store.get_upload(upload_id, principal)
             if upload is None:
                 raise InvalidMessage(
                     f"unknown or expired upload {reference!r}: pass an upload id or bridge://uploads/ URI"
@@ -476,12 +422,10 @@ class ConversationService:
                     "the Dust conversation behind this handle no longer exists; start a new one"
                     " (omit conversation)"
                 ) from None
-            raise UpstreamError(describe_dust_error(exc)) from None
-        except DustError as exc:
-            raise UpstreamError(describe_dust_error(exc)) from None
+            raise
         if agent_message is None:
             # Dust accepted the message but created no agent message: it dropped the mention.
-            raise UpstreamError(
+            raise UpstreamFailure(
                 f"Dust did not start agent {agent.name} ({agent.s_id}); it may have been disabled."
             )
         return _PostedTurn(message=agent_message, conversation_id=conversation_id, url=url)
@@ -541,7 +485,7 @@ class ConversationService:
                 self._metrics.first_chunk_seconds.observe(outcome.first_chunk_at - started)
             return outcome
         except TimeoutError:
-            raise UpstreamError(
+            raise UpstreamFailure(
                 f"Dust did not finish within {self._settings.answer_timeout_seconds:g}s"
                 " (BRIDGE_ANSWER_TIMEOUT_SECONDS); the generation was cancelled."
                 f" Conversation handle: {record.handle}"
@@ -549,12 +493,10 @@ class ConversationService:
         except DustStreamError as exc:
             # The generation may still finish in Dust: keep it running and say how to read it.
             finished = True
-            raise UpstreamError(
+            raise UpstreamFailure(
                 f"the answer stream from Dust was lost ({exc.message}); the answer may still complete:"
                 f" read it with get_conversation(conversation={record.handle!r})"
             ) from None
-        except DustError as exc:
-            raise UpstreamError(describe_dust_error(exc)) from None
         finally:
             self.active_streams -= 1
             self._metrics.active_streams.dec()

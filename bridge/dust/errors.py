@@ -13,6 +13,8 @@ import re
 import time
 from collections.abc import Iterable
 
+from bridge.errors import LimitExceeded, Unavailable, UpstreamFailure
+
 MAX_MESSAGE_CHARS = 300
 
 _SK_KEY = re.compile(r"sk-[A-Za-z0-9_\-]+")
@@ -48,7 +50,7 @@ def sanitize(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-class DustError(Exception):
+class DustError(UpstreamFailure):
     """A Dust API call failed. `type` is Dust's `error.type` or one of ours; `message` is sanitised."""
 
     def __init__(self, message: str, *, status: int | None = None, type: str = "dust_error") -> None:
@@ -64,9 +66,21 @@ class DustError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, type={self.type!r}, message={self.message!r})"
 
+    def for_user(self) -> str:
+        """Dust's own reason, then what it means and what to do (the message is already sanitised)."""
+        detail = f"{self.type}: {self.message}" if self.message else self.type
+        status = f"HTTP {self.status} " if self.status else ""
+        explained = meaning(self)
+        suffix = f": {explained}" if explained else ""
+        return f"Dust returned an error ({status}{detail}){suffix}."
+
 
 class DustAuthError(DustError):
     """The API key is missing, invalid, for another workspace, or the plan forbids API use."""
+
+    def for_user(self) -> str:
+        detail = f"HTTP {self.status} {self.type}: {self.message}" if self.status else self.type
+        return f"Dust refused the bridge's credentials ({detail}): {meaning(self) or 'check DUST_API_KEY'}."
 
 
 class DustNotFound(DustError):
@@ -81,8 +95,11 @@ class DustForbidden(DustBadRequest):
     """The key is valid but may not do this: a view that needs a signed-in Dust user, an admin-only
     listing, a conversation or space it has no access to (a 401/403 that is not about the key)."""
 
+    def for_user(self) -> str:
+        return f"Dust refused this request (HTTP {self.status} {self.type}: {self.message}): {meaning(self)}."
 
-class DustRateLimited(DustError):
+
+class DustRateLimited(DustError, LimitExceeded):
     """Dust is throttling this workspace (429, or 403 `plan_message_limit_exceeded`)."""
 
     def __init__(
@@ -93,19 +110,27 @@ class DustRateLimited(DustError):
         type: str = "rate_limit_error",
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status=status, type=type)
+        DustError.__init__(self, message, status=status, type=type)
         self.retry_after = retry_after
+
+    def for_user(self) -> str:
+        status = f"HTTP {self.status} " if self.status else ""
+        reason = f"{status}{self.type}: {self.message}"
+        return f"Dust is rate-limiting this workspace ({reason}); try again in a minute."
 
 
 class DustServerError(DustError):
     """Dust answered 5xx (after the retries that were safe), or a response we cannot read."""
 
 
-class DustUnavailable(DustError):
+class DustUnavailable(DustError, Unavailable):
     """Dust could not be reached (connect errors, timeouts) or the circuit breaker is open."""
 
+    def for_user(self) -> str:
+        return f"Dust is unreachable right now ({self.type}: {self.message}); try again shortly."
 
-class DustStreamError(DustError):
+
+class DustStreamError(DustError, Unavailable):
     """The agent event stream gave up: too many failed reconnects, or the total time ran out."""
 
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.http.problems import problem
+from bridge.errors import BridgeError
+from bridge.http.problems import problem, problem_for
 from bridge.mcp.server import principal_of_request, upload_json
 from bridge.runtime import Runtime
 from bridge.uploads.multipart import MultipartError, file_part
-from bridge.uploads.pipeline import UploadError
 
 
 def upload_route(runtime: Callable[[], Runtime]) -> Callable[[Request], object]:
@@ -38,9 +38,8 @@ def upload_route(runtime: Callable[[], Runtime]) -> Callable[[Request], object]:
             )
         except MultipartError as exc:
             return problem(400, "bad_request", str(exc))
-        except UploadError as exc:
-            headers = {"Retry-After": "60"} if exc.status in (429, 503) else None
-            return problem(exc.status, exc.problem, str(exc), headers)
+        except BridgeError as exc:
+            return problem_for(exc)
         return JSONResponse(upload_json(record), status_code=201, headers={"Location": record.uri})
 
     return upload

@@ -42,7 +42,7 @@ from mcp.types import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge import __version__
-from bridge.domain.conversations import Answer, describe_dust_error
+from bridge.domain.conversations import Answer
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.mcp.listing_cache import FixedListingCache
@@ -51,7 +51,6 @@ from bridge.runtime import Runtime
 from bridge.security.audit import audit_event
 from bridge.security.auth import principal_of_scope
 from bridge.store.records import UploadRecord
-from bridge.uploads.pipeline import UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +161,8 @@ def _slug(reference: str) -> str:
     return slug[:48] or "agent"
 
 
-def _tool_error(exc: BridgeError | DustError) -> ToolError:
-    return ToolError(str(exc) if isinstance(exc, BridgeError) else describe_dust_error(exc))
+def _tool_error(exc: BridgeError) -> ToolError:
+    return ToolError(exc.for_user())
 
 
 class BridgeMCPServer(MCPServer[Any]):
@@ -457,7 +456,7 @@ def build_mcp_server(
                 owner=principal_of(ctx), filename=filename, declared_type=mime_type, data=data
             )
         except BridgeError as exc:
-            _count("upload_file", exc.problem if isinstance(exc, UploadError) else exc.code)
+            _count("upload_file", exc.code)
             raise _tool_error(exc) from None
         _count("upload_file", "ok")
         return upload_json(record)
@@ -492,9 +491,7 @@ def build_mcp_server(
         try:
             agent = await runtime().agents.resolve(s_id)
         except BridgeError as exc:
-            raise ResourceError(str(exc)) from None
-        except DustError as exc:
-            raise ResourceError(describe_dust_error(exc)) from None
+            raise ResourceError(exc.for_user()) from None
         return json.dumps(
             {
                 "sId": agent.s_id,

@@ -43,7 +43,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.errors import BridgeError
+from bridge.errors import LimitExceeded
 from bridge.http.middleware.transport import MCP_PREFIXES, RATE_LIMITED_CODE, jsonrpc_refusal, request_id_of
 from bridge.http.problems import problem
 from bridge.security.audit import audit_event
@@ -67,7 +67,7 @@ _PREPAID_SWEEP = 1024
 _STORAGE_WARN_SECONDS = 60.0
 
 
-class TooManyAnswers(BridgeError):
+class TooManyAnswers(LimitExceeded):
     """The principal already has its maximum of answers streaming."""
 
     code = "rate_limited"

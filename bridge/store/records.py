@@ -37,6 +37,7 @@ from redis.exceptions import AuthenticationError, RedisClusterException, RedisEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bridge.errors import Unavailable
 from bridge.security.sealing import Sealer
 from bridge.store.connection import failure_reason, parse_redis_url, redis_client
 
@@ -54,12 +55,14 @@ OWNER_INDEX_MAX = 1000
 _UNREACHABLE = "context store (Redis) is unreachable"
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Unavailable):
     """The store back end cannot be reached. The message is for humans and never holds a URL.
 
     `detail` adds, for operators (`check`, logs), which Redis and why ("Redis at 10.0.0.5:6379:
     Connection refused"); the message, which MCP clients may see, names neither.
     """
+
+    code = "store_unavailable"
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 
+from bridge.errors import Unavailable
+
 _LENGTH = struct.Struct("!I")
 _END_OF_STREAM = _LENGTH.pack(0)
 # Replies are one short line; anything longer is not clamd (or not a sane clamd).
@@ -45,8 +47,10 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s'\"]+")
 _CONNECTION_LOST = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream)
 
 
-class ScannerUnavailable(Exception):
+class ScannerUnavailable(Unavailable):
     """clamd cannot give a verdict: unreachable, too slow, broken reply or an error of its own."""
+
+    code = "scanner_unavailable"
 
 
 class ScanTooLarge(Exception):

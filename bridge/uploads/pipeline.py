@@ -30,7 +30,7 @@ import anyio
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustBadRequest, DustError, DustRateLimited
 from bridge.dust.models import DustFile
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, InvalidInput, LimitExceeded, UpstreamFailure
 from bridge.observability.metrics import Metrics
 from bridge.security.audit import audit_event
 from bridge.store.records import ContextStore, PendingUpload, StoreUnavailable, UploadRecord, new_upload_id
@@ -57,17 +57,6 @@ _PENDING_TTL_SECONDS = 7 * 86400
 _SETTLE_SECONDS = 10.0
 
 
-class UploadError(BridgeError):
-    """An upload refused for a stated reason; `problem` is the stable problem type, `status` the HTTP one."""
-
-    code = "upload_error"
-
-    def __init__(self, problem: str, status: int, message: str) -> None:
-        super().__init__(message)
-        self.problem = problem
-        self.status = status
-
-
 @dataclass
 class _Progress:
     """What is known about an upload so far (for the metrics of a refusal)."""
@@ -75,8 +64,8 @@ class _Progress:
     mime: str = "unknown"
 
 
-def _too_large(limit: int, what: str = "the upload limit") -> UploadError:
-    return UploadError("too_large", 413, f"the file is larger than {what} ({limit} bytes)")
+def _too_large(limit: int, what: str = "the upload limit") -> InvalidInput:
+    return InvalidInput(f"the file is larger than {what} ({limit} bytes)", code="too_large")
 
 
 @dataclass(frozen=True)
@@ -194,14 +183,14 @@ class UploadPipeline:
         """Run one upload from a stream of chunks to a stored record.
 
         Raises:
-            UploadError: any refusal, with its problem type and HTTP status.
+            BridgeError: any refusal; its `code` names the cause (too_large, infected, ...).
         """
         progress = _Progress()
         try:
             record = await self._ingest(owner, filename, declared_type, chunks, progress)
-        except UploadError as exc:
+        except BridgeError as exc:
             # Counted under the sniffed (or, once decided, the effective) type when it is known.
-            self._metrics.uploads.labels(outcome=exc.problem, mime=progress.mime).inc()
+            self._metrics.uploads.labels(outcome=exc.code, mime=progress.mime).inc()
             raise
         self._metrics.uploads.labels(outcome="accepted", mime=record.mime).inc()
         return record
@@ -217,13 +206,13 @@ class UploadPipeline:
         try:
             name = sanitize_filename(filename)
         except InvalidFileName as exc:
-            raise UploadError("bad_request", 400, str(exc)) from None
+            raise InvalidInput(str(exc), code="bad_request") from None
         path = await self._new_temp_file()
         self._temp_files.add(path)
         try:
             size, digest, head = await self._spool(chunks, path)
             if size == 0:
-                raise UploadError("empty_file", 400, "the file is empty")
+                raise InvalidInput("the file is empty", code="empty_file")
             sniffed = await self._sniffer.sniff(head)
             progress.mime = sniffed
             try:
@@ -239,9 +228,9 @@ class UploadPipeline:
                     reason="type_mismatch",
                     sniffed=sniffed,
                 )
-                raise UploadError("type_mismatch", 415, str(exc)) from None
+                raise InvalidInput(str(exc), code="type_mismatch") from None
             except TypeNotAllowed as exc:
-                raise UploadError("type_not_allowed", 415, str(exc)) from None
+                raise InvalidInput(str(exc), code="type_not_allowed") from None
             progress.mime = mime
             limit = size_limit(mime, self._policy.max_bytes)
             if size > limit:
@@ -289,7 +278,7 @@ class UploadPipeline:
         """Run one upload whose bytes are already in memory (the `upload_file` tool).
 
         Raises:
-            UploadError: any refusal.
+            BridgeError: any refusal.
         """
 
         async def one() -> AsyncIterator[bytes]:
@@ -302,23 +291,17 @@ class UploadPipeline:
         """The owner's upload, or None (unknown, expired and foreign look alike).
 
         Raises:
-            UploadError: the store is unreachable.
+            StoreUnavailable: the store is unreachable.
         """
-        try:
-            return await self._store.get_upload(upload_id, owner)
-        except StoreUnavailable as exc:
-            raise UploadError("store_unavailable", 503, str(exc)) from None
+        return await self._store.get_upload(upload_id, owner)
 
     async def list(self, owner: str) -> list[UploadRecord]:
         """The owner's live uploads, newest first.
 
         Raises:
-            UploadError: the store is unreachable.
+            StoreUnavailable: the store is unreachable.
         """
-        try:
-            return await self._store.list_uploads(owner)
-        except StoreUnavailable as exc:
-            raise UploadError("store_unavailable", 503, str(exc)) from None
+        return await self._store.list_uploads(owner)
 
     async def ping_scanner(self) -> None:
         """Raise ScannerUnavailable unless clamd answers (or scanning is off on purpose)."""
@@ -366,10 +349,8 @@ class UploadPipeline:
         except ScanTooLarge:
             raise _too_large(size, "what the virus scanner accepts") from None
         except ScannerUnavailable as exc:
-            raise UploadError(
-                "scanner_unavailable",
-                503,
-                f"the virus scanner is unavailable ({exc}); the file was not accepted",
+            raise ScannerUnavailable(
+                f"the virus scanner is unavailable ({exc}); the file was not accepted"
             ) from None
         if not result.clean:
             exceeded = result.limits_exceeded
@@ -382,15 +363,14 @@ class UploadPipeline:
                 signature=result.signature,
             )
             if exceeded:
-                raise UploadError(
-                    "scan_limits_exceeded",
-                    422,
+                raise InvalidInput(
                     "the virus scanner could not inspect the whole file: its content expands beyond "
                     f"the scanner's limits ({exceeded}), as archives built to exhaust scanners "
                     "(zip bombs) do; the file was refused",
+                    code="scan_limits_exceeded",
                 )
-            raise UploadError(
-                "infected", 422, f"the virus scanner found {result.signature}; the file was refused"
+            raise InvalidInput(
+                f"the virus scanner found {result.signature}; the file was refused", code="infected"
             )
         return "clean"
 
@@ -427,10 +407,7 @@ class UploadPipeline:
             await self._mark_pending(replace(marker, dust_file_id=dust_file_id))
             uploaded = await self._upload_to_dust(created, path, mime)
             record = make_record(uploaded.s_id)
-            try:
-                await self._store.put_upload(record)
-            except StoreUnavailable as exc:
-                raise UploadError("store_unavailable", 503, str(exc)) from None
+            await self._store.put_upload(record)
             stored = True
             return record
         finally:
@@ -439,10 +416,7 @@ class UploadPipeline:
             self._pending_ids.discard(upload_id)
 
     async def _mark_pending(self, marker: PendingUpload) -> None:
-        try:
-            await self._store.put_pending_upload(marker, _PENDING_TTL_SECONDS)
-        except StoreUnavailable as exc:
-            raise UploadError("store_unavailable", 503, str(exc)) from None
+        await self._store.put_pending_upload(marker, _PENDING_TTL_SECONDS)
 
     async def _settle(self, upload_id: str, dust_file_id: str | None, stored: bool) -> None:
         """Clear the marker once nothing in Dust is left unaccounted for; else leave it to `reconcile`."""
@@ -458,26 +432,29 @@ class UploadPipeline:
         try:
             return await self._dust.create_file(content_type=mime, file_name=name, file_size=size)
         except DustRateLimited as exc:
-            raise UploadError(
-                "rate_limited", 429, f"Dust is rate-limiting file uploads: {exc.message}"
+            raise LimitExceeded(
+                f"Dust is rate-limiting file uploads: {exc.message}", retry_after=exc.retry_after
             ) from None
         except DustBadRequest as exc:
-            raise UploadError(
-                "dust_rejected", 422, f"Dust refused the file: {exc.type}: {exc.message}"
+            raise InvalidInput(
+                f"Dust refused the file: {exc.type}: {exc.message}", code="dust_rejected"
             ) from None
         except DustError as exc:
-            raise UploadError(
-                "dust_unavailable", 502, f"Dust could not take the file: {exc.type}: {exc.message}"
+            raise UpstreamFailure(
+                f"Dust could not take the file: {exc.type}: {exc.message}", code="dust_unavailable"
             ) from None
 
     async def _upload_to_dust(self, created: DustFile, path: Path, mime: str) -> DustFile:
         try:
             return await self._dust.upload_file(created, _read_chunks(path), content_type=mime)
+        except DustRateLimited as exc:
+            raise LimitExceeded(
+                f"Dust refused the file: {exc.type}: {exc.message}", retry_after=exc.retry_after
+            ) from None
         except DustError as exc:
-            problem, status = (
-                ("rate_limited", 429) if isinstance(exc, DustRateLimited) else ("dust_rejected", 422)
-            )
-            raise UploadError(problem, status, f"Dust refused the file: {exc.type}: {exc.message}") from None
+            raise InvalidInput(
+                f"Dust refused the file: {exc.type}: {exc.message}", code="dust_rejected"
+            ) from None
 
     async def _forget_in_dust(self, file_id: str) -> bool:
         """Delete a Dust file nothing will use (created but not uploaded, or never recorded); False if

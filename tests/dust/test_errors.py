@@ -126,11 +126,9 @@ def test_message_is_truncated_and_whitespace_collapsed() -> None:
 def test_a_refusal_keeps_dusts_message_and_says_what_it_means(
     status: int, err_type: str, message: str, expected: type[DustError], means: str
 ) -> None:
-    from bridge.domain.conversations import describe_dust_error
-
     error = error_from_response(status, body(err_type, message))
     assert type(error) is expected
-    described = describe_dust_error(error)
+    described = error.for_user()
     assert f"HTTP {status} {err_type}: {message}" in described
     assert means in described
     # A valid key refused one view is not told its key is invalid.

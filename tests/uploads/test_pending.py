@@ -17,6 +17,7 @@ import pytest
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustServerError
 from bridge.dust.models import DustFile
+from bridge.errors import BridgeError, Unavailable
 from bridge.observability.metrics import Metrics
 from bridge.store.records import (
     ContextStore,
@@ -28,7 +29,7 @@ from bridge.store.records import (
     new_upload_id,
 )
 from bridge.uploads.mime import MimeSniffer, allowed_types
-from bridge.uploads.pipeline import UploadError, UploadPipeline, UploadPolicy
+from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
 from tests.procs import Proc, free_port
 
 TEXT = b"plain words for a plain file\n"
@@ -220,11 +221,11 @@ async def test_a_dust_upload_failure_deletes_the_file_and_clears_the_marker(
 ) -> None:
     dust = FakeDust()
     dust.fail_upload = True
-    with pytest.raises(UploadError) as info:
+    with pytest.raises(BridgeError) as info:
         await pipeline(store, dust, tmp_path).ingest_bytes(
             owner="alice", filename="a.txt", declared_type=None, data=TEXT
         )
-    assert info.value.problem == "dust_rejected"
+    assert info.value.code == "dust_rejected"
     assert dust.deleted == ["fil_1"]
     assert await store.list_pending_uploads() == []
 
@@ -239,11 +240,11 @@ class RecordlessStore(MemoryStore):
 async def test_a_store_failure_after_the_dust_upload_deletes_the_dust_file(tmp_path: Path) -> None:
     store = RecordlessStore(3600)
     dust = FakeDust()
-    with pytest.raises(UploadError) as info:
+    with pytest.raises(BridgeError) as info:
         await pipeline(store, dust, tmp_path).ingest_bytes(
             owner="alice", filename="a.txt", declared_type=None, data=TEXT
         )
-    assert (info.value.problem, info.value.status) == ("store_unavailable", 503)
+    assert info.value.code == "store_unavailable" and isinstance(info.value, Unavailable)
     assert dust.uploaded == ["fil_1"] and dust.deleted == ["fil_1"]
     assert await store.list_pending_uploads() == []
 
@@ -253,7 +254,7 @@ async def test_a_dust_file_that_cannot_be_deleted_keeps_its_marker_for_reconcile
     dust = FakeDust()
     dust.fail_delete = True
     uploads = pipeline(store, dust, tmp_path)
-    with pytest.raises(UploadError):
+    with pytest.raises(BridgeError):
         await uploads.ingest_bytes(owner="alice", filename="a.txt", declared_type=None, data=TEXT)
     [left] = await store.list_pending_uploads()
     assert left.dust_file_id == "fil_1"

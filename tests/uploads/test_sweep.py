@@ -14,10 +14,11 @@ import pytest
 
 from bridge import runtime
 from bridge.dust.client import DustClient
+from bridge.errors import BridgeError
 from bridge.observability.metrics import Metrics
 from bridge.store.records import MemoryStore
 from bridge.uploads.mime import MimeSniffer, allowed_types
-from bridge.uploads.pipeline import TEMP_PREFIX, UploadError, UploadPipeline, UploadPolicy, sweep_temp_files
+from bridge.uploads.pipeline import TEMP_PREFIX, UploadPipeline, UploadPolicy, sweep_temp_files
 
 HOUR = 3600.0
 
@@ -97,7 +98,7 @@ async def test_the_pipeline_never_sweeps_its_own_uploads_in_progress(tmp_path: P
             await uploads.ingest(
                 owner="alice", filename="program.txt", declared_type=None, chunks=slow_body()
             )
-        except UploadError as exc:
+        except BridgeError as exc:
             outcome.append(exc)
 
     async with anyio.create_task_group() as tg:
@@ -110,7 +111,7 @@ async def test_the_pipeline_never_sweeps_its_own_uploads_in_progress(tmp_path: P
         assert in_flight.exists() and not leftover.exists()
         release.set()
     # The upload then finished (refused: an executable named .txt) and removed its own file.
-    assert [exc.problem for exc in outcome if isinstance(exc, UploadError)] == ["type_mismatch"]
+    assert [exc.code for exc in outcome if isinstance(exc, BridgeError)] == ["type_mismatch"]
     assert uploads.in_flight == 0
     assert list(tmp_path.glob("*.part")) == []
 
