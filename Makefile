@@ -155,15 +155,15 @@ lock: $(UVSTAMP)
 
 ## make test-latest: lint, types and the whole suite against the newest releases pyproject.toml's ranges
 ## allow, in .venv-latest (uv.lock is not touched: the upgrade is locked in a temporary copy); prints
-## which versions moved since the lock. The weekly `latest` workflow runs it, so an upstream release that
-## breaks the bridge shows up before a fresh machine or a `make lock UPGRADE=1` runs into it.
+## which versions moved since the lock (also in .venv-latest/moved.txt). The weekly `latest` workflow runs
+## it, so an upstream release that breaks the bridge shows up before a `make lock UPGRADE=1` runs into it.
 test-latest: system-deps $(UVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 	@set -eu; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; uv="$(CURDIR)/$(UV)"; \
+	"$$uv" venv --quiet --clear --python $(PYTHON) $(LATEST); \
 	cp pyproject.toml uv.lock "$$tmp/"; \
 	(cd "$$tmp" && "$$uv" lock --quiet --upgrade \
 	  && "$$uv" export --quiet --frozen --extra dev --no-emit-project -o requirements.txt); \
-	$(PYTHON) tools/lock.py diff uv.lock "$$tmp/uv.lock"; \
-	"$$uv" venv --quiet --clear --python $(PYTHON) $(LATEST); \
+	$(PYTHON) tools/lock.py diff uv.lock "$$tmp/uv.lock" | tee $(LATEST)/moved.txt; \
 	"$$uv" pip sync --quiet --require-hashes --python $(LATEST)/bin/python "$$tmp/requirements.txt"; \
 	"$$uv" pip install --quiet --no-deps --python $(LATEST)/bin/python -e .
 	$(LATEST)/bin/ruff check bridge tests bench
@@ -179,8 +179,8 @@ fresh-check:
 	@set -eu; tmp="$$(mktemp -d)"; pid=""; \
 	trap '[ -z "$$pid" ] || kill -TERM -- "-$$pid" 2>/dev/null || true; rm -rf "$$tmp"' EXIT; \
 	echo "fresh-check: $$(git rev-parse --short HEAD) cloned into $$tmp/src, empty caches"; \
-	git clone --quiet --no-hardlinks "$(CURDIR)" "$$tmp/src"; \
-	git -C "$$tmp/src" checkout --quiet --detach "$$(git rev-parse HEAD)"; \
+	git init --quiet "$$tmp/src"; git -C "$$tmp/src" fetch --quiet "$(CURDIR)" HEAD; \
+	git -C "$$tmp/src" checkout --quiet --detach FETCH_HEAD; \
 	export UV_CACHE_DIR="$$tmp/cache/uv" PIP_CACHE_DIR="$$tmp/cache/pip" npm_config_cache="$$tmp/cache/npm"; \
 	unset VIRTUAL_ENV UV_PROJECT_ENVIRONMENT UV_PYTHON DUST_API_KEY BRIDGE_DEMO; \
 	port="$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"; \
