@@ -177,7 +177,7 @@ test-latest: system-deps $(UVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 ## installs, lint, types). CI's fresh-check job runs it.
 fresh-check:
 	@set -eu; tmp="$$(mktemp -d)"; pid=""; \
-	trap '[ -z "$$pid" ] || kill -TERM -- "-$$pid" 2>/dev/null || true; rm -rf "$$tmp"' EXIT; \
+	trap '[ -z "$$pid" ] || kill -TERM "-$$pid" 2>/dev/null || true; rm -rf "$$tmp"' EXIT; \
 	echo "fresh-check: $$(git rev-parse --short HEAD) cloned into $$tmp/src, empty caches"; \
 	git init --quiet "$$tmp/src"; git -C "$$tmp/src" fetch --quiet "$(CURDIR)" HEAD; \
 	git -C "$$tmp/src" checkout --quiet --detach FETCH_HEAD; \
@@ -189,9 +189,11 @@ fresh-check:
 	healthy=""; for _ in $$(seq 1 600); do \
 	  if $(PYTHON) -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$$port/healthz', timeout=2)" 2>/dev/null; \
 	  then healthy=1; break; fi; \
-	  kill -0 "$$pid" 2>/dev/null || break; sleep 1; \
+	  grep -qs '^State:[[:space:]]*[^Z]' "/proc/$$pid/status" || break; sleep 1; \
 	done; \
-	kill -TERM -- "-$$pid" 2>/dev/null || true; wait "$$pid" 2>/dev/null || true; pid=""; \
+	kill -TERM "-$$pid" 2>/dev/null || true; \
+	(sleep 30; kill -KILL "-$$pid" 2>/dev/null) & watchdog=$$!; \
+	wait "$$pid" 2>/dev/null || true; kill "$$watchdog" 2>/dev/null || true; pid=""; \
 	if [ -z "$$healthy" ]; then cat "$$tmp/run.log"; echo "fresh-check: make run never answered /healthz" >&2; exit 1; fi; \
 	echo "fresh-check: make run answered /healthz"; \
 	if [ "$(SKIP_SUITE)" = 1 ]; then \

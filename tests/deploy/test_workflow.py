@@ -234,7 +234,7 @@ def test_fresh_check_job_runs_make_fresh_check(workflow: dict[str, Any]) -> None
     assert "unset VIRTUAL_ENV" in recipe and "DUST_API_KEY" in recipe
     # both README commands: make run until /healthz answers (then stopped), make test
     assert re.search(r"setsid \$\(MAKE\) [^\n]*-C \"\$\$tmp/src\" run", recipe)
-    assert "/healthz" in recipe and 'kill -TERM -- "-$$pid"' in recipe
+    assert "/healthz" in recipe and 'kill -TERM "-$$pid"' in recipe
     assert re.search(r'\$\(MAKE\) --no-print-directory -C "\$\$tmp/src" test;', recipe)
 
 
