@@ -51,8 +51,9 @@ lock-check: $(UVSTAMP)
 	  echo "error: run \`make lock\` and commit the lock files" >&2; exit 1; }
 	@$(PYTHON) tools/lock.py check
 
-# The runtime dependencies from uv.lock (--inexact: a dev install already there stays).
-$(STAMP): pyproject.toml uv.lock $(UVSTAMP)
+# The runtime dependencies from uv.lock (--inexact: a dev install already there stays). uv is an
+# order-only prerequisite: a new uv alone reinstalls nothing.
+$(STAMP): pyproject.toml uv.lock | $(UVSTAMP)
 	@$(MAKE) --no-print-directory lock-check
 	$(UV) sync --locked --inexact --quiet --python $(PYTHON)
 	touch $@
@@ -63,7 +64,7 @@ $(DEVSTAMP): pyproject.toml uv.lock $(STAMP)
 	$(UV) sync --locked --extra dev --quiet --python $(PYTHON)
 	touch $@
 
-$(TOOLSTAMP): tools/requirements.txt tools/requirements.in $(UVSTAMP)
+$(TOOLSTAMP): tools/requirements.txt tools/requirements.in | $(UVSTAMP)
 	@$(MAKE) --no-print-directory lock-check
 	$(UV) venv --quiet --clear --python $(PYTHON) $(TOOLS)
 	$(UV) pip sync --quiet --require-hashes --python $(TOOLS)/bin/python tools/requirements.txt
@@ -146,12 +147,21 @@ UPGRADE_FLAG := $(if $(UPGRADE),--upgrade)
 ## commit them). Pins that still fit are kept; `make lock UPGRADE=1` moves every pin to the newest release
 ## the ranges allow.
 lock: $(UVSTAMP)
-	$(UV) pip compile $(COMPILE) $(UPGRADE_FLAG) tools/uv.in -o tools/uv.txt
+	$(call compile,uv)
 	$(PYTHON) tools/lock.py build-constraints $(UV) $(UPGRADE_FLAG)
 	$(UV) lock --quiet $(UPGRADE_FLAG)
-	$(UV) pip compile $(COMPILE) $(UPGRADE_FLAG) tools/requirements.in -o tools/requirements.txt
-	$(UV) pip compile $(COMPILE) $(UPGRADE_FLAG) tools/audit.in -o tools/audit.txt
+	$(call compile,requirements)
+	$(call compile,audit)
 	$(PYTHON) tools/lock.py check
+
+# $(call compile,NAME): tools/NAME.in -> tools/NAME.txt; a result equal to the old file keeps its date, so
+# the venv installed from it is not rebuilt for nothing.
+define compile
+	@cp -p tools/$(1).txt tools/$(1).txt.prev 2>/dev/null || true
+	$(UV) pip compile $(COMPILE) $(UPGRADE_FLAG) tools/$(1).in -o tools/$(1).txt
+	@if cmp -s tools/$(1).txt tools/$(1).txt.prev; then touch -r tools/$(1).txt.prev tools/$(1).txt; fi; \
+	  rm -f tools/$(1).txt.prev
+endef
 
 ## make test-latest: lint, types and the whole suite against the newest releases pyproject.toml's ranges
 ## allow, in .venv-latest (uv.lock is not touched: the upgrade is locked in a temporary copy); prints

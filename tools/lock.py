@@ -143,7 +143,9 @@ def write_build_constraints(uv: str, upgrade: bool) -> None:
     pattern = re.compile(r"^build-constraint-dependencies = \[\n.*?^\]\n", re.MULTILINE | re.DOTALL)
     if not pattern.search(text):
         raise SystemExit("pyproject.toml: no `build-constraint-dependencies = [` block under [tool.uv]")
-    PYPROJECT.write_text(pattern.sub(lambda _: block, text, count=1), encoding="utf-8")
+    updated = pattern.sub(lambda _: block, text, count=1)
+    if updated != text:  # unchanged, the file keeps its date (make's stamps depend on it)
+        PYPROJECT.write_text(updated, encoding="utf-8")
 
 
 def lock_versions(path: Path) -> dict[str, str]:

@@ -300,8 +300,12 @@ def test_install_targets_stop_on_a_stale_lock_with_the_make_lock_message() -> No
 
 def test_make_lock_rewrites_every_lock_file() -> None:
     recipe = make_target("lock")
-    for output in ("tools/uv.txt", "tools/requirements.txt", "tools/audit.txt"):
-        assert re.search(rf"\$\(UV\) pip compile \$\(COMPILE\) [^\n]*-o {output}$", recipe, re.MULTILINE)
+    for name in ("uv", "requirements", "audit"):
+        assert f"\t$(call compile,{name})\n" in recipe, name
+        assert (REPO / "tools" / f"{name}.in").exists() and (REPO / "tools" / f"{name}.txt").exists()
+    compile_ = re.search(r"^define compile\n(.*?)^endef$", MAKEFILE, flags=re.MULTILINE | re.DOTALL)
+    command = "$(UV) pip compile $(COMPILE) $(UPGRADE_FLAG) tools/$(1).in -o tools/$(1).txt"
+    assert compile_ and command in compile_[1]
     assert "tools/lock.py build-constraints" in recipe and "$(UV) lock --quiet" in recipe
     assert re.search(r"^COMPILE := [^\n]*--universal --generate-hashes", MAKEFILE, flags=re.MULTILINE)
 
