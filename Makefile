@@ -217,11 +217,12 @@ fresh-check:
 AUDIT := .venv-audit
 
 ## make audit: pip-audit on the locked runtime dependencies (exported from uv.lock with their hashes) and
-## bandit on the code, both from tools/audit.txt. Asks the vulnerability databases: needs the network.
+## bandit on the code, both from tools/audit.txt. pip-audit asks PyPI's JSON API for known vulnerabilities
+## (--strict: a dependency it cannot look up fails the audit instead of passing unaudited).
 audit: $(UVSTAMP)
 	@$(MAKE) --no-print-directory lock-check
 	$(UV) venv --quiet --clear --python $(PYTHON) $(AUDIT)
 	$(UV) pip sync --quiet --require-hashes --python $(AUDIT)/bin/python tools/audit.txt
 	$(UV) export --quiet --frozen --no-emit-project -o $(AUDIT)/runtime.txt
-	$(AUDIT)/bin/pip-audit --disable-pip --require-hashes -r $(AUDIT)/runtime.txt --progress-spinner off --desc on
+	$(AUDIT)/bin/pip-audit --strict --disable-pip --require-hashes -r $(AUDIT)/runtime.txt --progress-spinner off --desc on
 	$(AUDIT)/bin/bandit -r bridge -ll

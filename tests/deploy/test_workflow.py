@@ -214,7 +214,7 @@ def test_audit_job_runs_pip_audit_on_the_locked_dependencies_and_bandit(workflow
     # pip-audit on uv.lock's runtime set, exported with hashes (the image's dependencies, no dev extra)
     assert re.search(r"\$\(UV\) export [^\n]*--frozen[^\n]*--no-emit-project", recipe), recipe
     assert "--extra" not in recipe
-    assert re.search(r"pip-audit --disable-pip --require-hashes -r ", recipe), recipe
+    assert re.search(r"pip-audit --strict --disable-pip --require-hashes -r ", recipe), recipe
     assert re.search(r"bandit -r bridge -ll$", recipe, flags=re.MULTILINE), recipe
     # the auditors themselves come from their own hashed lock, pinned in tools/audit.in
     assert "pip sync --quiet --require-hashes --python $(AUDIT)/bin/python tools/audit.txt" in recipe
