@@ -1,15 +1,17 @@
 # dust-mcp-bridge container image: `docker build -t dust-mcp-bridge .`
 #
-# Two stages from the same base. The builder makes a wheel of the project (hatchling, fetched by pip's
-# build isolation) and installs it with its dependencies into /opt/venv; the runtime stage gets only
-# that venv and libmagic1 (python-magic's shared library), and runs as uid/gid 10001.
+# Two stages from the same base. The builder installs exactly what uv.lock pins (hashes checked, nothing
+# resolved: a stale lock fails the build) into /opt/venv, then the bridge itself as a wheel, built by the
+# hatchling version pinned with hashes in pyproject.toml's [tool.uv]; uv comes from tools/uv.txt (pip,
+# --require-hashes) and stays in the builder. The runtime stage gets only that venv and libmagic1
+# (python-magic's shared library), and runs as uid/gid 10001.
 #
 # Base image: pinned to the exact Python patch release and Debian release. Not pinned by digest: the
 # digest cannot be resolved or verified from where this file is maintained (no registry access), and a
 # digest copied unverified would be worse than none. To pin, append `@sha256:…` from
 # `docker buildx imagetools inspect python:3.11.15-slim-bookworm` to both FROM lines (or let
-# Renovate/Dependabot do it); both stages must stay on the same image, since the venv's python is a
-# symlink to the base image's interpreter.
+# Dependabot do it: .github/dependabot.yml watches this file); both stages must stay on the same image,
+# since the venv's python is a symlink to the base image's interpreter.
 #
 # Read-only root: the process writes only under /tmp (uploads are spooled to BRIDGE_UPLOAD_DIR, and
 # Python's tempfile uses /tmp); no .pyc is written at run time (PYTHONDONTWRITEBYTECODE=1; the venv and
@@ -23,19 +25,33 @@
 
 FROM python:3.11.15-slim-bookworm AS builder
 
+# uv: the base image's interpreter (never a download), no cache left in a layer, the venv byte-compiled
+# (the runtime root is read-only), files copied rather than linked from a cache.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_NO_CACHE=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
 
 WORKDIR /src
 
-RUN python -m venv /opt/venv
+# uv itself, pinned with the hashes of its wheels, in a venv of its own that stays in this stage.
+COPY tools/uv.txt ./tools/
+RUN python -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: -r tools/uv.txt
 
-# Only what the wheel is built from (hatchling needs README.md for the `readme` field).
-COPY pyproject.toml README.md ./
+# The runtime dependencies, exactly as uv.lock pins them (no dev extra); a layer of its own, rebuilt
+# only when the lock changes.
+COPY pyproject.toml uv.lock ./
+RUN /opt/uv/bin/uv sync --locked --no-dev --no-install-project
+
+# The bridge: a wheel (not editable) built from README.md and bridge/ by the hash-pinned hatchling.
+COPY README.md ./
 COPY bridge ./bridge
-
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir /wheels/dust_mcp_bridge-*.whl
+RUN /opt/uv/bin/uv sync --locked --no-dev --no-editable
 
 
 FROM python:3.11.15-slim-bookworm AS runtime

@@ -1,4 +1,15 @@
 # One command runs the bridge (`make run`), one runs the tests (`make test`); both set themselves up.
+#
+# Every Python package they install comes from a committed lock file, pinned with its hashes, and nothing
+# is resolved afresh: a new upstream release cannot change what a fresh machine installs. The lock files
+# are written by uv (`make lock`), chosen because its uv.lock is universal: one file holds the resolution
+# for every Python from 3.11 on and for Linux, macOS and Windows, where pip-tools compiles one
+# requirements file per platform and Python version. The lock files (tools/lock.py says more):
+#   uv.lock                 the bridge and its dev tools (.venv): `uv sync --locked`
+#   tools/requirements.txt  the deploy validators (.venv-tools), from tools/requirements.in: `uv pip sync`
+#   tools/audit.txt         pip-audit and bandit (`make audit`), from tools/audit.in: `uv pip sync`
+#   tools/uv.txt            uv itself, from tools/uv.in: `pip install --require-hashes` into .venv-uv
+#   pyproject.toml          [tool.uv] build-constraint-dependencies: hatchling, which builds the bridge
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,6 +17,11 @@ STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 TOOLS := .venv-tools
 TOOLSTAMP := $(TOOLS)/.installed
+# uv in a venv of its own (the project's venvs are synced exactly, which would remove it from them)
+UVENV := .venv-uv
+UV := $(UVENV)/bin/uv
+UVSTAMP := $(UVENV)/.installed
+LATEST := .venv-latest
 NODE_TOOLS := tools/node
 NODE_TOOLSTAMP := $(NODE_TOOLS)/node_modules/.installed
 APT_RUN_PACKAGES := libmagic1
@@ -14,21 +30,44 @@ APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus
 APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
 
 .PHONY: run demo test lint typecheck unit system-deps run-deps bench-deps node-tools bench chaos clean
+.PHONY: lock lock-check test-latest fresh-check audit
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+# uv, pinned with the hash of every wheel of its release (tools/uv.txt). pip's venv module needs Debian's
+# python3-venv (ensurepip), installed here when missing; --only-binary: uv's sdist would need Rust.
+$(UVSTAMP): tools/uv.txt
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing system packages: python3-venv"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3-venv; }
+	rm -rf $(UVENV)
+	$(PYTHON) -m venv $(UVENV)
+	$(UVENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  --only-binary :all: -r tools/uv.txt
 	touch $@
 
-$(DEVSTAMP): pyproject.toml $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev]'
+# A lock that no longer matches what it was made from fails here, before anything is installed.
+lock-check: $(UVSTAMP)
+	@$(UV) lock --check --offline --quiet || { \
+	  echo "error: uv.lock does not match pyproject.toml (it was changed without re-locking):" >&2; \
+	  echo "error: run \`make lock\` and commit the lock files" >&2; exit 1; }
+	@$(PYTHON) tools/lock.py check
+
+# The runtime dependencies from uv.lock (--inexact: a dev install already there stays). uv is an
+# order-only prerequisite: a new uv alone reinstalls nothing.
+$(STAMP): pyproject.toml uv.lock | $(UVSTAMP)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) sync --locked --inexact --quiet --python $(PYTHON)
 	touch $@
 
-$(TOOLSTAMP): tools/requirements.txt
-	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --upgrade pip
-	$(TOOLS)/bin/pip install --quiet -r tools/requirements.txt
+# ...with the dev extra, exactly as locked (anything else in .venv is removed).
+$(DEVSTAMP): pyproject.toml uv.lock $(STAMP)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) sync --locked --extra dev --quiet --python $(PYTHON)
+	touch $@
+
+$(TOOLSTAMP): tools/requirements.txt tools/requirements.in | $(UVSTAMP)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) venv --quiet --clear --python $(PYTHON) $(TOOLS)
+	$(UV) pip sync --quiet --require-hashes --python $(TOOLS)/bin/python tools/requirements.txt
 	touch $@
 
 # The MCP conformance suite, the Inspector CLI and the Node 22 they run on (npm package
@@ -105,4 +144,94 @@ chaos: system-deps $(STAMP)
 	$(BIN)/python bench/chaos.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(NODE_TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(UVENV) $(LATEST) $(AUDIT) $(NODE_TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# --- the lock files ------------------------------------------------------------------------------------
+
+# Universal compiles (every platform, Python 3.11 and up, the hash of every file of each pinned release).
+COMPILE := --quiet --universal --generate-hashes --python-version 3.11
+UPGRADE_FLAG := $(if $(UPGRADE),--upgrade)
+
+## make lock: rewrite every lock file from pyproject.toml and tools/*.in, after changing any of them (then
+## commit them). Pins that still fit are kept; `make lock UPGRADE=1` moves every pin to the newest release
+## the ranges allow.
+lock: $(UVSTAMP)
+	$(call compile,uv)
+	$(PYTHON) tools/lock.py build-constraints $(UV) $(UPGRADE_FLAG)
+	$(UV) lock --quiet $(UPGRADE_FLAG)
+	$(call compile,requirements)
+	$(call compile,audit)
+	$(PYTHON) tools/lock.py check
+
+# $(call compile,NAME): tools/NAME.in -> tools/NAME.txt; a result equal to the old file keeps its date, so
+# the venv installed from it is not rebuilt for nothing.
+define compile
+	@cp -p tools/$(1).txt tools/$(1).txt.prev 2>/dev/null || true
+	$(UV) pip compile $(COMPILE) $(UPGRADE_FLAG) tools/$(1).in -o tools/$(1).txt
+	@if cmp -s tools/$(1).txt tools/$(1).txt.prev; then touch -r tools/$(1).txt.prev tools/$(1).txt; fi; \
+	  rm -f tools/$(1).txt.prev
+endef
+
+## make test-latest: lint, types and the whole suite against the newest releases pyproject.toml's ranges
+## allow, in .venv-latest (uv.lock is not touched: the upgrade is locked in a temporary copy); prints
+## which versions moved since the lock (also in .venv-latest/moved.txt). The weekly `latest` workflow runs
+## it, so an upstream release that breaks the bridge shows up before a `make lock UPGRADE=1` runs into it.
+test-latest: system-deps $(UVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
+	@set -eu; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; uv="$(CURDIR)/$(UV)"; \
+	"$$uv" venv --quiet --clear --python $(PYTHON) $(LATEST); \
+	cp pyproject.toml uv.lock "$$tmp/"; \
+	(cd "$$tmp" && "$$uv" lock --quiet --upgrade \
+	  && "$$uv" export --quiet --frozen --extra dev --no-emit-project -o requirements.txt); \
+	$(PYTHON) tools/lock.py diff uv.lock "$$tmp/uv.lock" | tee $(LATEST)/moved.txt; \
+	"$$uv" pip sync --quiet --require-hashes --python $(LATEST)/bin/python "$$tmp/requirements.txt"; \
+	"$$uv" pip install --quiet --no-deps --python $(LATEST)/bin/python -e .
+	$(LATEST)/bin/ruff check bridge tests bench
+	$(LATEST)/bin/ruff format --check bridge tests bench
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/pytest
+
+## make fresh-check: the README's two commands the way a new machine runs them: a clone of HEAD (committed
+## work only) in a temporary directory, empty uv/pip/npm caches, no venv; `make run` there until /healthz
+## answers (then stopped), then `make test`. SKIP_SUITE=1: all of `make test` but the suite itself (the
+## installs, lint, types). CI's fresh-check job runs it.
+fresh-check:
+	@set -eu; tmp="$$(mktemp -d)"; pid=""; \
+	trap '[ -z "$$pid" ] || kill -TERM "-$$pid" 2>/dev/null || true; rm -rf "$$tmp"' EXIT; \
+	echo "fresh-check: $$(git rev-parse --short HEAD) cloned into $$tmp/src, empty caches"; \
+	git init --quiet "$$tmp/src"; git -C "$$tmp/src" fetch --quiet "$(CURDIR)" HEAD; \
+	git -C "$$tmp/src" checkout --quiet --detach FETCH_HEAD; \
+	export UV_CACHE_DIR="$$tmp/cache/uv" PIP_CACHE_DIR="$$tmp/cache/pip" npm_config_cache="$$tmp/cache/npm"; \
+	unset VIRTUAL_ENV UV_PROJECT_ENVIRONMENT UV_PYTHON DUST_API_KEY BRIDGE_DEMO; \
+	port="$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"; \
+	echo "fresh-check: make run (BRIDGE_PORT=$$port), until /healthz answers"; \
+	BRIDGE_PORT="$$port" setsid $(MAKE) --no-print-directory -C "$$tmp/src" run >"$$tmp/run.log" 2>&1 & pid=$$!; \
+	healthy=""; for _ in $$(seq 1 600); do \
+	  if $(PYTHON) -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$$port/healthz', timeout=2)" 2>/dev/null; \
+	  then healthy=1; break; fi; \
+	  grep -qs '^State:[[:space:]]*[^Z]' "/proc/$$pid/status" || break; sleep 1; \
+	done; \
+	kill -TERM "-$$pid" 2>/dev/null || true; \
+	(sleep 30; kill -KILL "-$$pid" 2>/dev/null) & watchdog=$$!; \
+	wait "$$pid" 2>/dev/null || true; kill "$$watchdog" 2>/dev/null || true; pid=""; \
+	if [ -z "$$healthy" ]; then cat "$$tmp/run.log"; echo "fresh-check: make run never answered /healthz" >&2; exit 1; fi; \
+	echo "fresh-check: make run answered /healthz"; \
+	if [ "$(SKIP_SUITE)" = 1 ]; then \
+	  echo "fresh-check: make test without the suite (SKIP_SUITE=1)"; \
+	  $(MAKE) --no-print-directory -C "$$tmp/src" system-deps $(DEVSTAMP) $(TOOLSTAMP) node-tools lint typecheck; \
+	else \
+	  echo "fresh-check: make test"; $(MAKE) --no-print-directory -C "$$tmp/src" test; \
+	fi; \
+	echo "fresh-check: passed"
+
+AUDIT := .venv-audit
+
+## make audit: pip-audit on the locked runtime dependencies (exported from uv.lock with their hashes) and
+## bandit on the code, both from tools/audit.txt. pip-audit asks PyPI's JSON API for known vulnerabilities
+## (--strict: a dependency it cannot look up fails the audit instead of passing unaudited).
+audit: $(UVSTAMP)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) venv --quiet --clear --python $(PYTHON) $(AUDIT)
+	$(UV) pip sync --quiet --require-hashes --python $(AUDIT)/bin/python tools/audit.txt
+	$(UV) export --quiet --frozen --no-emit-project -o $(AUDIT)/runtime.txt
+	$(AUDIT)/bin/pip-audit --strict --disable-pip --require-hashes -r $(AUDIT)/runtime.txt --progress-spinner off --desc on
+	$(AUDIT)/bin/bandit -r bridge -ll

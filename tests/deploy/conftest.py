@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.procs import tool_path
+from tests.procs import REPO, tool_path
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +20,12 @@ def tool() -> Callable[[str], str]:
             pytest.fail(str(exc))
 
     return find
+
+
+@pytest.fixture(scope="session")
+def uv() -> str:
+    """The pinned uv (tools/uv.txt) that `make` bootstraps into .venv-uv and installs everything with."""
+    path = REPO / ".venv-uv" / "bin" / "uv"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make test` (it installs tools/uv.txt into .venv-uv)")
+    return str(path)

@@ -2,8 +2,8 @@
 
 No image is built here (there is no engine). Instead: hadolint and checkov on the file (and on a broken
 copy, so a silent linter cannot pass), the instructions parsed into stages and checked one by one, the
-`.dockerignore` rules evaluated with Docker's own matching semantics, and the wheel built from exactly
-the files the builder stage would see, the way the builder stage builds it.
+`.dockerignore` rules evaluated with Docker's own matching semantics, and the builder stage replayed:
+its COPY lines on exactly the files Docker would send, its `uv sync --locked` commands with the pinned uv.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,11 +197,50 @@ def test_image_is_multi_stage_on_one_pinned_slim_python_base(stages: list[Stage]
     assert stages[0].name == "builder"
 
 
-def test_builder_builds_a_wheel_and_installs_it_into_the_venv_without_pip_cache(builder: Stage) -> None:
-    runs = " && ".join(i.args for i in builder.all("RUN"))
-    assert "python -m venv /opt/venv" in runs
-    assert re.search(r"pip wheel [^&]*--no-cache-dir[^&]*--no-deps", runs), runs
-    assert re.search(r"/opt/venv/bin/pip install --no-cache-dir \S+\.whl", runs), runs
+def builder_commands(builder: Stage) -> list[str]:
+    """Every command of the builder's RUN lines, `&&` chains split."""
+    return [c.strip() for ins in builder.all("RUN") for c in ins.args.split("&&")]
+
+
+def test_builder_installs_uv_from_its_hashed_pin_and_nothing_but_the_lock(builder: Stage) -> None:
+    """No resolution in the image build: uv from tools/uv.txt (hashes), the rest `uv sync --locked`."""
+    commands = builder_commands(builder)
+    pips = [c for c in commands if re.search(r"\bpip install\b", c)]
+    assert len(pips) == 1, pips
+    words = pips[0].split()
+    assert words[0] == "/opt/uv/bin/pip", "uv goes into a venv of its own, not into /opt/venv"
+    for flag in ("--require-hashes", "--no-cache-dir", "--no-deps", "--only-binary"):
+        assert flag in words, pips[0]
+    assert words[words.index("-r") + 1] == "tools/uv.txt"
+    assert "python -m venv /opt/uv" in commands
+    uvs = [c for c in commands if c.startswith("/opt/uv/bin/uv ")]
+    assert [c.split()[1] for c in uvs] == ["sync", "sync"], uvs
+    for cmd in uvs:
+        assert {"--locked", "--no-dev"} <= set(cmd.split()), cmd
+    # the dependencies first (a layer that only the lock invalidates), then the bridge as a wheel
+    assert "--no-install-project" in uvs[0].split() and "--no-editable" in uvs[1].split()
+    joined = " ".join(commands)
+    for forbidden in ("uv lock", "uv add", "uv pip", "--upgrade", "--frozen", "pip wheel"):
+        assert forbidden not in joined, forbidden
+    env = builder.env()
+    assert env["UV_PROJECT_ENVIRONMENT"] == "/opt/venv"
+    assert env["UV_COMPILE_BYTECODE"] == "1", "the runtime root is read-only: .pyc files are made here"
+    assert env["UV_NO_CACHE"] == "1" and env["PIP_NO_CACHE_DIR"] == "1"
+    assert env["UV_PYTHON_DOWNLOADS"] == "never"
+    # the base image's own interpreter, the one the runtime stage has too
+    version = re.search(r"python:(3\.\d+)\.", builder.base)
+    assert version and env["UV_PYTHON"] == f"/usr/local/bin/python{version.group(1)}"
+
+
+def test_builder_copies_the_lock_before_the_sources(builder: Stage) -> None:
+    """The dependency layer is rebuilt when uv.lock changes, not at every change of bridge/."""
+    order = [(i.keyword, i.args) for i in builder.instructions if i.keyword in ("COPY", "RUN")]
+    copies = [args.split()[:-1] for keyword, args in order if keyword == "COPY"]
+    assert copies == [["tools/uv.txt"], ["pyproject.toml", "uv.lock"], ["README.md"], ["bridge"]], copies
+    lock_copy = next(n for n, (k, a) in enumerate(order) if k == "COPY" and "uv.lock" in a)
+    deps_sync = next(n for n, (k, a) in enumerate(order) if k == "RUN" and "--no-install-project" in a)
+    bridge_copy = next(n for n, (k, a) in enumerate(order) if k == "COPY" and a.startswith("bridge"))
+    assert lock_copy < deps_sync < bridge_copy
 
 
 def test_runtime_stage_copies_only_the_venv_from_the_builder(runtime: Stage) -> None:
@@ -463,6 +501,11 @@ def test_dockerignore_matcher_follows_docker_semantics() -> None:
         "bridge.log",
         "bridge/debug.log",
         "dist/dust_mcp_bridge-0.1.0-py3-none-any.whl",
+        ".venv-uv/bin/uv",
+        "tools/requirements.txt",
+        "tools/uv.in",
+        "tools/lock.py",
+        "tools/node/package.json",
     ],
 )
 def test_dockerignore_keeps_out_of_the_context(path: str, ignore_patterns: list[IgnorePattern]) -> None:
@@ -470,7 +513,16 @@ def test_dockerignore_keeps_out_of_the_context(path: str, ignore_patterns: list[
 
 
 @pytest.mark.parametrize(
-    "path", ["pyproject.toml", "README.md", "bridge/__init__.py", "bridge/cli.py", "bridge/simulator/app.py"]
+    "path",
+    [
+        "pyproject.toml",
+        "uv.lock",
+        "tools/uv.txt",
+        "README.md",
+        "bridge/__init__.py",
+        "bridge/cli.py",
+        "bridge/simulator/app.py",
+    ],
 )
 def test_dockerignore_keeps_what_the_wheel_is_built_from(
     path: str, ignore_patterns: list[IgnorePattern]
@@ -496,51 +548,83 @@ def test_every_file_the_builder_copies_is_in_the_context(
     assert package <= sent, sorted(package - sent)
 
 
-PIP_WHEEL_ARGS = ["--quiet", "--no-cache-dir", "--no-deps"]
+def copy_into(ins: Instruction, sent: set[str], root: Path) -> None:
+    """One COPY line of the builder, from the context files only, the way Docker copies them."""
+    words = [w for w in ins.args.split() if not w.startswith("--")]
+    *srcs, target = words
+    for src in srcs:
+        src = src.rstrip("/")
+        into = root / target / Path(src).name if target.endswith("/") else root / target
+        for rel in sorted(f for f in sent if f == src or f.startswith(src + "/")):
+            out = into / Path(rel).relative_to(src) if rel != src else into
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, out)
 
 
-def builder_source_tree(builder: Stage, ignore_patterns: list[IgnorePattern], dest: Path) -> Path:
-    """What the builder's WORKDIR holds after its COPY lines: context files only, copied as Docker would."""
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_builder_stage_replayed_installs_the_locked_dependencies_and_the_bridge_wheel(
+    builder: Stage, ignore_patterns: list[IgnorePattern], uv: str, tmp_path: Path
+) -> None:
+    """The builder stage without an engine: its COPY lines (context files only), then its uv commands.
+
+    The uv is this checkout's .venv-uv (installed from tools/uv.txt, as the builder's is); the venv goes
+    to a temporary directory instead of /opt/venv, and the local uv cache is used (the image keeps none).
+    The pip step that installs uv is checked by the test above, not run.
+    """
+    pinned = re.search(r"^uv==(\S+)", (REPO / "tools" / "uv.txt").read_text(encoding="utf-8"), re.MULTILINE)
+    version = run([uv, "--version"]).stdout.split()
+    assert pinned and version[:2] == ["uv", pinned.group(1)], version
     sent = set(context_files(ignore_patterns))
     (workdir,) = [i.args for i in builder.all("WORKDIR")]
-    root = dest / workdir.lstrip("/")
+    root = tmp_path / "image" / workdir.lstrip("/")
     root.mkdir(parents=True)
-    for ins in builder.all("COPY"):
-        words = [w for w in ins.args.split() if not w.startswith("--")]
-        *srcs, target = words
-        for src in srcs:
-            src = src.rstrip("/")
-            into = root / target / Path(src).name if target.endswith("/") else root / target
-            for rel in sorted(f for f in sent if f == src or f.startswith(src + "/")):
-                out = into / Path(rel).relative_to(src) if rel != src else into
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / rel, out)
-    return root
-
-
-def test_wheel_builds_from_the_builder_context_with_the_simulator_and_the_console_script(
-    builder: Stage, ignore_patterns: list[IgnorePattern], tmp_path: Path
-) -> None:
-    """`pip wheel --no-deps` on exactly what the builder sees (hatchling comes from the package index)."""
-    src = builder_source_tree(builder, ignore_patterns, tmp_path / "image")
-    out = tmp_path / "wheels"
-    done = run(
-        # the builder's command: pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
-        [sys.executable, "-m", "pip", "wheel", *PIP_WHEEL_ARGS, "--wheel-dir", str(out), str(src)],
-        timeout=300,
+    venv = tmp_path / "opt-venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+    env |= {k: v for k, v in builder.env().items() if k.startswith("UV_") and k != "UV_NO_CACHE"}
+    env |= {"UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": sys._base_executable}
+    ran = 0
+    for ins in builder.instructions:
+        if ins.keyword == "COPY":
+            copy_into(ins, sent, root)
+        elif ins.keyword == "RUN":
+            for command in (c.strip() for c in ins.args.split("&&")):
+                if command.startswith("/opt/uv/bin/uv "):
+                    done = run([uv, *shlex.split(command)[1:]], cwd=root, env=env, timeout=600)
+                    assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+                    ran += 1
+    assert ran == 2
+    assert (venv / "bin" / "dust-mcp-bridge").exists(), "no console script"
+    probe = (
+        "import json, bridge, importlib.metadata as md; "
+        "d = md.distribution('dust-mcp-bridge'); "
+        "print(json.dumps({'file': bridge.__file__, 'files': [str(f) for f in d.files or []], "
+        "'installed': {x.metadata['Name']: x.version for x in md.distributions()}}))"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    (wheel,) = out.glob("dust_mcp_bridge-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        names = set(zf.namelist())
-        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-        scripts = zf.read(entry_points).decode()
-    assert {"bridge/__init__.py", "bridge/cli.py", "bridge/simulator/__init__.py"} <= names
-    # every file of the package that went into the build (the snapshot, not the live tree, which
-    # others may be editing meanwhile) is in the wheel
-    package = {p.relative_to(src).as_posix() for p in (src / "bridge").rglob("*") if p.is_file()}
+    done = run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    site = Path(info["file"]).parent.parent
+    assert site.is_relative_to(venv), "the bridge must be imported from the venv (a wheel, not editable)"
+    # every file of the package that went into the build (the snapshot, not the live tree, which others
+    # may be editing meanwhile) is installed, and byte-compiled
+    package = {p.relative_to(root).as_posix() for p in (root / "bridge").rglob("*") if p.is_file()}
     assert "bridge/simulator/app.py" in package
-    assert package <= names, sorted(package - names)
-    assert not {n for n in names if n.startswith(("tests/", "bench/")) or n.endswith(".pyc")}
-    console = r"^\[console_scripts\]\s*\ndust-mcp-bridge = bridge\.cli:main$"
-    assert re.search(console, scripts, re.MULTILINE), scripts
+    assert package <= set(info["files"]), sorted(package - set(info["files"]))
+    assert (site / "bridge" / "simulator" / "__pycache__").is_dir(), "not byte-compiled"
+    assert not [f for f in info["files"] if f.startswith(("tests/", "bench/"))]
+    # ...and every dependency at its uv.lock version, the dev extra left out
+    lock = tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))
+    # (a universal lock may hold two versions of a package, each for its own Pythons)
+    locked: dict[str, set[str]] = {}
+    for package in lock["package"]:
+        if "registry" in package.get("source", {}):
+            locked.setdefault(canonical(package["name"]), set()).add(package["version"])
+    installed = {canonical(name): v for name, v in info["installed"].items()}
+    assert installed.pop("dust-mcp-bridge") == PYPROJECT["project"]["version"]
+    assert len(installed) >= len(PYPROJECT["project"]["dependencies"])
+    moved = {n: (v, locked.get(n)) for n, v in installed.items() if v not in locked.get(n, set())}
+    assert not moved, f"installed (version, uv.lock version): {moved}"
+    assert not {"pytest", "pytest-asyncio", "mypy", "ruff", "hypothesis"} & installed.keys()

@@ -1,4 +1,4 @@
-"""The GitHub Actions workflow and the pre-commit config, checked offline.
+"""The GitHub Actions workflows, the Dependabot config and the pre-commit config, checked offline.
 
 actionlint (with its shellcheck integration on every `run:` script) and yamllint on the files, and
 on broken copies so a linter that checks nothing cannot pass; then the parsed YAML, for what the
@@ -20,6 +20,8 @@ import pytest
 from tests.procs import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+LATEST_WORKFLOW = REPO / ".github" / "workflows" / "latest.yml"
+DEPENDABOT = REPO / ".github" / "dependabot.yml"
 PRECOMMIT = REPO / ".pre-commit-config.yaml"
 MAKEFILE = (REPO / "Makefile").read_text(encoding="utf-8")
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -49,14 +51,28 @@ def load_yaml(tool: Callable[[str], str], path: Path) -> Any:
     return json.loads(done.stdout)
 
 
-@pytest.fixture(scope="module")
-def workflow(tool: Callable[[str], str]) -> dict[str, Any]:
-    data = load_yaml(tool, WORKFLOW)
+def load_workflow(tool: Callable[[str], str], path: Path) -> dict[str, Any]:
+    data = load_yaml(tool, path)
     assert isinstance(data, dict)
     # YAML 1.1 reads the bare key `on` as true (JSON then says "true"); GitHub reads it as "on".
     if "true" in data:
         data["on"] = data.pop("true")
     return data
+
+
+@pytest.fixture(scope="module")
+def workflow(tool: Callable[[str], str]) -> dict[str, Any]:
+    return load_workflow(tool, WORKFLOW)
+
+
+@pytest.fixture(scope="module")
+def latest_workflow(tool: Callable[[str], str]) -> dict[str, Any]:
+    return load_workflow(tool, LATEST_WORKFLOW)
+
+
+@pytest.fixture(scope="module", params=[WORKFLOW, LATEST_WORKFLOW], ids=lambda p: p.name)
+def any_workflow(request: pytest.FixtureRequest, tool: Callable[[str], str]) -> dict[str, Any]:
+    return load_workflow(tool, request.param)
 
 
 def steps_of(job: dict[str, Any]) -> str:
@@ -74,8 +90,9 @@ def make_target(name: str) -> str:
 # --- linters ---------------------------------------------------------------------------------------
 
 
-def test_actionlint_and_its_shellcheck_pass_on_the_workflow(tool: Callable[[str], str]) -> None:
-    done = actionlint(tool, WORKFLOW)
+@pytest.mark.parametrize("path", [WORKFLOW, LATEST_WORKFLOW], ids=lambda p: p.name)
+def test_actionlint_and_its_shellcheck_pass_on_the_workflow(tool: Callable[[str], str], path: Path) -> None:
+    done = actionlint(tool, path)
     assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr
 
 
@@ -97,7 +114,7 @@ def test_actionlint_reports_a_broken_copy_of_the_workflow(tool: Callable[[str], 
     assert "SC2086" in done.stdout and "[shellcheck]" in done.stdout, done.stdout  # unquoted $HOME
 
 
-@pytest.mark.parametrize("path", [WORKFLOW, PRECOMMIT], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [WORKFLOW, LATEST_WORKFLOW, DEPENDABOT, PRECOMMIT], ids=lambda p: p.name)
 def test_yamllint_is_clean(tool: Callable[[str], str], path: Path) -> None:
     done = run([tool("yamllint"), "--strict", "-f", "parsable", "-d", YAMLLINT_CONFIG, str(path)])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -117,7 +134,8 @@ def test_runs_on_push_and_pull_request(workflow: dict[str, Any]) -> None:
     assert {"push", "pull_request"} <= set(workflow["on"])
 
 
-def test_token_is_read_only_and_no_job_widens_it(workflow: dict[str, Any]) -> None:
+def test_token_is_read_only_and_no_job_widens_it(any_workflow: dict[str, Any]) -> None:
+    workflow = any_workflow
     assert workflow["permissions"] == {"contents": "read"}
     for name, job in workflow["jobs"].items():
         assert job.get("permissions") in (None, {"contents": "read"}), name
@@ -126,30 +144,47 @@ def test_token_is_read_only_and_no_job_widens_it(workflow: dict[str, Any]) -> No
                 assert step["with"]["persist-credentials"] is False, f"{name}: token left in .git/config"
 
 
-def test_superseded_runs_are_grouped_and_cancelled(workflow: dict[str, Any]) -> None:
-    concurrency = workflow["concurrency"]
+def test_superseded_runs_are_grouped_and_cancelled(any_workflow: dict[str, Any]) -> None:
+    concurrency = any_workflow["concurrency"]
     assert "github.workflow" in concurrency["group"] and "github.ref" in concurrency["group"]
     assert "cancel-in-progress" in concurrency
 
 
-def test_every_job_has_a_timeout(workflow: dict[str, Any]) -> None:
-    for name, job in workflow["jobs"].items():
+def test_every_job_has_a_timeout(any_workflow: dict[str, Any]) -> None:
+    for name, job in any_workflow["jobs"].items():
         assert isinstance(job.get("timeout-minutes"), int) and 0 < job["timeout-minutes"] <= 60, name
 
 
-def test_every_action_is_pinned_to_a_major_version_or_a_commit(workflow: dict[str, Any]) -> None:
-    uses = [step["uses"] for job in workflow["jobs"].values() for step in job["steps"] if "uses" in step]
+def test_every_action_is_pinned_to_a_major_version_or_a_commit(any_workflow: dict[str, Any]) -> None:
+    jobs = any_workflow["jobs"].values()
+    uses = [step["uses"] for job in jobs for step in job["steps"] if "uses" in step]
     assert uses
     for ref in uses:
         assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})", ref), ref
 
 
-def test_setup_python_caches_pip(workflow: dict[str, Any]) -> None:
-    for name, job in workflow["jobs"].items():
+def test_python_packages_are_installed_only_through_the_make_targets(any_workflow: dict[str, Any]) -> None:
+    """No job installs a Python package itself: the make targets install from the lock files only."""
+    for name, job in any_workflow["jobs"].items():
+        script = steps_of(job)
+        assert not re.search(r"\b(pip|uv)\b[^\n]*\binstall\b", script), name
+        assert not re.search(r"\buv (lock|sync|add)\b", script), name
         for step in job["steps"]:
             if str(step.get("uses", "")).startswith("actions/setup-python@"):
-                assert step["with"]["cache"] == "pip", name
-                assert "pyproject.toml" in step["with"]["cache-dependency-path"], name
+                # pip's cache would hold nothing the jobs install; uv's is restored instead (below)
+                assert "cache" not in step.get("with", {}), name
+
+
+def test_uv_cache_is_keyed_on_the_lock_files_and_fresh_check_has_none(workflow: dict[str, Any]) -> None:
+    for name, job in workflow["jobs"].items():
+        caches = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/cache@")]
+        if name in ("fresh-check", "image"):
+            assert not caches, f"{name}: starts from nothing on purpose"
+            continue
+        assert caches, f"{name}: no uv cache"
+        (cache,) = caches
+        assert cache["with"]["path"] == "~/.cache/uv"
+        assert "hashFiles('uv.lock', 'tools/*.txt')" in cache["with"]["key"], name
 
 
 def test_lint_job_runs_ruff_check_and_format_check(workflow: dict[str, Any]) -> None:
@@ -173,14 +208,132 @@ def test_test_job_runs_make_test_on_ubuntu_latest(workflow: dict[str, Any]) -> N
     assert "make test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
-def test_audit_job_runs_pinned_pip_audit_and_bandit(workflow: dict[str, Any]) -> None:
-    script = steps_of(workflow["jobs"]["audit"])
-    assert re.search(r"pip install [^\n]*pip-audit==\d+\.\d+\.\d+", script)
-    assert re.search(r"pip install [^\n]*bandit==\d+\.\d+\.\d+", script)
-    # pip-audit looks at the venv the project is installed in, not at its own environment
-    assert '"$RUNNER_TEMP/app/bin/pip" install --quiet -e .' in script
-    assert re.search(r'PIPAPI_PYTHON_LOCATION="\$RUNNER_TEMP/app/bin/python"[\s\\]*pip-audit', script)
-    assert re.search(r"^bandit -r bridge -ll$", script, flags=re.MULTILINE)
+def test_audit_job_runs_pip_audit_on_the_locked_dependencies_and_bandit(workflow: dict[str, Any]) -> None:
+    assert re.search(r"^make audit$", steps_of(workflow["jobs"]["audit"]), flags=re.MULTILINE)
+    recipe = make_target("audit")
+    # pip-audit on uv.lock's runtime set, exported with hashes (the image's dependencies, no dev extra)
+    assert re.search(r"\$\(UV\) export [^\n]*--frozen[^\n]*--no-emit-project", recipe), recipe
+    assert "--extra" not in recipe
+    assert re.search(r"pip-audit --strict --disable-pip --require-hashes -r ", recipe), recipe
+    assert re.search(r"bandit -r bridge -ll$", recipe, flags=re.MULTILINE), recipe
+    # the auditors themselves come from their own hashed lock, pinned in tools/audit.in
+    assert "pip sync --quiet --require-hashes --python $(AUDIT)/bin/python tools/audit.txt" in recipe
+    pins = (REPO / "tools" / "audit.in").read_text(encoding="utf-8")
+    assert re.search(r"^pip-audit==\d+\.\d+\.\d+$", pins, flags=re.MULTILINE)
+    assert re.search(r"^bandit==\d+\.\d+\.\d+$", pins, flags=re.MULTILINE)
+
+
+def test_fresh_check_job_runs_make_fresh_check(workflow: dict[str, Any]) -> None:
+    job = workflow["jobs"]["fresh-check"]
+    assert re.search(r"^make fresh-check$", steps_of(job), flags=re.MULTILINE)
+    recipe = make_target("fresh-check")
+    # a clone of HEAD in a temporary directory, empty caches, no venv, no Dust key
+    assert 'fetch --quiet "$(CURDIR)" HEAD' in recipe and "mktemp -d" in recipe
+    for cache in ("UV_CACHE_DIR", "PIP_CACHE_DIR", "npm_config_cache"):
+        assert re.search(rf'{cache}="\$\$tmp/cache/', recipe), cache
+    assert "unset VIRTUAL_ENV" in recipe and "DUST_API_KEY" in recipe
+    # both README commands: make run until /healthz answers (then stopped), make test
+    assert re.search(r"setsid \$\(MAKE\) [^\n]*-C \"\$\$tmp/src\" run", recipe)
+    assert "/healthz" in recipe and 'kill -TERM "-$$pid"' in recipe
+    assert re.search(r'\$\(MAKE\) --no-print-directory -C "\$\$tmp/src" test;', recipe)
+
+
+def test_latest_workflow_runs_make_test_latest_weekly(latest_workflow: dict[str, Any]) -> None:
+    triggers = latest_workflow["on"]
+    (schedule,) = triggers["schedule"]
+    _minute, _hour, day, month, weekday = schedule["cron"].split()
+    assert day == month == "*" and weekday.isdigit(), "weekly"
+    assert "workflow_dispatch" in triggers
+    (job,) = latest_workflow["jobs"].values()
+    assert re.search(r"^make test-latest$", steps_of(job), flags=re.MULTILINE)
+    assert "moved.txt" in steps_of(job) and "GITHUB_STEP_SUMMARY" in steps_of(job)
+
+
+def test_make_test_latest_upgrades_a_copy_of_the_lock_not_the_lock(workflow: dict[str, Any]) -> None:
+    recipe = make_target("test-latest")
+    assert 'cp pyproject.toml uv.lock "$$tmp/"' in recipe
+    assert re.search(r'cd "\$\$tmp" && "\$\$uv" lock --quiet --upgrade', recipe), recipe
+    assert "tools/lock.py diff uv.lock" in recipe
+    # the same gate as make test, with the latest venv's tools
+    gate = ("ruff check bridge tests bench", "ruff format --check bridge tests bench", "mypy", "pytest")
+    for command in gate:
+        assert re.search(rf"^\t\$\(LATEST\)/bin/{command}$", recipe, flags=re.MULTILINE), command
+
+
+# --- the Makefile's installs: only from the lock files ------------------------------------------------
+
+
+def recipe_lines() -> list[str]:
+    """Every command line of every recipe (continuations joined)."""
+    return [line for line in MAKEFILE.replace("\\\n", " ").splitlines() if line.startswith("\t")]
+
+
+def test_make_installs_only_from_the_lock_files() -> None:
+    lines = recipe_lines()
+    installs = [line for line in lines if re.search(r"\b(pip install|UV\) sync|pip sync)\b", line)]
+    assert installs
+    for line in installs:
+        if "pip install" in line and "$(UV)" not in line and '"$$uv"' not in line:
+            # pip only bootstraps uv, from its hashed pin
+            assert "--require-hashes" in line and "-r tools/uv.txt" in line, line
+        elif "pip sync" in line:
+            assert "--require-hashes" in line, line
+        elif "pip install" in line:
+            # the one uv pip install: the bridge itself, editable, into the test-latest venv
+            assert "--no-deps" in line and line.rstrip().endswith("-e ."), line
+    syncs = [line for line in lines if re.search(r"\$\(UV\) sync\b", line)]
+    assert len(syncs) == 2 and all("--locked" in line for line in syncs), syncs
+    # `uv lock` writes a lock only in `make lock` and in test-latest's temporary copy
+    locks = [line for line in lines if re.search(r"(\$\(UV\)|\"\$\$uv\") lock\b", line)]
+    assert len(locks) == 3, locks
+    for line in locks:
+        assert "--check" in line or "$(UPGRADE_FLAG)" in line or 'cd "$$tmp"' in line, line
+
+
+def test_install_targets_stop_on_a_stale_lock_with_the_make_lock_message() -> None:
+    for target in ("$(STAMP)", "$(DEVSTAMP)", "$(TOOLSTAMP)"):
+        assert "lock-check" in make_target(re.escape(target)), target
+    recipe = make_target("lock-check")
+    assert "$(UV) lock --check --offline" in recipe and "tools/lock.py check" in recipe
+    assert "run \\`make lock\\`" in recipe
+
+
+def test_make_lock_rewrites_every_lock_file() -> None:
+    recipe = make_target("lock")
+    for name in ("uv", "requirements", "audit"):
+        assert f"\t$(call compile,{name})\n" in recipe, name
+        assert (REPO / "tools" / f"{name}.in").exists() and (REPO / "tools" / f"{name}.txt").exists()
+    compile_ = re.search(r"^define compile\n(.*?)^endef$", MAKEFILE, flags=re.MULTILINE | re.DOTALL)
+    command = "$(UV) pip compile $(COMPILE) $(UPGRADE_FLAG) tools/$(1).in -o tools/$(1).txt"
+    assert compile_ and command in compile_[1]
+    assert "tools/lock.py build-constraints" in recipe and "$(UV) lock --quiet" in recipe
+    assert re.search(r"^COMPILE := [^\n]*--universal --generate-hashes", MAKEFILE, flags=re.MULTILINE)
+
+
+def test_node_tools_target_is_kept() -> None:
+    assert "npm ci" in make_target(re.escape("$(NODE_TOOLSTAMP)"))
+    assert re.search(r"^node-tools: \$\(NODE_TOOLSTAMP\)$", MAKEFILE, flags=re.MULTILINE)
+
+
+# --- Dependabot ----------------------------------------------------------------------------------------
+
+
+def test_dependabot_proposes_updates_for_every_lock(tool: Callable[[str], str]) -> None:
+    config = load_yaml(tool, DEPENDABOT)
+    assert config["version"] == 2
+    updates = {(u["package-ecosystem"], u["directory"]): u for u in config["updates"]}
+    assert set(updates) == {
+        ("uv", "/"),
+        ("pip", "/tools"),
+        ("npm", "/tools/node"),
+        ("github-actions", "/"),
+        ("docker", "/"),
+    }
+    for update in updates.values():
+        assert update["schedule"]["interval"] in ("daily", "weekly")
+    # ...and each directory holds what the ecosystem reads
+    assert (REPO / "uv.lock").exists() and (REPO / "tools" / "node" / "package-lock.json").exists()
+    assert (REPO / "tools" / "requirements.in").exists() and (REPO / "Dockerfile").exists()
 
 
 # --- the pre-commit config ---------------------------------------------------------------------------
