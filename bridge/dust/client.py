@@ -350,13 +350,7 @@ class DustClient:
         if content_fragments:
             payload["contentFragments"] = content_fragments
         body = await self._request("POST", "/assistant/conversations", json=payload)
-        conversation = Conversation.model_validate(_field(body, "conversation", dict))
-        user_message = UserMessage.model_validate(_field(body, "message", dict))
-        return CreatedConversation(
-            conversation=conversation,
-            user_message=user_message,
-            agent_message=conversation.agent_message_for(user_message.s_id),
-        )
+        return read_created_conversation(body)
 
     async def post_message(
         self, conversation_id: str, *, content: str, mentions: list[str], context: MessageContext
@@ -713,6 +707,30 @@ async def _decode(response: aiohttp.ClientResponse) -> AsyncGenerator[SseFrame, 
     except (aiohttp.ClientError, SseTooLarge) as exc:
         # Read timeouts, resets, truncated or oversized bodies: the connection is gone.
         raise StreamBroken(type(exc).__name__) from exc
+
+
+def read_created_conversation(body: dict[str, Any]) -> CreatedConversation:
+    """A create-conversation answer: the conversation, the user message and the agent's answer to it.
+
+    The SDK's schema makes `message` optional; without it, the conversation's last user message is
+    the one posted.
+
+    Raises:
+        DustServerError: the answer holds no conversation or no user message.
+    """
+    conversation = Conversation.model_validate(_field(body, "conversation", dict))
+    posted = body.get("message")
+    if isinstance(posted, dict):
+        user_message: UserMessage | None = UserMessage.model_validate(posted)
+    else:
+        user_message = conversation.last_user_message()
+    if user_message is None:
+        raise DustServerError("Dust's answer holds no user message", type="unexpected_response_format")
+    return CreatedConversation(
+        conversation=conversation,
+        user_message=user_message,
+        agent_message=conversation.agent_message_for(user_message.s_id),
+    )
 
 
 def _seg(value: str) -> str:

@@ -120,6 +120,11 @@ class Conversation(_DustModel):
                 messages.append(model.model_validate(latest))
         return messages
 
+    def last_user_message(self) -> UserMessage | None:
+        """The latest user message, if any."""
+        users = [message for message in self.current_messages() if isinstance(message, UserMessage)]
+        return users[-1] if users else None
+
     def agent_message_for(self, user_message_id: str) -> AgentMessage | None:
         """The agent message answering `user_message_id` (first one if several agents answer)."""
         for message in self.current_messages():

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from bridge.domain.relay import tool_status
+from bridge.dust.client import read_created_conversation
 from bridge.dust.events import TERMINAL_TYPES, AgentEvent, parse_frame
 from bridge.dust.models import (
     Agent,
@@ -32,7 +34,6 @@ from bridge.dust.models import (
     UserMessage,
 )
 from bridge.dust.sse import SseDecoder
-from bridge.relay import tool_status
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sdk_payloads.json"
 SDK_PAYLOADS: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
@@ -179,18 +180,16 @@ def test_one_agent(payload: dict[str, Any]) -> None:
 def test_create_conversation_answer(payload: dict[str, Any]) -> None:
     # DustClient.create_conversation: `conversation`, `message`, and the answer to that message.
     raw = payload["conversation"]
-    conversation = Conversation.model_validate(raw)
-    check_conversation(conversation, raw)
+    created = read_created_conversation(payload)
+    check_conversation(created.conversation, raw)
     if "message" in payload:
-        message = UserMessage.model_validate(payload["message"])
-        check_user_message(message, payload["message"])
-        user_message_id = message.s_id
+        check_user_message(created.user_message, payload["message"])
     else:
-        # The SDK's CreateConversationResponseSchema makes `message` optional (a conversation may be
-        # created without one). The models still find the user message in the content; the client,
-        # which requires `message`, refuses such an answer (reported, not changed here).
-        [user_message_id] = [m.s_id for m in conversation.current_messages() if isinstance(m, UserMessage)]
-    check_answer_lookup(conversation, raw, user_message_id)
+        # The SDK's CreateConversationResponseSchema makes `message` optional: the client then takes
+        # the conversation's last user message.
+        users = [m for m in created.conversation.current_messages() if isinstance(m, UserMessage)]
+        assert created.user_message == users[-1]
+    check_answer_lookup(created.conversation, raw, created.user_message.s_id)
 
 
 @pytest.mark.parametrize("payload", payloads("post_message"))
