@@ -12,11 +12,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
-from bridge.config import Settings
 from bridge.domain.agents import AgentDirectory
 from bridge.domain.relay import RelayOutcome, StreamRelay
 from bridge.dust.client import DustClient
@@ -45,6 +44,29 @@ Progress = Callable[[str], Awaitable[None]]
 _CANCEL_TIMEOUT_SECONDS = 5.0
 _MAX_FILES = 20
 _UPLOAD_URI_PREFIX = "bridge://uploads/"
+
+
+class TurnSettings(Protocol):
+    """What a turn needs from the settings (bridge.config.Settings has all of it)."""
+
+    @property
+    def dust_username(self) -> str: ...
+    @property
+    def dust_timezone(self) -> str: ...
+    @property
+    def dust_origin(self) -> str: ...
+    @property
+    def max_message_chars(self) -> int: ...
+    @property
+    def heartbeat_seconds(self) -> float: ...
+    @property
+    def coalesce_ms(self) -> int: ...
+    @property
+    def coalesce_chars(self) -> int: ...
+    @property
+    def show_chain_of_thought(self) -> bool: ...
+    @property
+    def answer_timeout_seconds(self) -> float: ...
 
 
 class InvalidMessage(InvalidInput):
@@ -148,7 +170,7 @@ class ConversationService:
         dust: DustClient,
         store: ContextStore,
         agents: AgentDirectory,
-        settings: Settings,
+        settings: TurnSettings,
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
@@ -157,6 +179,10 @@ class ConversationService:
         self._store = store
         self._agents = agents
         self._settings = settings
+        # Who the messages come from, as Dust records it: the same for every turn.
+        self._context = MessageContext(
+            username=settings.dust_username, timezone=settings.dust_timezone, origin=settings.dust_origin
+        )
         self._metrics = metrics
         self._clock = clock
         self.active_streams = 0
@@ -182,64 +208,22 @@ class ConversationService:
         if conversation is not None and new_conversation:
             raise InvalidMessage("pass either conversation (to continue) or new_conversation=true, not both")
         agent = await self._agents.resolve(agent_ref)
-
         attachments = await self._attachments(principal, files or [])
         record = await self._existing(principal, session_key, agent, conversation, new_conversation)
-        settings = self._settings
-        context = MessageContext(
-            username=settings.dust_username, timezone=settings.dust_timezone, origin=settings.dust_origin
-        )
         if record is None:
             # Nothing goes to Dust that the bridge could not remember: with the store down, a new
             # conversation fails here, before Dust does any work (a continued one already failed
             # loading its record).
             await self._store.ping()
-        agent_message = await self._post(record, agent, text, context, attachments)
-        now = self._clock()
-        if record is None:
-            record = ConversationRecord(
-                handle=new_handle(),
-                owner=principal,
-                dust_conversation_id=agent_message.conversation_id,
-                agent_id=agent.s_id,
-                agent_name=agent.name,
-                last_agent_message_id=agent_message.message.s_id,
-                url=agent_message.url,
-                created_at=now,
-                last_used_at=now,
-                turns=1,
-            )
-            continued = False
-        else:
-            record = replace(
-                record,
-                agent_id=agent.s_id,
-                agent_name=agent.name,
-                last_agent_message_id=agent_message.message.s_id,
-                last_used_at=now,
-                turns=record.turns + 1,
-            )
-            continued = True
+        posted = await self._post(record, agent, text, self._context, attachments)
+        continued = record is not None
+        record = self._record_turn(record, principal, agent, posted)
         # Saved before streaming: if the stream fails, the handle still reaches the conversation.
         # If the store failed since the check above, Dust has the question all the same: its
         # answer is streamed and returned rather than lost, and the save tried once more after it.
         unsaved = await self._save(record, session_key)
-
-        outcome = await self._stream(record, agent_message.message.s_id, progress)
-        terminal = outcome.terminal
-        if terminal is not None and terminal.type == "agent_error":
-            error = terminal.data.get("error") or {}
-            raise AgentFailed(
-                f"agent {agent.name} failed: {str(error.get('message') or 'unknown error')[:300]}"
-                f" ({error.get('code') or 'agent_error'}). Conversation handle: {record.handle}"
-            )
-        if terminal is not None and terminal.type == "user_message_error":
-            error = terminal.data.get("error") or {}
-            raise AgentFailed(
-                f"Dust rejected the message: {str(error.get('message') or 'unknown error')[:300]}"
-            )
-        if terminal is not None and terminal.type == "agent_generation_cancelled":
-            raise AgentFailed(f"the answer was cancelled in Dust. Conversation handle: {record.handle}")
+        outcome = await self._stream(record, posted.message.s_id, progress)
+        _raise_for_failed_answer(outcome, agent, record.handle)
         if unsaved is not None:
             unsaved = await self._save(record, session_key)
         return Answer(
@@ -247,12 +231,39 @@ class ConversationService:
             handle=record.handle,
             agent=agent,
             dust_conversation_id=record.dust_conversation_id,
-            message_id=agent_message.message.s_id,
+            message_id=posted.message.s_id,
             url=record.url,
             continued=continued,
             outcome=outcome,
             # A continued conversation's record is in the store already: its handle keeps working.
             unremembered=None if continued else unsaved,
+        )
+
+    def _record_turn(
+        self, record: ConversationRecord | None, principal: str, agent: Agent, posted: _PostedTurn
+    ) -> ConversationRecord:
+        """The record after this turn: a new one for a new conversation, else the old one moved on."""
+        now = self._clock()
+        if record is None:
+            return ConversationRecord(
+                handle=new_handle(),
+                owner=principal,
+                dust_conversation_id=posted.conversation_id,
+                agent_id=agent.s_id,
+                agent_name=agent.name,
+                last_agent_message_id=posted.message.s_id,
+                url=posted.url,
+                created_at=now,
+                last_used_at=now,
+                turns=1,
+            )
+        return replace(
+            record,
+            agent_id=agent.s_id,
+            agent_name=agent.name,
+            last_agent_message_id=posted.message.s_id,
+            last_used_at=now,
+            turns=record.turns + 1,
         )
 
     async def transcript(self, principal: str, handle: str) -> Transcript:
@@ -524,3 +535,21 @@ _NOT_FOUND = (
     "unknown or expired conversation handle; start a new conversation by calling ask_agent without"
     " conversation"
 )
+
+
+def _raise_for_failed_answer(outcome: RelayOutcome, agent: Agent, handle: str) -> None:
+    """Raise AgentFailed when the answer ended in an error or a cancellation rather than an answer."""
+    terminal = outcome.terminal
+    if terminal is None:
+        return
+    error = terminal.data.get("error") or {}
+    reason = (
+        str(error.get("message") or "unknown error")[:300] if isinstance(error, dict) else "unknown error"
+    )
+    if terminal.type == "agent_error":
+        code = (error.get("code") if isinstance(error, dict) else None) or "agent_error"
+        raise AgentFailed(f"agent {agent.name} failed: {reason} ({code}). Conversation handle: {handle}")
+    if terminal.type == "user_message_error":
+        raise AgentFailed(f"Dust rejected the message: {reason}")
+    if terminal.type == "agent_generation_cancelled":
+        raise AgentFailed(f"the answer was cancelled in Dust. Conversation handle: {handle}")
