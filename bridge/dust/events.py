@@ -13,6 +13,8 @@ Dust's message stream is SSE with a few quirks this module absorbs:
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import random
@@ -152,65 +154,161 @@ async def follow_events(
         DustBadRequest: the server rejected the request (not an agent message, say).
         DustStreamError: too many failed reconnects, or `total_timeout` exceeded.
     """
-    deadline = anyio.current_time() + total_timeout
-    seen: set[str] = set()
-    failures = 0
-    connections = 0
-    while True:
-        if connections and on_reconnect is not None:
+    deadline = _Deadline(total_timeout)
+    stream = _EventStream(open_connection, last_event_id, deadline)
+    reconnects = _Reconnects(max_reconnects, reconnect_delay)
+    for number in itertools.count():
+        if number and on_reconnect is not None:
             on_reconnect()
-        connections += 1
-        remaining = deadline - anyio.current_time()
+        connection = _Connection(read_timeout=min(read_timeout, deadline.remaining_or_raise()))
+        async with contextlib.aclosing(stream.events(connection)) as events:
+            async for event in events:
+                yield event
+        if connection.ended:
+            return
+        delay = reconnects.delay_after(connection)
+        if delay is not None:
+            await anyio.sleep(min(delay, max(0.0, deadline.remaining())))
+
+
+class _Deadline:
+    """The `total_timeout` of one `follow_events`, counted from its start."""
+
+    def __init__(self, total_timeout: float) -> None:
+        self.total_timeout = total_timeout
+        self._at = anyio.current_time() + total_timeout
+
+    def remaining(self) -> float:
+        return self._at - anyio.current_time()
+
+    def passed(self) -> bool:
+        return anyio.current_time() >= self._at
+
+    def remaining_or_raise(self) -> float:
+        """The time left, if any.
+
+        Raises:
+            DustStreamError: the time is up (type `stream_timeout`).
+        """
+        remaining = self.remaining()
         if remaining <= 0:
             raise DustStreamError(
-                f"no terminal event within {total_timeout:g}s; giving up", type="stream_timeout"
+                f"no terminal event within {self.total_timeout:g}s; giving up", type="stream_timeout"
             )
-        progressed = False
-        cause = "the stream ended without a terminal event"
-        retry_after: float | None = None
-        connected_at: float | None = None
+        return remaining
+
+
+@dataclass
+class _Connection:
+    """How one connection of the stream went."""
+
+    read_timeout: float
+    connected_at: float | None = None  # None: refused
+    progressed: bool = False  # it yielded at least one new event
+    ended: bool = False  # it yielded the terminal event: the stream is over
+    cause: str = "the stream ended without a terminal event"
+    retry_after: float | None = None  # from a 429
+
+    def broke(self, exc: DustError | StreamBroken) -> None:
+        """Note why the connection was refused or broke."""
+        if isinstance(exc, StreamBroken):
+            self.cause = f"the connection broke ({exc})"
+            return
+        self.cause = str(exc)
+        if isinstance(exc, DustRateLimited):
+            self.retry_after = exc.retry_after
+
+    def failed(self) -> bool:
+        """Neither news nor a long quiet wait (a silent agent): the connection counts as a failure."""
+        quiet = (
+            self.connected_at is not None
+            and anyio.current_time() - self.connected_at >= QUIET_CONNECTION_SECONDS
+        )
+        return not (self.progressed or quiet)
+
+
+class _EventStream:
+    """The stream's connections, each resuming after the last event yielded."""
+
+    def __init__(
+        self, open_connection: OpenConnection, last_event_id: str | None, deadline: _Deadline
+    ) -> None:
+        self._open = open_connection
+        self._last_event_id = last_event_id
+        self._seen: set[str] = set()
+        self._deadline = deadline
+
+    async def events(self, connection: _Connection) -> AsyncGenerator[AgentEvent, None]:
+        """One connection's new events, up to and including a terminal one (or until the deadline).
+
+        How it went is noted in `connection`; a refused or broken connection just ends the events.
+
+        Raises:
+            DustNotFound, DustAuthError, DustBadRequest: no reconnect can help.
+        """
         try:
-            async with open_connection(last_event_id, min(read_timeout, remaining)) as frames:
-                connected_at = anyio.current_time()
+            async with self._open(self._last_event_id, connection.read_timeout) as frames:
+                connection.connected_at = anyio.current_time()
                 async for frame in frames:
-                    event = parse_frame(frame)
-                    if event is None or event.event_id in seen:
+                    event = self._new_event(frame)
+                    if event is None:
                         continue
-                    seen.add(event.event_id)
-                    last_event_id = event.event_id
-                    progressed = True
-                    if event.is_terminal:
-                        try:
-                            yield event
-                        finally:
-                            # Also when the consumer closes us on this event (the usual case).
-                            if event.type in _ENDS_STREAM:
-                                await _drain(frames)
+                    connection.progressed = True
+                    connection.ended = event.is_terminal
+                    try:
+                        yield event
+                    finally:
+                        # Also when the consumer closes us on this event (the usual case).
+                        if event.type in _ENDS_STREAM:
+                            await _drain(frames)
+                    if event.is_terminal or self._deadline.passed():
                         return
-                    yield event
-                    if anyio.current_time() >= deadline:
-                        break
         except _FATAL_ERRORS:
             raise
-        except DustError as exc:
-            cause = str(exc)
-            if isinstance(exc, DustRateLimited):
-                retry_after = exc.retry_after
-        except StreamBroken as exc:
-            cause = f"the connection broke ({exc})"
-        quiet = connected_at is not None and anyio.current_time() - connected_at >= QUIET_CONNECTION_SECONDS
-        if progressed or quiet:
-            failures = 0
-            continue
-        failures += 1
-        if failures > max_reconnects:
+        except (DustError, StreamBroken) as exc:
+            connection.broke(exc)
+
+    def _new_event(self, frame: SseFrame) -> AgentEvent | None:
+        """The frame's event, unless it carries none or one already yielded (a replay)."""
+        event = parse_frame(frame)
+        if event is None or event.event_id in self._seen:
+            return None
+        self._seen.add(event.event_id)
+        self._last_event_id = event.event_id
+        return event
+
+
+class _Reconnects:
+    """The reconnect policy: how long to wait after a connection, and when to give up."""
+
+    def __init__(self, max_reconnects: int, reconnect_delay: float) -> None:
+        self._max_reconnects = max_reconnects
+        self._reconnect_delay = reconnect_delay
+        self._failures = 0  # in a row
+
+    def delay_after(self, connection: _Connection) -> float | None:
+        """Seconds to wait before the next connection, or None to reconnect at once.
+
+        Raises:
+            DustStreamError: more than `max_reconnects` failures in a row (`stream_reconnects_exhausted`).
+        """
+        if not connection.failed():
+            self._failures = 0
+            return None
+        self._failures += 1
+        if self._failures > self._max_reconnects:
             raise DustStreamError(
-                f"gave up after {failures} connections without a new event; last: {cause}",
+                f"gave up after {self._failures} connections without a new event; last: {connection.cause}",
                 type="stream_reconnects_exhausted",
             )
-        log.info("Dust event stream: reconnecting (failure %d of %d): %s", failures, max_reconnects, cause)
-        cap = reconnect_delay * _MAX_DELAY_FACTOR
-        delay = min(cap, reconnect_delay * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, cap))
-        await anyio.sleep(min(delay, max(0.0, deadline - anyio.current_time())))
+        log.info(
+            "Dust event stream: reconnecting (failure %d of %d): %s",
+            self._failures,
+            self._max_reconnects,
+            connection.cause,
+        )
+        cap = self._reconnect_delay * _MAX_DELAY_FACTOR
+        delay: float = min(cap, self._reconnect_delay * 2 ** (self._failures - 1)) * random.uniform(0.5, 1.0)
+        if connection.retry_after is not None:
+            delay = max(delay, min(connection.retry_after, cap))
+        return delay

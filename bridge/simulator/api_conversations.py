@@ -33,7 +33,7 @@ from bridge.simulator.conversations import (
 )
 from bridge.simulator.errors import ApiError
 from bridge.simulator.generation import cancel_generation
-from bridge.simulator.model import AgentMessage, ContentFragment, Conversation
+from bridge.simulator.model import AgentMessage, ContentFragment, Conversation, UserMessage
 from bridge.simulator.schemas import (
     CancelBody,
     PostContentFragmentBody,
@@ -62,6 +62,41 @@ def _inline_too_long(fragment: dict[str, Any]) -> bool:
     # `if (fragment.content)` (an empty string is skipped) then `length > 512 * 1024`.
     content = fragment.get("content")
     return isinstance(content, str) and content != "" and js_length(content) > MAX_INLINE_CONTENT_CHARS
+
+
+def _check_first_message(message: dict[str, Any]) -> None:
+    """The checks of a new conversation's message that come before the conversation is created, in
+    conversations/index.ts's order."""
+    context = message["context"]
+    if context_overflows(context):
+        raise ApiError(400, "invalid_request_error", _OVERFLOW_MESSAGE)
+    if username_is_empty(context):
+        raise ApiError(
+            400, "invalid_request_error", "The message.context.username must be a non-empty string."
+        )
+    if context.get("clientSideMCPServerIds") is not None:  # any array, even empty
+        raise ApiError(
+            401,
+            "invalid_request_error",
+            "Local MCP servers are only available to authenticated users.",
+        )
+    if message.get("agenticMessageData") is not None:
+        raise ApiError(401, "invalid_request_error", _NOT_FROM_SYSTEM_KEY)
+
+
+def _checked_fragments(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A new conversation's `contentFragments`, then its `contentFragment`, checked as
+    conversations/index.ts does before the conversation is created."""
+    fragments: list[dict[str, Any]] = [*(body.get("contentFragments") or [])]
+    if body.get("contentFragment"):
+        fragments.append(body["contentFragment"])
+    if any(_inline_too_long(fragment) for fragment in fragments):
+        raise ApiError(
+            400, "invalid_request_error", "The content must be a non-empty string of less than 512kB."
+        )
+    if not all(is_fragment_input(fragment) for fragment in fragments):
+        raise ApiError(400, "invalid_request_error", "Invalid content fragment type.")
+    return fragments
 
 
 class ConversationRoutes:
@@ -94,21 +129,7 @@ class ConversationRoutes:
         body = await parse_body(request, PostConversationsBody)
         message = body.get("message")
         if message is not None:
-            context = message["context"]
-            if context_overflows(context):
-                raise ApiError(400, "invalid_request_error", _OVERFLOW_MESSAGE)
-            if username_is_empty(context):
-                raise ApiError(
-                    400, "invalid_request_error", "The message.context.username must be a non-empty string."
-                )
-            if context.get("clientSideMCPServerIds") is not None:  # any array, even empty
-                raise ApiError(
-                    401,
-                    "invalid_request_error",
-                    "Local MCP servers are only available to authenticated users.",
-                )
-            if message.get("agenticMessageData") is not None:
-                raise ApiError(401, "invalid_request_error", _NOT_FROM_SYSTEM_KEY)
+            _check_first_message(message)
         depth = body.get("depth")
         if depth and depth >= MAX_CONVERSATION_DEPTH:
             raise ApiError(
@@ -116,15 +137,7 @@ class ConversationRoutes:
                 "invalid_request_error",
                 f"Recursive run_agent calls exceeded depth of {MAX_CONVERSATION_DEPTH}",
             )
-        fragments: list[dict[str, Any]] = [*(body.get("contentFragments") or [])]
-        if body.get("contentFragment"):
-            fragments.append(body["contentFragment"])
-        if any(_inline_too_long(fragment) for fragment in fragments):
-            raise ApiError(
-                400, "invalid_request_error", "The content must be a non-empty string of less than 512kB."
-            )
-        if not all(is_fragment_input(fragment) for fragment in fragments):
-            raise ApiError(400, "invalid_request_error", "Invalid content fragment type.")
+        fragments = _checked_fragments(body)
         if body.get("spaceId"):
             # The simulated workspace has no spaces (projects).
             raise ApiError(404, "space_not_found", "Space not found or access denied")
@@ -135,34 +148,58 @@ class ConversationRoutes:
         created: ContentFragment | None = None
         for fragment in fragments:
             author = fragment_context(fragment.get("context"), lower_email=True)
-            if is_inline_fragment(fragment):
-                file_sid = inline_fragment_file(self.sim, fragment)
-                fragment = {"title": fragment["title"], "url": fragment.get("url"), "fileId": file_sid}
-            created = post_content_fragment(self.sim, conversation, fragment, author, _api_base(request))
-
+            created = self._add_fragment(request, conversation, fragment, author)
         result: dict[str, Any] = {}
         if message is not None:
-            context = message["context"]
-            if context.get("selectedMCPServerViewIds") is not None:  # any array, even empty
+            if message["context"].get("selectedMCPServerViewIds") is not None:  # any array, even empty
                 raise ApiError(401, "invalid_request_error", _MCP_VIEWS_NEED_USER)
-            stored_context = message_context(context)
-            if not origin_allowed(stored_context["origin"], request.headers):
-                raise ApiError(400, "invalid_request_error", _ORIGIN_NOT_ALLOWED)
-            user_message, replies = post_message(
-                self.sim,
+            user_message, _ = await self._post_message(
+                request,
                 conversation,
-                content=message["content"],
-                mentions=message["mentions"],
-                context=stored_context,
+                message,
                 skip_tools_validation=bool(body.get("skipToolsValidation")),
-                model_selection=message.get("modelSelection"),
+                blocking=body.get("blocking") is True,
             )
-            if body.get("blocking") is True:
-                await wait_until_answered(replies)
             result["message"] = user_message.to_json()
         if created is not None:
             result["contentFragment"] = created.to_json(_api_base(request), self.sim.options.workspace_id)
         return JSONResponse({"conversation": self._conversation_json(request, conversation), **result})
+
+    def _add_fragment(
+        self, request: Request, conversation: Conversation, fragment: dict[str, Any], author: dict[str, Any]
+    ) -> ContentFragment:
+        """Attach one checked fragment; inline content first becomes a file, as on Dust."""
+        if is_inline_fragment(fragment):
+            file_sid = inline_fragment_file(self.sim, fragment)
+            fragment = {"title": fragment["title"], "url": fragment.get("url"), "fileId": file_sid}
+        return post_content_fragment(self.sim, conversation, fragment, author, _api_base(request))
+
+    async def _post_message(
+        self,
+        request: Request,
+        conversation: Conversation,
+        message: dict[str, Any],
+        *,
+        skip_tools_validation: bool,
+        blocking: bool,
+    ) -> tuple[UserMessage, list[AgentMessage]]:
+        """Post a user message (`context`, `content`, `mentions`, `modelSelection`) whose other checks
+        passed: its origin is checked last, then the agents are started (and awaited if `blocking`)."""
+        stored_context = message_context(message["context"])
+        if not origin_allowed(stored_context["origin"], request.headers):
+            raise ApiError(400, "invalid_request_error", _ORIGIN_NOT_ALLOWED)
+        user_message, replies = post_message(
+            self.sim,
+            conversation,
+            content=message["content"],
+            mentions=message["mentions"],
+            context=stored_context,
+            skip_tools_validation=skip_tools_validation,
+            model_selection=message.get("modelSelection"),
+        )
+        if blocking:
+            await wait_until_answered(replies)
+        return user_message, replies
 
     async def read(self, request: Request) -> Response:
         """`GET /assistant/conversations/{cId}` with every message's current state ([cId]/index.ts)."""
@@ -188,20 +225,13 @@ class ConversationRoutes:
             raise ApiError(401, "invalid_request_error", _NOT_FROM_SYSTEM_KEY)
         if context.get("selectedMCPServerViewIds"):  # `?.length`: a non-empty array
             raise ApiError(401, "invalid_request_error", _MCP_VIEWS_NEED_USER)
-        stored_context = message_context(context)
-        if not origin_allowed(stored_context["origin"], request.headers):
-            raise ApiError(400, "invalid_request_error", _ORIGIN_NOT_ALLOWED)
-        user_message, replies = post_message(
-            self.sim,
+        user_message, replies = await self._post_message(
+            request,
             conversation,
-            content=body["content"],
-            mentions=body["mentions"],
-            context=stored_context,
+            body,
             skip_tools_validation=bool(body.get("skipToolsValidation")),
-            model_selection=body.get("modelSelection"),
+            blocking=body.get("blocking") is True,
         )
-        if body.get("blocking") is True:
-            await wait_until_answered(replies)
         return JSONResponse(
             {"message": user_message.to_json(), "agentMessages": [reply.to_json() for reply in replies]}
         )
@@ -228,11 +258,8 @@ class ConversationRoutes:
             )
         if not is_fragment_input(fragment):
             raise ApiError(400, "invalid_request_error", "Unsupported content fragment type.")
-        context = fragment_context(fragment.get("context"), lower_email=False)
-        if is_inline_fragment(fragment):
-            file_sid = inline_fragment_file(self.sim, fragment)
-            fragment = {"title": fragment["title"], "url": fragment.get("url"), "fileId": file_sid}
-        created = post_content_fragment(self.sim, conversation, fragment, context, _api_base(request))
+        author = fragment_context(fragment.get("context"), lower_email=False)
+        created = self._add_fragment(request, conversation, fragment, author)
         return JSONResponse(
             {"contentFragment": created.to_json(_api_base(request), self.sim.options.workspace_id)}
         )

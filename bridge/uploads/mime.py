@@ -427,12 +427,26 @@ def decide_type(*, filename: str, declared: str | None, sniffed: str, allowed: f
         TypeNotAllowed: the resulting type is not allowed, the content is empty or a program.
     """
     sniffed = _normalise(sniffed)
+    claim = _claimed_type(filename, declared)
+    _refuse_empty_or_program(claim, sniffed)
+    result = _confirmed_type(claim, sniffed, filename, allowed)
+    if result not in DUST_TYPES and _is_text(result):  # rule 7
+        result = "text/plain"
+    if result not in allowed:  # rule 8
+        raise _not_allowed(result, allowed)
+    return result
+
+
+def _claimed_type(filename: str, declared: str | None) -> str | None:
+    """Rule 1: the declared type, else (absent or `application/octet-stream`) the extension's."""
     claim = _normalise(declared) if declared and declared.strip() else None
     if claim in (None, "application/octet-stream"):
         claim = _guess_from_name(filename)
-    if claim == "application/octet-stream":
-        claim = None
+    return None if claim == "application/octet-stream" else claim
 
+
+def _refuse_empty_or_program(claim: str | None, sniffed: str) -> None:
+    """Rules 2 and 3: empty content and programs are refused whatever the claim."""
     if sniffed in _EMPTY:
         raise TypeNotAllowed(sniffed, "the file is empty")
     if sniffed in _DANGEROUS:
@@ -440,28 +454,29 @@ def decide_type(*, filename: str, declared: str | None, sniffed: str, allowed: f
             raise TypeNotAllowed(sniffed, f"programs ({sniffed}) are not accepted")
         raise TypeMismatch(claim, sniffed)
 
+
+def _confirmed_type(claim: str | None, sniffed: str, filename: str, allowed: frozenset[str]) -> str:
+    """Rules 4 to 6: the claim if the bytes bear it out, the sniffed type if there is no claim."""
     if claim is None:
-        result = sniffed
-    elif claim in _BINARY_SNIFFS:
-        result = claim
-        if sniffed not in _BINARY_SNIFFS[claim]:
-            by_name = _guess_from_name(filename)
-            if not (_is_text(sniffed) and by_name is not None and _is_text(by_name)):
-                raise TypeMismatch(claim, sniffed)
-            result = by_name
-    elif _is_text(claim):
+        return sniffed
+    if claim in _BINARY_SNIFFS:
+        return _confirmed_binary_type(claim, sniffed, filename)
+    if _is_text(claim):
         if not _is_text(sniffed):
             raise TypeMismatch(claim, sniffed)
-        result = claim
-    else:
-        # A claim that is neither a Dust type nor text (application/zip, image/svg+xml, video/mp4...).
-        raise _not_allowed(claim, allowed)
+        return claim
+    # A claim that is neither a Dust type nor text (application/zip, image/svg+xml, video/mp4...).
+    raise _not_allowed(claim, allowed)
 
-    if result not in DUST_TYPES and _is_text(result):
-        result = "text/plain"
-    if result not in allowed:
-        raise _not_allowed(result, allowed)
-    return result
+
+def _confirmed_binary_type(claim: str, sniffed: str, filename: str) -> str:
+    """Rule 4: a binary claim needs one of libmagic's names for it, or text bytes and a text extension."""
+    if sniffed in _BINARY_SNIFFS[claim]:
+        return claim
+    by_name = _guess_from_name(filename)
+    if _is_text(sniffed) and by_name is not None and _is_text(by_name):
+        return by_name
+    raise TypeMismatch(claim, sniffed)
 
 
 class MimeSniffer:

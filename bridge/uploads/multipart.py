@@ -57,59 +57,75 @@ def _disposition(part: _Part) -> tuple[str | None, str | None, str | None]:
     )
 
 
+class _Collector:
+    """python-multipart's callbacks: gathers each part's headers and turns the parse into `_Event`s."""
+
+    def __init__(self) -> None:
+        self._events: list[_Event] = []
+        self._part = _Part()
+
+    def parser(self, boundary: bytes) -> MultipartParser:
+        """A push parser for a body with this boundary, reporting to this collector."""
+        return MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._on_part_begin,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+            },
+        )
+
+    def take(self) -> list[_Event]:
+        """The events parsed since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def _on_part_begin(self) -> None:
+        self._part = _Part()
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._part.field_name += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._part.field_value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        part = self._part
+        part.headers.append((part.field_name, part.field_value))
+        part.field_name, part.field_value = b"", b""
+
+    def _on_headers_finished(self) -> None:
+        self._events.append(_Event("headers", part=self._part))
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._events.append(_Event("data", data=bytes(data[start:end])))
+
+    def _on_part_end(self) -> None:
+        self._events.append(_Event("end"))
+
+
 async def _events(request: Request) -> AsyncIterator[_Event]:
+    """The body's parts as events, parsed as the request streams in."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise MultipartError("the body must be multipart/form-data with a part named 'file'")
-    pending: list[_Event] = []
-    current = _Part()
-
-    def on_part_begin() -> None:
-        nonlocal current
-        current = _Part()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        current.field_name += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        current.field_value += data[start:end]
-
-    def on_header_end() -> None:
-        current.headers.append((current.field_name, current.field_value))
-        current.field_name, current.field_value = b"", b""
-
-    def on_headers_finished() -> None:
-        pending.append(_Event("headers", part=current))
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        pending.append(_Event("data", data=bytes(data[start:end])))
-
-    def on_part_end() -> None:
-        pending.append(_Event("end"))
-
-    parser = MultipartParser(
-        params[b"boundary"],
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    collector = _Collector()
+    parser = collector.parser(params[b"boundary"])
     try:
         async for chunk in request.stream():
             if chunk:
                 parser.write(chunk)
-            while pending:
-                yield pending.pop(0)
+            for event in collector.take():
+                yield event
         parser.finalize()
     except ValueError as exc:  # python-multipart's parse errors derive from ValueError
         raise MultipartError(f"malformed multipart body: {exc}") from None
-    while pending:
-        yield pending.pop(0)
+    for event in collector.take():
+        yield event
 
 
 async def file_part(request: Request, name: str = "file") -> FilePart:

@@ -30,6 +30,7 @@ from bridge.store.records import (
 )
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
+from bridge.uploads.processes import process_host
 from tests.procs import Proc, free_port
 
 TEXT = b"plain words for a plain file\n"
@@ -287,7 +288,7 @@ async def test_reconcile_deletes_what_a_dead_process_left_and_keeps_what_a_live_
 ) -> None:
     dust = FakeDust()
     uploads = pipeline(store, dust, tmp_path)
-    here = uploads._host
+    here = process_host()
     dead = marker(host=here, pid=dead_pid, dust_file_id="fil_dead")
     restarted = marker(host=here, pid=os.getpid(), dust_file_id="fil_reused_pid")  # our pid, earlier life
     live = marker(host=here, pid=live_pid, dust_file_id="fil_live")
@@ -307,7 +308,7 @@ async def test_reconcile_never_deletes_the_file_of_an_upload_that_was_recorded(
 ) -> None:
     dust = FakeDust()
     uploads = pipeline(store, dust, tmp_path)
-    finished = marker(host=uploads._host, pid=dead_pid, dust_file_id="fil_kept")
+    finished = marker(host=process_host(), pid=dead_pid, dust_file_id="fil_kept")
     await store.put_pending_upload(finished, 3600)
     await store.put_upload(record_for(finished))
     assert await uploads.reconcile() == 0
@@ -322,7 +323,7 @@ async def test_reconcile_retries_when_dust_cannot_delete_now(
     dust = FakeDust()
     dust.fail_delete = True
     uploads = pipeline(store, dust, tmp_path)
-    orphan = marker(host=uploads._host, pid=dead_pid)
+    orphan = marker(host=process_host(), pid=dead_pid)
     await store.put_pending_upload(orphan, 3600)
     assert await uploads.reconcile() == 0
     assert await store.list_pending_uploads() == [orphan]

@@ -18,7 +18,8 @@ from bridge.errors import BridgeError
 from bridge.observability.metrics import Metrics
 from bridge.store.records import MemoryStore
 from bridge.uploads.mime import MimeSniffer, allowed_types
-from bridge.uploads.pipeline import TEMP_PREFIX, UploadPipeline, UploadPolicy, sweep_temp_files
+from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
+from bridge.uploads.temp_files import TEMP_PREFIX, sweep_temp_files
 
 HOUR = 3600.0
 
