@@ -13,7 +13,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
@@ -49,8 +48,8 @@ from bridge.mcp.listing_cache import FixedListingCache
 from bridge.observability.context import PRINCIPAL, REQUEST_ID
 from bridge.runtime import Runtime
 from bridge.security.audit import audit_event
-from bridge.security.auth import principal_of_scope
-from bridge.store.records import UploadRecord
+from bridge.security.auth import principal_of_request
+from bridge.uploads.record_json import upload_json
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +133,6 @@ def principal_of(ctx: Context | ServerRequestContext[Any, Any]) -> str:
     """The principal an MCP request acts for: its client key's name, or the local user."""
     request_context = ctx.request_context if isinstance(ctx, Context) else ctx
     return principal_of_request(request_context.request)
-
-
-def principal_of_request(request: object) -> str:
-    """The principal of an HTTP request (set by the client-key middleware); stdio is the local user."""
-    scope = getattr(request, "scope", None)
-    return principal_of_scope(scope if isinstance(scope, dict) else None)
 
 
 @contextlib.contextmanager
@@ -555,26 +548,6 @@ def _add_agent_tool(mcp: BridgeMCPServer, reference: str, ask: Any) -> None:
         ),
         annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True),
     )
-
-
-def upload_json(record: UploadRecord) -> dict[str, Any]:
-    """The upload record as both the tool and the HTTP route return it."""
-    body: dict[str, Any] = {
-        "id": record.upload_id,
-        "uri": record.uri,
-        "filename": record.filename,
-        "size": record.size,
-        "sha256": record.sha256,
-        "mime_type": record.mime,
-        "scan": record.scan,
-        "dust_file_id": record.dust_file_id,
-        "expires_at": datetime.fromtimestamp(record.expires_at, tz=UTC).isoformat(),
-    }
-    for key in ("pages", "width", "height"):
-        value = getattr(record, key)
-        if value is not None:
-            body[key] = value
-    return body
 
 
 def _answer_result(answer: Answer) -> CallToolResult:
