@@ -36,6 +36,7 @@ from bridge.http.openapi import openapi_spec
 from bridge.http.problems import problem
 from bridge.http.uploads import upload_route
 from bridge.mcp.endpoint import McpEndpoint
+from bridge.mcp.internals import streamable_session_count
 from bridge.mcp.server import build_mcp_server
 from bridge.observability.metrics import HttpMetricsMiddleware, Metrics, RequestContextMiddleware
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
@@ -186,7 +187,7 @@ def create_app(settings: Settings) -> Starlette:
 
     # The SDK keeps no public count of its sessions; its session table is read at scrape time.
     def streamable_sessions() -> int:
-        return len(getattr(mcp.session_manager, "_server_instances", ()))
+        return streamable_session_count(mcp.session_manager)
 
     metrics_registry.mcp_sessions.labels(transport="streamable-http").set_function(streamable_sessions)
 

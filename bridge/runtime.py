@@ -23,6 +23,7 @@ from bridge.domain.agents import AgentDirectory
 from bridge.domain.conversations import ConversationService
 from bridge.dust.breaker import CircuitBreaker
 from bridge.dust.client import DustClient
+from bridge.mcp.internals import serve_without_signals
 from bridge.observability.metrics import Metrics
 from bridge.security.auth import parse_keys
 from bridge.security.ratelimit import Limiter, build_limiter
@@ -84,9 +85,9 @@ async def _demo_simulator() -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:
-        # `_serve` rather than `serve`: the public entry captures SIGINT/SIGTERM, which belong to
-        # the bridge's own server; this one is stopped through `should_exit` below.
-        tg.start_soon(server._serve)
+        # Not `serve`, whose signal handlers belong to the bridge's own server: stopped through
+        # `should_exit` below.
+        tg.start_soon(serve_without_signals, server)
         while not server.started:
             if server.should_exit:
                 raise RuntimeError("the demo Dust simulator failed to start")

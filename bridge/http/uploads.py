@@ -9,9 +9,10 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.errors import BridgeError
 from bridge.http.problems import problem, problem_for
-from bridge.mcp.server import principal_of_request, upload_json
 from bridge.runtime import Runtime
+from bridge.security.auth import principal_of_request
 from bridge.uploads.multipart import MultipartError, file_part
+from bridge.uploads.record_json import upload_json
 
 
 def upload_route(runtime: Callable[[], Runtime]) -> Callable[[Request], object]:

@@ -24,6 +24,8 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
+from bridge.mcp.internals import json_listing_manager
+
 # Methods whose handlers in this server never send a notification and finish quickly (no Dust
 # call, or a cached one): their answer is one JSON body.
 LISTING_METHODS: Final = frozenset(
@@ -45,12 +47,7 @@ class McpEndpoint:
 
     def __init__(self, streaming: StreamableHTTPSessionManager) -> None:
         self.streaming = streaming
-        self.listing = StreamableHTTPSessionManager(
-            app=streaming.app,
-            json_response=True,
-            security_settings=streaming.security_settings,
-            max_request_body_size=streaming.max_request_body_size,
-        )
+        self.listing = json_listing_manager(streaming)
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:

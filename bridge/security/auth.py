@@ -139,6 +139,12 @@ def principal_of_scope(scope: Scope | None) -> str:
     return LOCAL_PRINCIPAL
 
 
+def principal_of_request(request: object) -> str:
+    """The principal of an HTTP request (set by the client-key middleware); stdio is the local user."""
+    scope = getattr(request, "scope", None)
+    return principal_of_scope(scope if isinstance(scope, dict) else None)
+
+
 def user_for(name: str) -> AuthenticatedUser:
     """The SDK user for a principal (the token field holds no secret)."""
     return AuthenticatedUser(AccessToken(token=f"principal:{name}", client_id=name, scopes=[], subject=name))

@@ -1,0 +1,158 @@
+"""The bridge's resources: an upload's record, an agent's card, a conversation's transcript.
+
+The three are resource templates; `resources/list` shows the concrete ones the caller may read
+(`listed_resources`: their conversations and uploads, the workspace's agents).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.types import Resource
+
+from bridge.dust.errors import DustError
+from bridge.errors import BridgeError
+from bridge.mcp.caller import principal_of
+from bridge.mcp.services import Services, ServicesProvider
+from bridge.uploads.record_json import upload_json
+
+logger = logging.getLogger(__name__)
+
+
+def register_resources(mcp: MCPServer[Any], services: ServicesProvider) -> None:
+    """Register the three resource templates on `mcp`."""
+
+    @mcp.resource(
+        "bridge://uploads/{upload_id}",
+        name="upload",
+        title="Uploaded file",
+        description="An uploaded file's metadata: name, size, sha256, type, scan verdict, Dust file id",
+        mime_type="application/json",
+    )
+    async def upload_resource(upload_id: str, ctx: Context) -> str:
+        return await upload_record(services(), principal_of(ctx), upload_id)
+
+    @mcp.resource(
+        "dust://agents/{s_id}",
+        name="agent-card",
+        title="Dust agent card",
+        description="An agent's card: sId, name, description, scope",
+        mime_type="application/json",
+    )
+    async def agent_card(s_id: str) -> str:
+        return await agent_card_json(services(), s_id)
+
+    @mcp.resource(
+        "dust://conversations/{handle}",
+        name="conversation",
+        title="Conversation transcript",
+        description="The transcript of one of your conversations",
+        mime_type="application/json",
+    )
+    async def conversation_resource(handle: str, ctx: Context) -> str:
+        return await transcript_json(services(), principal_of(ctx), handle)
+
+
+async def upload_record(services: Services, principal: str, upload_id: str) -> str:
+    """`bridge://uploads/{upload_id}`: the record of one of the caller's uploads."""
+    try:
+        record = await services.uploads.get(principal, upload_id)
+    except BridgeError as exc:
+        raise ResourceError(str(exc)) from None
+    if record is None:
+        raise ResourceError(f"unknown or expired upload {upload_id}")
+    return json.dumps(upload_json(record))
+
+
+async def agent_card_json(services: Services, s_id: str) -> str:
+    """`dust://agents/{s_id}`: an agent's card."""
+    try:
+        agent = await services.agents.resolve(s_id)
+    except BridgeError as exc:
+        raise ResourceError(exc.for_user()) from None
+    return json.dumps(
+        {
+            "sId": agent.s_id,
+            "name": agent.name,
+            "description": agent.description,
+            "scope": agent.scope,
+            "status": agent.status,
+            "pictureUrl": agent.picture_url,
+        }
+    )
+
+
+async def transcript_json(services: Services, principal: str, handle: str) -> str:
+    """`dust://conversations/{handle}`: the transcript of one of the caller's conversations."""
+    try:
+        transcript = await services.conversations.transcript(principal, handle)
+    except BridgeError as exc:
+        raise ResourceError(str(exc)) from None
+    return json.dumps(transcript.as_dict())
+
+
+async def listed_resources(services: Services, principal: str) -> list[Resource]:
+    """The caller's conversations and uploads, then the workspace's agents, as `resources/list`
+    shows them; a part that cannot be listed now is left out (and logged)."""
+    return [
+        *await _conversations(services, principal),
+        *await _uploads(services, principal),
+        *await _agents(services),
+    ]
+
+
+async def _conversations(services: Services, principal: str) -> list[Resource]:
+    try:
+        records = await services.conversations.list_conversations(principal)
+    except BridgeError as exc:
+        logger.warning("conversation listing unavailable: %s", exc)
+        return []
+    return [
+        Resource(
+            uri=f"dust://conversations/{record.handle}",
+            name=f"conversation-{record.handle[-8:]}",
+            title=f"Conversation with {record.agent_name} ({record.turns} turn(s))",
+            mime_type="application/json",
+        )
+        for record in records
+    ]
+
+
+async def _uploads(services: Services, principal: str) -> list[Resource]:
+    try:
+        uploads = await services.uploads.list(principal)
+    except BridgeError as exc:
+        logger.warning("upload listing unavailable: %s", exc)
+        return []
+    return [
+        Resource(
+            uri=upload.uri,
+            name=f"upload-{upload.upload_id[-8:]}",
+            title=upload.filename,
+            description=f"{upload.mime}, {upload.size} bytes, scan {upload.scan}",
+            mime_type="application/json",
+        )
+        for upload in uploads
+    ]
+
+
+async def _agents(services: Services) -> list[Resource]:
+    try:
+        agents = await services.agents.list()
+    except DustError as exc:
+        logger.warning("agent listing unavailable: %s", exc.message)
+        return []
+    return [
+        Resource(
+            uri=f"dust://agents/{agent.s_id}",
+            name=f"agent-{agent.s_id}",
+            title=f"Agent {agent.name}",
+            description=agent.description,
+            mime_type="application/json",
+        )
+        for agent in agents
+    ]

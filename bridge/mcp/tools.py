@@ -1,0 +1,257 @@
+"""The bridge's tools: list and ask Dust agents, read and end conversations, upload a file.
+
+Each tool is one function; its docstring is the description clients put in the model's context (the
+SDK reads it, without indentation: `BridgeMCPServer.add_tool`), its annotated arguments are the
+input schema. Each runs in the wrapper of `bridge.mcp.calls` (metrics, audit, error translation).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.session import ServerSession
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.domain.conversations import Answer
+from bridge.mcp.caller import session_key
+from bridge.mcp.calls import BridgeTool, ToolCall, bridge_tool
+from bridge.mcp.services import ServicesProvider
+from bridge.uploads.record_json import upload_json
+
+DEMO_NOTE = (
+    "DEMO MODE: this bridge is not connected to a Dust workspace. It answers from its bundled Dust"
+    " simulator, whose agents (echo, dust, slow, researcher, ...) are demos. Tell the user; to use"
+    " their workspace they set DUST_API_KEY and DUST_WORKSPACE_ID."
+)
+
+_CONVERSATION_ARG = (
+    "The `conversation` handle from an earlier ask_agent result, to continue that chat. Omit it to start"
+    " a new conversation."
+)
+
+_FILES_ARG = (
+    "Upload ids or bridge://uploads/... URIs (from upload_file or POST /v1/uploads) to attach to this message"
+)
+
+
+class AgentRef(BaseModel):
+    """An agent as named in results."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    s_id: str = Field(alias="sId")
+    name: str
+
+
+class AskAgentResult(BaseModel):
+    """Structured result of ask_agent."""
+
+    conversation: str = Field(description="Handle to pass back as `conversation` to continue this chat")
+    agent: AgentRef
+    dust_conversation_id: str
+    message_id: str = Field(description="Dust sId of the agent message")
+    url: str | None = Field(description="The conversation in the Dust web app")
+    continued: bool = Field(description="True when this turn continued an existing conversation")
+    remembered: bool = Field(
+        default=True,
+        description="False when the bridge's context store failed after Dust took the question: the"
+        " answer is complete, but `conversation` will not work; start a new conversation next time",
+    )
+    answer: str
+
+
+@bridge_tool(ToolAnnotations(title="List Dust agents", read_only_hint=True, open_world_hint=True))
+async def list_agents(call: ToolCall, query: str | None = None) -> dict[str, Any]:
+    """List the Dust workspace's active agents (sId, name, description).
+
+    Pass `query` to keep only agents whose name or description contains it (case-insensitive).
+    Use an agent's name or sId as `agent` in ask_agent.
+    """
+    agents = await call.services.agents.list()
+    if query:
+        needle = query.strip().lower()
+        agents = [a for a in agents if needle in a.name.lower() or needle in (a.description or "").lower()]
+    listing: dict[str, Any] = {
+        "agents": [{"sId": a.s_id, "name": a.name, "description": a.description or ""} for a in agents],
+        "count": len(agents),
+    }
+    if call.demo:
+        listing["demo"] = DEMO_NOTE
+    return listing
+
+
+@bridge_tool(
+    ToolAnnotations(title="Ask a Dust agent", read_only_hint=False, open_world_hint=True), audited=True
+)
+async def ask_agent(
+    call: ToolCall,
+    agent: Annotated[str, Field(description="Agent name (case-insensitive) or sId, from list_agents")],
+    message: Annotated[str, Field(description="Your message to the agent")],
+    conversation: Annotated[str | None, Field(description=_CONVERSATION_ARG)] = None,
+    new_conversation: Annotated[
+        bool, Field(description="Start a fresh conversation even if this session has one with the agent")
+    ] = False,
+    files: Annotated[list[str] | None, Field(description=_FILES_ARG)] = None,
+) -> Annotated[CallToolResult, AskAgentResult]:
+    """Ask a Dust agent and stream its answer.
+
+    The answer arrives as progress notifications while Dust generates it, then as the result.
+    The result's `conversation` is a handle: pass it back as `conversation` on the next call to
+    continue the same Dust conversation (the agent then remembers the earlier turns).
+    """
+    return await _ask(call, agent, message, conversation, new_conversation, files)
+
+
+def agent_tool(reference: str) -> BridgeTool:
+    """`ask_<slug>` for one allow-listed agent (BRIDGE_AGENT_TOOLS): ask_agent with `agent` fixed."""
+
+    @bridge_tool(
+        ToolAnnotations(read_only_hint=False, open_world_hint=True), metric="ask_agent", audited=True
+    )
+    async def ask_this_agent(
+        call: ToolCall,
+        message: Annotated[str, Field(description="Your message to the agent")],
+        conversation: Annotated[str | None, Field(description=_CONVERSATION_ARG)] = None,
+        new_conversation: bool = False,
+        files: Annotated[list[str] | None, Field(description=_FILES_ARG)] = None,
+    ) -> Annotated[CallToolResult, AskAgentResult]:
+        return await _ask(call, reference, message, conversation, new_conversation, files)
+
+    return ask_this_agent
+
+
+@bridge_tool(ToolAnnotations(title="Read a conversation", read_only_hint=True, open_world_hint=True))
+async def get_conversation(
+    call: ToolCall,
+    conversation: Annotated[str, Field(description="A `conversation` handle returned by ask_agent")],
+) -> dict[str, Any]:
+    """The transcript of a conversation started with ask_agent: every user and agent message so far."""
+    transcript = await call.services.conversations.transcript(call.principal, conversation)
+    return transcript.as_dict()
+
+
+@bridge_tool(
+    ToolAnnotations(
+        title="End a conversation", read_only_hint=False, destructive_hint=True, idempotent_hint=False
+    )
+)
+async def end_conversation(
+    call: ToolCall,
+    conversation: Annotated[str, Field(description="A `conversation` handle returned by ask_agent")],
+) -> str:
+    """Forget a conversation handle. The conversation itself stays visible in Dust."""
+    await call.services.conversations.end(call.principal, conversation)
+    return "Conversation ended; its handle no longer works. The conversation is still in Dust."
+
+
+@bridge_tool(ToolAnnotations(title="Upload a file for Dust", read_only_hint=False, open_world_hint=True))
+async def upload_file(
+    call: ToolCall,
+    filename: Annotated[str, Field(description="The file's name, with its extension (e.g. report.pdf)")],
+    content_base64: Annotated[str, Field(description="The file's bytes, base64-encoded (small files only)")],
+    mime_type: Annotated[str | None, Field(description="The file's MIME type, if known")] = None,
+) -> dict[str, Any]:
+    """Upload a small file (a few MB) so a Dust agent can read it.
+
+    Pass the returned `uri` in ask_agent's `files` to attach it to a message. The file is
+    type-checked and virus-scanned before it reaches Dust. Larger files go through the bridge's
+    HTTP endpoint POST /v1/uploads (multipart, part `file`), which returns the same record.
+    """
+    try:
+        data = base64.b64decode("".join(content_base64.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ToolError("content_base64 is not valid base64") from None
+    record = await call.services.uploads.ingest_bytes(
+        owner=call.principal, filename=filename, declared_type=mime_type, data=data
+    )
+    return upload_json(record)
+
+
+TOOLS = (list_agents, ask_agent, get_conversation, end_conversation, upload_file)
+
+
+def register_tools(
+    mcp: MCPServer[Any], services: ServicesProvider, *, agent_tools: list[str], demo: bool
+) -> None:
+    """Register every tool, then one `ask_<slug>` per allow-listed agent."""
+    for tool in TOOLS:
+        mcp.add_tool(tool.bind(services, demo=demo), annotations=tool.annotations)
+    for reference in agent_tools:
+        tool = agent_tool(reference)
+        mcp.add_tool(
+            tool.bind(services, demo=demo),
+            name=f"ask_{_slug(reference)}",
+            title=f"Ask the Dust agent {reference}",
+            description=(
+                f"Ask the Dust agent {reference!r} and stream its answer. Pass the result's `conversation`"
+                " back as `conversation` to continue the same chat."
+            ),
+            annotations=tool.annotations,
+        )
+
+
+async def _ask(
+    call: ToolCall,
+    agent: str,
+    message: str,
+    conversation: str | None,
+    new_conversation: bool,
+    files: list[str] | None,
+) -> CallToolResult:
+    """One agent turn, its answer streamed to the caller as progress notifications."""
+    sequence = 0
+    # Resolved once: `ctx.report_progress` looks the session up through pydantic's private
+    # attributes on every call, 5% of the bridge's CPU at 200 streaming answers.
+    session: ServerSession = call.ctx.session
+
+    async def progress(text: str) -> None:
+        nonlocal sequence
+        sequence += 1
+        await session.report_progress(sequence, None, text)
+
+    call.note(agent=agent)
+    async with call.services.limiter.answer_slot(call.principal):
+        answer = await call.services.conversations.ask(
+            principal=call.principal,
+            session_key=session_key(call.ctx, call.services),
+            agent_ref=agent,
+            message=message,
+            conversation=conversation,
+            new_conversation=new_conversation,
+            files=files,
+            progress=progress,
+        )
+    call.note(
+        agent=answer.agent.s_id,
+        conversation=answer.dust_conversation_id,
+        continued=answer.continued,
+        files=len(files or []),
+    )
+    return _answer_result(answer)
+
+
+def _answer_result(answer: Answer) -> CallToolResult:
+    footer = (
+        f"[conversation: {answer.handle}] Pass this value as `conversation` to continue this chat with"
+        f" {answer.agent.name}."
+    )
+    if answer.unremembered is not None:
+        where = answer.url or f"Dust conversation {answer.dust_conversation_id}"
+        footer = (
+            f"[conversation not remembered: {answer.unremembered}. This chat cannot be continued from"
+            f" here; start a new conversation next time. It stays in Dust: {where}]"
+        )
+    return CallToolResult(
+        content=[TextContent(type="text", text=answer.text), TextContent(type="text", text=footer)],
+        structured_content=answer.structured(),
+    )
+
+
+def _slug(reference: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", reference.lower()).strip("_")
+    return slug[:48] or "agent"
