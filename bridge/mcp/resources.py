@@ -62,7 +62,7 @@ async def upload_record(services: Services, principal: str, upload_id: str) -> s
     try:
         record = await services.uploads.get(principal, upload_id)
     except BridgeError as exc:
-        raise ResourceError(str(exc)) from None
+        raise ResourceError(exc.for_user()) from None
     if record is None:
         raise ResourceError(f"unknown or expired upload {upload_id}")
     return json.dumps(upload_json(record))
@@ -91,7 +91,7 @@ async def transcript_json(services: Services, principal: str, handle: str) -> st
     try:
         transcript = await services.conversations.transcript(principal, handle)
     except BridgeError as exc:
-        raise ResourceError(str(exc)) from None
+        raise ResourceError(exc.for_user()) from None
     return json.dumps(transcript.as_dict())
 
 
