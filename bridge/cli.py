@@ -217,7 +217,7 @@ def cmd_claude_config(args: argparse.Namespace) -> None:
 
 def cmd_keys_new_store_key(args: argparse.Namespace) -> None:
     """Print a fresh context-store encryption key."""
-    from bridge.security.sealing import new_store_key
+    from bridge.store.sealing import new_store_key
 
     print(new_store_key())
     print(

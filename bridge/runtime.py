@@ -26,8 +26,9 @@ from bridge.dust.client import DustClient
 from bridge.observability.metrics import Metrics
 from bridge.security.auth import parse_keys
 from bridge.security.ratelimit import Limiter, build_limiter
-from bridge.security.sealing import Sealer
-from bridge.store.records import ContextStore, create_store
+from bridge.store import create_store
+from bridge.store.base import ContextStore
+from bridge.store.sealing import Sealer
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import UploadPipeline, UploadPolicy

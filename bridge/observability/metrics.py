@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bridge.config import Settings
 from bridge.observability.context import PRINCIPAL, REQUEST_ID
 from bridge.security.redact import RedactingFilter
-from bridge.store.records import ContextStore
+from bridge.store.base import ContextStore
 
 
 def configured_secrets(settings: Settings) -> list[str]:

@@ -14,7 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.types import CallToolResult, TextContent
 
-from bridge.security.sealing import new_store_key
+from bridge.store.sealing import new_store_key
 from tests.helpers import faults, stats, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
