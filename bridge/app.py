@@ -50,7 +50,7 @@ from bridge.security.auth import (
 )
 from bridge.security.oauth import JwtVerifier, OAuthSettings
 from bridge.security.ratelimit import RateLimitMiddleware
-from bridge.store.records import StoreUnavailable
+from bridge.store.base import StoreUnavailable
 from bridge.uploads.clamav import ScannerUnavailable
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from bridge.dust.client import LISTING_VIEW
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
 from bridge.runtime import Runtime
-from bridge.store.records import StoreUnavailable
+from bridge.store.base import StoreUnavailable
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.clamd_health import diagnose
 

@@ -11,6 +11,7 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import uvicorn
@@ -24,7 +25,7 @@ from bridge.config import (
     find_env_file,
     load_settings,
 )
-from bridge.observability.metrics import configure_logging
+from bridge.observability.logging import configure_logging
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -37,6 +38,23 @@ def _settings(**overrides: Any) -> Settings:
         raise SystemExit(2) from None
     print(f"dust-mcp-bridge: settings from {describe_env_file(env_file)}", file=sys.stderr, flush=True)
     return settings
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every secret value the settings hold, for the log's masker."""
+    secrets = [settings.dust_api_key.get_secret_value()] if settings.dust_api_key else []
+    secrets += settings.store_keys
+    if settings.metrics_key:
+        secrets.append(settings.metrics_key.get_secret_value())
+    if settings.redis_url:
+        raw = urlsplit(settings.redis_url).password
+        secrets += [secret for secret in {raw, unquote(raw or "")} if secret]
+    return secrets
+
+
+def _configure_logging(settings: Settings) -> None:
+    """Log as BRIDGE_LOG_LEVEL and BRIDGE_LOG_FORMAT say, masking every secret the settings hold."""
+    configure_logging(settings.log_level, settings.log_format, configured_secrets(settings))
 
 
 def freeze_startup_objects() -> None:
@@ -59,7 +77,7 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
     if args.port is not None:
         overrides["BRIDGE_PORT"] = args.port
     settings = _settings(**overrides)
-    configure_logging(settings)
+    _configure_logging(settings)
     from bridge.app import create_app
 
     app = create_app(settings)
@@ -126,7 +144,7 @@ def _url_host(host: str) -> str:
 def cmd_stdio(args: argparse.Namespace) -> None:
     """MCP over stdin/stdout for Claude Desktop; nothing but protocol goes to stdout."""
     settings = _settings()
-    configure_logging(settings)
+    _configure_logging(settings)
     from bridge.mcp.server import build_mcp_server
     from bridge.runtime import start_runtime
 
@@ -150,7 +168,7 @@ def cmd_simulator(argv: list[str]) -> None:
 def cmd_agents(args: argparse.Namespace) -> None:
     """Print the workspace's agents (checks the Dust credentials on the way)."""
     settings = _settings()
-    configure_logging(settings)
+    _configure_logging(settings)
     from bridge.dust.errors import DustError
     from bridge.runtime import start_runtime
 
@@ -173,7 +191,7 @@ def cmd_check(args: argparse.Namespace) -> None:
     """Check the configuration, the calls the tools make to Dust, the context store and the scanner;
     with `--ask`, one whole turn. Exit 1 if anything failed."""
     settings = _settings()
-    configure_logging(settings)
+    _configure_logging(settings)
     from bridge.check import CheckReport, run_checks
     from bridge.runtime import start_runtime
 
@@ -217,7 +235,7 @@ def cmd_claude_config(args: argparse.Namespace) -> None:
 
 def cmd_keys_new_store_key(args: argparse.Namespace) -> None:
     """Print a fresh context-store encryption key."""
-    from bridge.security.sealing import new_store_key
+    from bridge.store.sealing import new_store_key
 
     print(new_store_key())
     print(

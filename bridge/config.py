@@ -325,7 +325,7 @@ class Settings(BaseSettings):
     def _store_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        from bridge.security.sealing import Sealer
+        from bridge.store.sealing import Sealer
 
         Sealer(_split_csv(value.get_secret_value()))  # raises a message that holds no key material
         return value

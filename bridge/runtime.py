@@ -27,8 +27,10 @@ from bridge.mcp.internals import serve_without_signals
 from bridge.observability.metrics import Metrics
 from bridge.security.auth import parse_keys
 from bridge.security.ratelimit import Limiter, build_limiter
-from bridge.security.sealing import Sealer
-from bridge.store.records import ContextStore, create_store
+from bridge.store import create_store
+from bridge.store.base import ContextStore
+from bridge.store.sealing import Sealer
+from bridge.store.timed import timed_store
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
@@ -136,58 +138,85 @@ async def _sweep_forever(uploads: UploadPipeline) -> None:
         await anyio.sleep(_SWEEP_INTERVAL_SECONDS)
 
 
+@dataclass(frozen=True)
+class _DustTarget:
+    """Which Dust the runtime talks to: the configured workspace, or the demo's simulator."""
+
+    base_url: str
+    workspace_id: str
+    api_key: SecretStr
+
+
+async def _dust_target(settings: Settings, stack: contextlib.AsyncExitStack) -> _DustTarget:
+    """The configured Dust, or in demo mode the bundled simulator, started on `stack`."""
+    if settings.demo_active:
+        logger.warning(DEMO_BANNER)
+        base_url = await stack.enter_async_context(_demo_simulator())
+        return _DustTarget(base_url, DEMO_WORKSPACE, SecretStr("sk-" + secrets.token_hex(16)))
+    assert settings.dust_api_key is not None and settings.dust_workspace_id is not None
+    return _DustTarget(settings.dust_base_url, settings.dust_workspace_id, settings.dust_api_key)
+
+
+def _dust_client(settings: Settings, target: _DustTarget, metrics: Metrics) -> DustClient:
+    """The Dust client, its calls and stream reconnects counted in `metrics`."""
+    return DustClient(
+        target.base_url,
+        target.workspace_id,
+        target.api_key,
+        timeout=settings.dust_timeout_seconds,
+        max_retries=settings.dust_max_retries,
+        max_connections=settings.dust_max_connections,
+        keepalive_seconds=settings.dust_keepalive_seconds,
+        breaker=CircuitBreaker(
+            failures=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
+        ),
+        stream_max_reconnects=settings.stream_max_reconnects,
+        stream_total_timeout=settings.answer_timeout_seconds,
+        observer=metrics.observe_dust,
+        on_reconnect=metrics.stream_reconnects.inc,
+    )
+
+
+def _context_store(settings: Settings, metrics: Metrics) -> ContextStore:
+    """Redis or in-process, sealed when BRIDGE_STORE_ENCRYPTION_KEY is set, every operation timed."""
+    sealer = (
+        Sealer(settings.store_keys, require_sealed=settings.store_require_encryption)
+        if settings.store_keys
+        else None
+    )
+    store = create_store(settings.redis_url, settings.context_ttl_seconds, sealer)
+    return timed_store(store, metrics.observe_store)
+
+
+def _limiter(settings: Settings) -> Limiter:
+    """Request budgets and answer slots, with the per-key limits of BRIDGE_API_KEYS."""
+    keys = parse_keys(settings.api_keys)
+    return build_limiter(
+        settings.rate_limit,
+        settings.max_concurrent_answers,
+        {key.name: (key.rate, key.concurrency) for key in keys if key.rate or key.concurrency},
+        settings.redis_url,
+        settings.concurrency_lease_seconds,
+    )
+
+
 @contextlib.asynccontextmanager
 async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Runtime]:
     """Build the runtime (starting the demo simulator when demo mode is active) and close it on exit.
 
     `metrics` is the app's registry when there is an HTTP app (its middleware counts requests too).
+    This is the one place that wires the parts together; each is closed in the reverse order.
     """
     metrics = metrics or Metrics()
     async with contextlib.AsyncExitStack() as stack:
-        if settings.demo_active:
-            logger.warning(DEMO_BANNER)
-            base_url = await stack.enter_async_context(_demo_simulator())
-            workspace_id = DEMO_WORKSPACE
-            api_key = SecretStr("sk-" + secrets.token_hex(16))
-        else:
-            assert settings.dust_api_key is not None and settings.dust_workspace_id is not None
-            base_url = settings.dust_base_url
-            workspace_id = settings.dust_workspace_id
-            api_key = settings.dust_api_key
-        dust = DustClient(
-            base_url,
-            workspace_id,
-            api_key,
-            timeout=settings.dust_timeout_seconds,
-            max_retries=settings.dust_max_retries,
-            max_connections=settings.dust_max_connections,
-            keepalive_seconds=settings.dust_keepalive_seconds,
-            breaker=CircuitBreaker(
-                failures=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
-            ),
-            stream_max_reconnects=settings.stream_max_reconnects,
-            stream_total_timeout=settings.answer_timeout_seconds,
-            observer=metrics.observe_dust,
-            on_reconnect=metrics.stream_reconnects.inc,
-        )
+        target = await _dust_target(settings, stack)
+        dust = _dust_client(settings, target, metrics)
         stack.push_async_callback(dust.aclose)
-        sealer = (
-            Sealer(settings.store_keys, require_sealed=settings.store_require_encryption)
-            if settings.store_keys
-            else None
-        )
-        store = metrics.timed_store(create_store(settings.redis_url, settings.context_ttl_seconds, sealer))
+        store = _context_store(settings, metrics)
         stack.push_async_callback(store.aclose)
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
         conversations = ConversationService(dust, store, agents, settings, metrics)
-        keys = parse_keys(settings.api_keys)
-        limiter = build_limiter(
-            settings.rate_limit,
-            settings.max_concurrent_answers,
-            {key.name: (key.rate, key.concurrency) for key in keys if key.rate or key.concurrency},
-            settings.redis_url,
-            settings.concurrency_lease_seconds,
-        )
+        limiter = _limiter(settings)
         stack.push_async_callback(limiter.aclose)
         uploads = _upload_pipeline(settings, dust, store, metrics)
         task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -203,8 +232,8 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
             metrics=metrics,
             limiter=limiter,
             demo=settings.demo_active,
-            dust_base_url=base_url,
-            workspace_id=workspace_id,
+            dust_base_url=target.base_url,
+            workspace_id=target.workspace_id,
             started_at=time.time(),
             instance_id=secrets.token_hex(6),
         )

@@ -27,14 +27,8 @@ from bridge.dust.errors import (
 from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
 from bridge.errors import InvalidInput, NotFound, UpstreamFailure
 from bridge.observability.metrics import Metrics
-from bridge.store.records import (
-    ContextStore,
-    ConversationRecord,
-    StoreUnavailable,
-    UploadRecord,
-    is_valid_handle,
-    new_handle,
-)
+from bridge.store.base import ContextStore, StoreUnavailable
+from bridge.store.records import ConversationRecord, UploadRecord, is_valid_handle, new_handle
 
 logger = logging.getLogger(__name__)
 

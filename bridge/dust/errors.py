@@ -1,7 +1,8 @@
 """Errors raised by the Dust client, and the mapping from Dust's HTTP error responses to them.
 
-Every message is sanitised when the error is built (API keys and bearer tokens masked, length
-capped), so `str()`/`repr()` of any `DustError` is safe to log or show to an MCP client.
+Every message is sanitised when the error is built (secrets masked by the bridge's one masker,
+`bridge.observability.redact`; whitespace collapsed, length capped), so `str()`/`repr()` of any
+`DustError` is safe to log or show to an MCP client.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import time
 from collections.abc import Iterable
 
 from bridge.errors import LimitExceeded, Unavailable, UpstreamFailure
+from bridge.observability.redact import redact
 
 MAX_MESSAGE_CHARS = 300
 
-_SK_KEY = re.compile(r"sk-[A-Za-z0-9_\-]+")
-_BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
 _WHITESPACE = re.compile(r"\s+")
 
 # 401s are always authentication failures; these are the 403 types that mean the key or the
@@ -38,13 +38,8 @@ PLAN_LIMIT_TYPE = "plan_message_limit_exceeded"
 
 
 def sanitize(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask API keys, bearer tokens and the given secrets; collapse whitespace; cap the length."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _SK_KEY.sub("sk-***", text)
-    text = _BEARER.sub("Bearer ***", text)
-    text = _WHITESPACE.sub(" ", text).strip()
+    """Mask the given secrets and every secret shape (`redact`); collapse whitespace; cap the length."""
+    text = _WHITESPACE.sub(" ", redact(text, secrets)).strip()
     if len(text) > MAX_MESSAGE_CHARS:
         text = text[: MAX_MESSAGE_CHARS - 1] + "…"
     return text

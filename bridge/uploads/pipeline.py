@@ -25,7 +25,8 @@ from bridge.dust.models import DustFile
 from bridge.errors import BridgeError, InvalidInput, LimitExceeded, UpstreamFailure
 from bridge.observability.metrics import Metrics
 from bridge.security.audit import audit_event
-from bridge.store.records import ContextStore, UploadRecord, new_upload_id
+from bridge.store.base import ContextStore
+from bridge.store.records import UploadRecord, new_upload_id
 from bridge.uploads.clamav import ClamdClient, ScannerUnavailable, ScanTooLarge
 from bridge.uploads.metadata import describe
 from bridge.uploads.mime import (

@@ -23,7 +23,8 @@ import anyio
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustError
 from bridge.security.audit import audit_event
-from bridge.store.records import ContextStore, PendingUpload, StoreUnavailable
+from bridge.store.base import ContextStore, StoreUnavailable
+from bridge.store.records import PendingUpload
 from bridge.uploads.processes import process_alive, process_host
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from bridge.dust.client import DustClient
 from bridge.observability.metrics import Metrics
 from bridge.simulator import SimulatorOptions, create_app
 from bridge.simulator.state import Simulator
-from bridge.store.records import MemoryStore, StoreUnavailable
+from bridge.store.base import StoreUnavailable
+from bridge.store.memory import MemoryStore
 
 
 @dataclass(frozen=True)

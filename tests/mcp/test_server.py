@@ -11,7 +11,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 
-from bridge.security.sealing import new_store_key
+from bridge.store.sealing import new_store_key
 from tests.helpers import faults, stats
 from tests.mcp.support import Progress, answer_of, ask
 from tests.procs import Proc, bridge_env, running, start_bridge

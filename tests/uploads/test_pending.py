@@ -19,15 +19,10 @@ from bridge.dust.errors import DustServerError
 from bridge.dust.models import DustFile
 from bridge.errors import BridgeError, Unavailable
 from bridge.observability.metrics import Metrics
-from bridge.store.records import (
-    ContextStore,
-    MemoryStore,
-    PendingUpload,
-    RedisStore,
-    StoreUnavailable,
-    UploadRecord,
-    new_upload_id,
-)
+from bridge.store.base import ContextStore, StoreUnavailable
+from bridge.store.memory import MemoryStore
+from bridge.store.records import PendingUpload, UploadRecord, new_upload_id
+from bridge.store.redis import RedisStore
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
 from bridge.uploads.processes import process_host

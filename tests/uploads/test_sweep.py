@@ -16,7 +16,7 @@ from bridge import runtime
 from bridge.dust.client import DustClient
 from bridge.errors import BridgeError
 from bridge.observability.metrics import Metrics
-from bridge.store.records import MemoryStore
+from bridge.store.memory import MemoryStore
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
 from bridge.uploads.temp_files import TEMP_PREFIX, sweep_temp_files

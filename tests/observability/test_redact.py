@@ -1,17 +1,17 @@
-"""No secret reaches a log line or a response: the redaction filter, then the failure scenarios of a
-running bridge configured with known secrets."""
+"""No secret reaches a log line or a response: the one masker (bridge/observability/redact.py), what
+it masks for the logs and for Dust's errors alike, then the failure scenarios of a running bridge
+configured with known secrets."""
 
 from __future__ import annotations
-
-import logging
 
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from bridge.dust.errors import sanitize
+from bridge.observability.redact import MASK, redact
 from bridge.security.auth import hash_key, new_key
-from bridge.security.redact import MASK, RedactingFilter, redact
 from tests.helpers import faults, text_of
 from tests.procs import Proc, bridge_env, free_port, running, start_bridge
 
@@ -36,20 +36,48 @@ def test_redact_masks_every_secret_shape(text: str, secret: str) -> None:
     assert MASK in masked
 
 
-def test_the_filter_masks_arguments_exception_text_and_reprs() -> None:
-    record = logging.LogRecord(
-        "x", logging.ERROR, __file__, 1, "failed with %r", (("sk-inrepr12345678",),), None
-    )
-    try:
-        raise RuntimeError("boom: Bearer sk-inexception999999")
-    except RuntimeError:
-        import sys
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # What dust/errors.py's sanitize masked before there was one masker...
+        ("Key sk-0123456789abcdef failed", "Key sk-*** failed"),
+        ("short sk-abc key", "short sk-*** key"),
+        ("leaked Bearer abc.def.ghi here", "leaked Bearer *** here"),
+        ("auth: bearer a;b", "auth: bearer ***;b"),
+        # ...what the log filter masked...
+        ("x-api-key: dmb_AbCdEf0123456789xyz", "x-api-key: ***"),
+        ("token dmb_AbCdEf0123456789xyz used", "token dmb_*** used"),
+        (
+            "headers {'Authorization': 'Bearer eyJhbGciOi.payload.sig'}",
+            "headers {'Authorization': 'Bearer ***'}",
+        ),
+        (
+            "connect redis://default:s3cr3tpass@redis:6379/0 failed",
+            "connect redis://default:***@redis:6379/0 failed",
+        ),
+        ("a key_sk-0123456789 glued after an underscore", "a key_sk-*** glued after an underscore"),
+        # ...and a Basic credential, which the header rule used to leave readable behind its scheme.
+        ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),
+        # Words with "sk-" inside stay readable (agent names, file names in the audit log).
+        (
+            "x-zendesk-user-id for Risk-Analyst in task-list.pdf",
+            "x-zendesk-user-id for Risk-Analyst in task-list.pdf",
+        ),
+    ],
+)
+def test_one_masker_covers_what_both_maskers_did(text: str, masked: str) -> None:
+    assert redact(text) == masked
 
-        record.exc_info = sys.exc_info()
-    RedactingFilter(["sk-inrepr12345678"]).filter(record)
-    rendered = logging.Formatter().format(record)
-    assert "sk-inrepr12345678" not in rendered and "sk-inexception999999" not in rendered
-    assert "RuntimeError" in rendered  # the traceback itself is kept
+
+def test_configured_secrets_are_masked_longest_first_whatever_their_length() -> None:
+    assert redact("pw=abc, long=abcdef", ["abc", "abcdef"]) == "pw=***, long=***"
+    assert redact("nothing to hide", ["", "zz"]) == "nothing to hide"
+
+
+def test_dust_errors_and_logs_mask_alike() -> None:
+    text = "Authorization: Bearer sk-0123456789 from redis://u:pw1234@h dmb_AbCdEf0123 topsecretvalue"
+    assert sanitize(text, ["topsecretvalue"]) == redact(text, ["topsecretvalue"])
+    assert sanitize("a\n\n b " + text) == "a b " + redact(text)
 
 
 async def test_failure_scenarios_leak_no_secret_into_logs_or_responses(

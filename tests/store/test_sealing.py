@@ -12,8 +12,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from bridge.config import ConfigError, load_settings
-from bridge.security.sealing import Sealer, new_store_key
-from bridge.store.records import ConversationRecord, RedisStore, UploadRecord, new_handle, new_upload_id
+from bridge.store.records import ConversationRecord, UploadRecord, new_handle, new_upload_id
+from bridge.store.redis import RedisStore
+from bridge.store.sealing import Sealer, new_store_key
 from tests.helpers import text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 

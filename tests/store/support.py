@@ -1,0 +1,119 @@
+"""What the store tests share: records to save, TTLs, a clock moved by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bridge.store.base import ContextStore
+from bridge.store.records import ConversationRecord, PendingUpload, UploadRecord, new_handle, new_upload_id
+
+LONG_TTL = 3600
+SHORT_TTL = 2  # seconds; Redis TTLs are whole seconds
+
+
+def make_record(
+    owner: str = "alice", last_used_at: float = 1_700_000_000.0, **changes: object
+) -> ConversationRecord:
+    record = ConversationRecord(
+        handle=new_handle(),
+        owner=owner,
+        dust_conversation_id="conv_" + new_handle()[-8:],
+        agent_id="agent_sid",
+        agent_name="helper",
+        last_agent_message_id=None,
+        url=None,
+        created_at=1_700_000_000.0,
+        last_used_at=last_used_at,
+        turns=1,
+    )
+    return dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+
+
+def make_upload(owner: str = "alice", *, ttl: float = 60.0, created: float | None = None) -> UploadRecord:
+    now = time.time() if created is None else created
+    return UploadRecord(
+        upload_id=new_upload_id(),
+        owner=owner,
+        filename="report.pdf",
+        size=1234,
+        sha256="0" * 64,
+        mime="application/pdf",
+        scan="clean",
+        dust_file_id="fil_abc",
+        created_at=now,
+        expires_at=now + ttl,
+        pages=3,
+    )
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    """A store plus a way to let time pass for it (a fake clock for memory, real time for Redis)."""
+
+    store: ContextStore
+    advance: Callable[[float], Awaitable[None]]
+
+
+StoreFactory = Callable[[int], Harness]
+
+
+# Records as the bridge stored them before the store was split into modules (the JSON written by
+# bridge/store/records.py at commit 4f621da), with the records they stand for. Replicas and restarts
+# share this format: a stored record must keep loading, whatever the code around it becomes.
+STORED_CONVERSATION = (
+    '{"handle":"dmc_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","owner":"alice","dust_conversation_id":"cOnV123456",'
+    '"agent_id":"echo000001","agent_name":"echo","last_agent_message_id":"mSg1234567",'
+    '"url":"https://dust.tt/w/x/assistant/cOnV123456","created_at":1700000000.5,"last_used_at":1700000100.25,'
+    '"turns":3}'
+)
+CONVERSATION = ConversationRecord(
+    handle="dmc_" + "A" * 32,
+    owner="alice",
+    dust_conversation_id="cOnV123456",
+    agent_id="echo000001",
+    agent_name="echo",
+    last_agent_message_id="mSg1234567",
+    url="https://dust.tt/w/x/assistant/cOnV123456",
+    created_at=1700000000.5,
+    last_used_at=1700000100.25,
+    turns=3,
+)
+STORED_UPLOAD = (
+    '{"upload_id":"upl_BBBBBBBBBBBBBBBBBBBBBB","owner":"alice","filename":"plan.pdf","size":12,'
+    '"sha256":"0000000000000000000000000000000000000000000000000000000000000000","mime":"application/pdf",'
+    '"scan":"clean","dust_file_id":"fil_x","created_at":1700000000.0,"expires_at":4102444800.0,"pages":2,'
+    '"width":null,"height":null}'
+)
+UPLOAD = UploadRecord(
+    upload_id="upl_" + "B" * 22,
+    owner="alice",
+    filename="plan.pdf",
+    size=12,
+    sha256="0" * 64,
+    mime="application/pdf",
+    scan="clean",
+    dust_file_id="fil_x",
+    created_at=1700000000.0,
+    expires_at=4102444800.0,  # 2100: still live when the test runs
+    pages=2,
+)
+STORED_PENDING = (
+    '{"upload_id":"upl_CCCCCCCCCCCCCCCCCCCCCC","owner":"alice","started_at":1700000000.0,"host":"h1","pid":42,'
+    '"instance":"abc","dust_file_id":null}'
+)
+PENDING_UPLOAD = PendingUpload(
+    upload_id="upl_" + "C" * 22, owner="alice", started_at=1700000000.0, host="h1", pid=42, instance="abc"
+)
