@@ -1,79 +1,77 @@
-"""The Starlette app: both MCP transports, health and status, one lifespan for all of them."""
+"""The wiring of the HTTP app: both MCP transports, the plain routes, the middleware in its order,
+one lifespan for all of them.
+
+`create_app` is a list of named steps, each a function below. What a route or a middleware does
+lives in bridge/http/ (routes in its modules, one module per middleware in bridge/http/middleware/);
+this module only decides what goes where, and hands the http layer the values it needs from the
+settings and the runtime (it never reads bridge.config or bridge.runtime itself).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hmac
-import logging
-import os
-import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
-import anyio
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from bridge import __version__
 from bridge.config import Settings
-from bridge.dust.errors import DustError
+from bridge.http.allow_lists import AllowLists
+from bridge.http.health import Readiness, healthz
+from bridge.http.metrics import metrics_route
+from bridge.http.middleware.client_auth import ClientKeyMiddleware
+from bridge.http.middleware.cors import cors_middleware
+from bridge.http.middleware.http_metrics import HttpMetricsMiddleware
 from bridge.http.middleware.jsonrpc_guard import JsonRpcGuardMiddleware
-from bridge.http.middleware.transport import (
-    TransportGuardMiddleware,
-    TrimHeaderValuesMiddleware,
-    allowed_hosts,
-    allowed_origins,
-)
-from bridge.http.openapi import openapi_spec
-from bridge.http.problems import problem
+from bridge.http.middleware.rate_limit import RateLimitMiddleware
+from bridge.http.middleware.request_context import RequestContextMiddleware
+from bridge.http.middleware.transport_guard import TransportGuardMiddleware
+from bridge.http.middleware.trim_headers import TrimHeaderValuesMiddleware
+from bridge.http.openapi import openapi
+from bridge.http.paths import PROTECTED_PREFIXES
+from bridge.http.problems import EXCEPTION_HANDLERS
+from bridge.http.sse_sessions import SseSessionTap
+from bridge.http.status import StatusFacts, status_route
 from bridge.http.uploads import upload_route
 from bridge.mcp.endpoint import McpEndpoint
 from bridge.mcp.internals import streamable_session_count
-from bridge.mcp.server import build_mcp_server
-from bridge.observability.metrics import HttpMetricsMiddleware, Metrics, RequestContextMiddleware
+from bridge.mcp.server import BridgeMCPServer, build_mcp_server
+from bridge.observability.metrics import Metrics
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
-from bridge.security.auth import (
-    PROTECTED_PREFIXES,
-    ClientKeyMiddleware,
-    hash_key,
-    parse_keys,
-    presented_key,
-    principal_of_scope,
-)
+from bridge.security.auth import parse_keys, principal_of_scope
 from bridge.security.oauth import JwtVerifier, OAuthSettings
-from bridge.security.ratelimit import RateLimitMiddleware
-from bridge.store.base import StoreUnavailable
-from bridge.uploads.clamav import ScannerUnavailable
-
-logger = logging.getLogger(__name__)
-
-_READY_CHECK_SECONDS = 3.0
-_READY_CACHE_SECONDS = 2.0
 
 
-def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """Host/Origin allow-lists against DNS rebinding for the SDK's transports: loopback always, plus
-    the configured ones (the same lists `TransportGuardMiddleware` applies to the other routes).
-
-    `BRIDGE_ALLOWED_HOSTS=*` turns the SDK's checks off on purpose (e.g. behind a proxy that checks
-    Host); the guard middleware then still checks Origin on every route.
-    """
-    hosts = allowed_hosts(settings)
-    if hosts is None:
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=hosts,
-        allowed_origins=allowed_origins(settings),
+def create_app(settings: Settings) -> Starlette:
+    """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, uploads, health, status, metrics."""
+    holder = _Holder()
+    metrics = Metrics()
+    allow = allow_lists(settings)
+    mcp = _mcp_transports(settings, holder, allow)
+    metrics.mcp_sessions.labels(transport="streamable-http").set_function(mcp.streamable_sessions)
+    oauth = _oauth_settings(settings)
+    app = Starlette(
+        routes=_routes(settings, holder, mcp, oauth),
+        middleware=_middleware(settings, metrics, allow, holder, oauth, mcp.security),
+        lifespan=_lifespan(settings, metrics, holder, mcp.endpoint),
+        # Routes raise BridgeError; this is the one place it becomes problem+json.
+        exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.state.mcp = mcp.server
+    return app
+
+
+def allow_lists(settings: Settings) -> AllowLists:
+    """Host/Origin allow-lists against DNS rebinding, the same for the SDK's transports and for
+    `TransportGuardMiddleware` on the other routes: loopback always, plus BRIDGE_ALLOWED_HOSTS and
+    BRIDGE_ALLOWED_ORIGINS + BRIDGE_CORS_ORIGINS (`BRIDGE_ALLOWED_HOSTS=*`: no Host check)."""
+    return AllowLists.of(settings.allowed_hosts, [*settings.allowed_origins, *settings.cors_origins])
 
 
 class _Holder:
@@ -81,7 +79,6 @@ class _Holder:
 
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
-        self.ready_cache: tuple[float, int, dict[str, Any]] | None = None
 
     def get(self) -> Runtime:
         if self.runtime is None:
@@ -89,68 +86,36 @@ class _Holder:
         return self.runtime
 
 
-async def _check_ready(runtime: Runtime) -> tuple[int, dict[str, Any]]:
-    checks: dict[str, str] = {}
-    reasons: list[str] = []
+@dataclass(frozen=True)
+class _McpTransports:
+    """The MCP server and the HTTP transports it is served on."""
 
-    async def store() -> None:
-        try:
-            with anyio.fail_after(_READY_CHECK_SECONDS):
-                await runtime.store.ping()
-            checks["store"] = "ok"
-        except (StoreUnavailable, TimeoutError) as exc:
-            checks["store"] = "unavailable"
-            reasons.append(str(exc) if isinstance(exc, StoreUnavailable) else "context store did not answer")
+    server: BridgeMCPServer
+    endpoint: McpEndpoint  # `/mcp`, both eras
+    sse_routes: list[BaseRoute]  # the legacy `/sse` + `/messages/`
+    security: TransportSecuritySettings  # the SDK's Host/Origin checks on them
 
-    async def dust() -> None:
-        try:
-            with anyio.fail_after(_READY_CHECK_SECONDS):
-                await runtime.dust.probe()
-            checks["dust"] = "ok"
-        except DustError as exc:
-            checks["dust"] = "unavailable"
-            reasons.append(f"Dust: {exc.type}: {exc.message}")
-        except TimeoutError:
-            checks["dust"] = "unavailable"
-            reasons.append("Dust did not answer in time")
-
-    async def scanner() -> None:
-        if not runtime.uploads.scan_required:
-            checks["scanner"] = "off"
-            return
-        try:
-            with anyio.fail_after(_READY_CHECK_SECONDS):
-                await runtime.uploads.ping_scanner()
-            checks["scanner"] = "ok"
-        except (ScannerUnavailable, TimeoutError):
-            checks["scanner"] = "unavailable"
-            reasons.append("virus scanner (clamd) is unreachable at CLAMD_URL")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(store)
-        tg.start_soon(dust)
-        tg.start_soon(scanner)
-    for dependency, state in checks.items():
-        if state != "off":
-            runtime.metrics.dependency_up.labels(dependency=dependency).set(1 if state == "ok" else 0)
-    if reasons:
-        return 503, {"status": "not_ready", "reason": "; ".join(reasons), "checks": checks}
-    return 200, {"status": "ready", "checks": checks}
+    def streamable_sessions(self) -> int:
+        """Open handshake-era Streamable HTTP sessions (at scrape time, and for /status)."""
+        return streamable_session_count(self.server.session_manager)
 
 
-def _last_checks(cache: tuple[float, int, dict[str, Any]] | None) -> dict[str, Any]:
-    if cache is None:
-        return {"checked": False}
-    checked_at, _, body = cache
-    return {"checked_seconds_ago": round(time.monotonic() - checked_at, 1), **body.get("checks", {})}
-
-
-def _process_counts() -> dict[str, int]:
-    """Tasks and file descriptors of this process: what a leak would make grow."""
-    counts = {"tasks": len(asyncio.all_tasks())}
-    with contextlib.suppress(OSError):
-        counts["open_fds"] = len(os.listdir("/proc/self/fd"))
-    return counts
+def _mcp_transports(settings: Settings, holder: _Holder, allow: AllowLists) -> _McpTransports:
+    server = build_mcp_server(holder.get, agent_tools=settings.agent_tools, demo=settings.demo_active)
+    security = allow.transport_security()
+    # SSE responses, never json_response: a JSON body would drop every progress notification
+    # (McpEndpoint answers only the listings in JSON). Called for the session manager it builds;
+    # its Starlette app is not mounted, McpEndpoint is the `/mcp` route.
+    server.streamable_http_app(
+        streamable_http_path="/mcp", json_response=False, transport_security=security, host=settings.host
+    )
+    endpoint = McpEndpoint(server.session_manager)
+    sse_app = server.sse_app(
+        sse_path="/sse", message_path="/messages/", transport_security=security, host=settings.host
+    )
+    return _McpTransports(
+        server=server, endpoint=endpoint, sse_routes=list(sse_app.routes), security=security
+    )
 
 
 def _oauth_settings(settings: Settings) -> OAuthSettings | None:
@@ -164,177 +129,110 @@ def _oauth_settings(settings: Settings) -> OAuthSettings | None:
     )
 
 
-def _metadata_url(oauth: OAuthSettings) -> str:
-    return str(build_resource_metadata_url(AnyHttpUrl(oauth.resource_url)))
-
-
-def create_app(settings: Settings) -> Starlette:
-    """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, uploads, health, status, metrics."""
-    holder = _Holder()
-    metrics_registry = Metrics()
-    mcp = build_mcp_server(holder.get, agent_tools=settings.agent_tools, demo=settings.demo_active)
-    security = transport_security(settings)
-    # SSE responses, never json_response: a JSON body would drop every progress notification
-    # (McpEndpoint answers only the listings in JSON). Called for the session manager it builds;
-    # its Starlette app is not mounted, McpEndpoint is the `/mcp` route.
-    mcp.streamable_http_app(
-        streamable_http_path="/mcp", json_response=False, transport_security=security, host=settings.host
+def _routes(
+    settings: Settings, holder: _Holder, mcp: _McpTransports, oauth: OAuthSettings | None
+) -> list[BaseRoute]:
+    """The plain HTTP routes (bridge/http/), then the MCP transports, then the OAuth metadata."""
+    readiness = Readiness(holder.get)
+    facts = StatusFacts(
+        client_keys_required=bool(settings.api_keys),
+        streamable_sessions=mcp.streamable_sessions,
+        demo_warning=DEMO_BANNER,
     )
-    mcp_endpoint = McpEndpoint(mcp.session_manager)
-    sse_app = mcp.sse_app(
-        sse_path="/sse", message_path="/messages/", transport_security=security, host=settings.host
-    )
-
-    # The SDK keeps no public count of its sessions; its session table is read at scrape time.
-    def streamable_sessions() -> int:
-        return streamable_session_count(mcp.session_manager)
-
-    metrics_registry.mcp_sessions.labels(transport="streamable-http").set_function(streamable_sessions)
-
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> JSONResponse:
-        runtime = holder.get()
-        now = time.monotonic()
-        cached = holder.ready_cache
-        if cached is not None and now - cached[0] < _READY_CACHE_SECONDS:
-            return JSONResponse(cached[2], status_code=cached[1])
-        status, body = await _check_ready(runtime)
-        holder.ready_cache = (now, status, body)
-        return JSONResponse(body, status_code=status)
-
-    async def status(request: Request) -> JSONResponse:
-        runtime = holder.get()
-        body: dict[str, Any] = {
-            "name": "dust-mcp-bridge",
-            "version": __version__,
-            "uptime_seconds": round(runtime.uptime_seconds, 1),
-            "mode": "demo" if runtime.demo else "dust",
-            "dust": {
-                "base_url": runtime.dust_base_url,
-                "workspace_id": runtime.workspace_id,
-                "circuit": runtime.dust.breaker_state,
-            },
-            "store": runtime.store.kind,
-            "client_keys": "required" if runtime.settings.api_keys else "off",
-            "transports": ["streamable-http:/mcp", "sse:/sse"],
-            "active_streams": runtime.conversations.active_streams,
-            "mcp_sessions": {
-                "streamable_http": streamable_sessions(),
-                "sse": runtime.metrics.sse_sessions,
-            },
-            "uploads": {
-                "scan": "required" if runtime.uploads.scan_required else "off",
-                "in_flight": runtime.uploads.in_flight,
-            },
-            # What the last readiness check found (store, dust, scanner), and how long ago.
-            "dependencies": _last_checks(holder.ready_cache),
-            "process": _process_counts(),
-        }
-        if runtime.demo:
-            body["warning"] = DEMO_BANNER
-        return JSONResponse(body)
-
-    metrics_key = hash_key(settings.metrics_key.get_secret_value()) if settings.metrics_key else None
-
-    async def metrics(request: Request) -> Response:
-        if metrics_key is not None:
-            presented = presented_key(request.scope)
-            if presented is None or not hmac.compare_digest(hash_key(presented), metrics_key):
-                return problem(
-                    401,
-                    "unauthorized",
-                    "BRIDGE_METRICS_KEY is set: scrape with Authorization: Bearer <key>",
-                    headers={"WWW-Authenticate": 'Bearer realm="dust-mcp-bridge-metrics"'},
-                )
-        body, content_type = holder.get().metrics.render()
-        return Response(body, media_type=content_type)
-
-    async def openapi(request: Request) -> JSONResponse:
-        return JSONResponse(openapi_spec())
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with start_runtime(settings, metrics_registry) as runtime:
-            holder.runtime = runtime
-            try:
-                # Mounted sub-apps' lifespans never run: the host must run the session manager.
-                async with mcp_endpoint.run():
-                    yield
-            finally:
-                holder.runtime = None
-
-    routes = [
+    metrics_key = settings.metrics_key.get_secret_value() if settings.metrics_key else None
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/status", status, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/readyz", readiness.readyz, methods=["GET"]),
+        Route("/status", status_route(holder.get, readiness, facts), methods=["GET"]),
+        Route("/metrics", metrics_route(holder.get, metrics_key), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/uploads", upload_route(holder.get), methods=["POST"]),
-        *sse_app.routes,
-        Route("/mcp", mcp_endpoint),
+        Route("/v1/uploads", upload_route(holder.get, settings.upload_max_bytes), methods=["POST"]),
+        *mcp.sse_routes,
+        Route("/mcp", mcp.endpoint),
     ]
-    # Outermost: header values trimmed before anything reads them; every request counted, refused
-    # ones included.
-    middleware = [
-        Middleware(TrimHeaderValuesMiddleware),
-        Middleware(HttpMetricsMiddleware, metrics=metrics_registry),
-        Middleware(RequestContextMiddleware),
-    ]
-    if settings.cors_origins:
-        # Outermost, so preflights are answered before any key is asked for (browsers send none).
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                allow_headers=[
-                    "Authorization",
-                    "X-API-Key",
-                    "Content-Type",
-                    "Accept",
-                    "Mcp-Session-Id",
-                    "MCP-Protocol-Version",
-                    "Mcp-Method",
-                    "Mcp-Name",
-                    "Last-Event-ID",
-                ],
-                expose_headers=["Mcp-Session-Id", "WWW-Authenticate", "Retry-After"],
-                max_age=600,
-            )
-        )
-    # Before the key check: Host/Origin on the non-MCP routes, a clear body cap on /mcp.
-    middleware.append(Middleware(TransportGuardMiddleware, settings=settings))
-    keys = parse_keys(settings.api_keys)
-    oauth = _oauth_settings(settings)
-    if keys or oauth is not None:
-        middleware.append(
-            Middleware(
-                ClientKeyMiddleware,
-                keys=keys,
-                jwt_verifier=JwtVerifier(oauth) if oauth is not None else None,
-                resource_metadata_url=_metadata_url(oauth) if oauth is not None else None,
-            )
-        )
     if oauth is not None:
         # RFC 9728 metadata, so OAuth-capable MCP clients find the authorization server themselves.
         routes += create_protected_resource_routes(
             resource_url=AnyHttpUrl(oauth.resource_url), authorization_servers=[AnyHttpUrl(oauth.issuer)]
         )
+    return routes
+
+
+def _middleware(
+    settings: Settings,
+    metrics: Metrics,
+    allow: AllowLists,
+    holder: _Holder,
+    oauth: OAuthSettings | None,
+    security: TransportSecuritySettings,
+) -> list[Middleware]:
+    """The middleware, outermost first (a request meets them in this order)."""
+    # The open legacy SSE streams: recorded by the JSON-RPC guard, answered on by it and the rate limit.
+    sessions = SseSessionTap()
+    # Outermost: header values trimmed before anything reads them; every request counted, refused
+    # ones included.
+    stack = [
+        Middleware(TrimHeaderValuesMiddleware),
+        Middleware(HttpMetricsMiddleware, metrics=metrics),
+        Middleware(RequestContextMiddleware),
+    ]
+    if settings.cors_origins:
+        # Before the guard and the key check, so preflights are answered before any key is asked
+        # for (browsers send none).
+        stack.append(cors_middleware(settings.cors_origins))
+    # Before the key check: Host/Origin on the non-MCP routes, a clear body cap on /mcp.
+    stack.append(Middleware(TransportGuardMiddleware, allow=allow))
+    stack += _client_auth(settings, oauth)
     # Inside the key check, so the budget is the principal's (the one local user without keys).
-    middleware.append(
+    stack.append(
         Middleware(
             RateLimitMiddleware,
             limiter=lambda: holder.get().limiter,
             protected=PROTECTED_PREFIXES,
             principal_of=principal_of_scope,
+            sessions=sessions,
         )
     )
     # Innermost, so the caller is known: what the handshake-era transports would leave unanswered
     # (an oversized /messages/ body, a request id that is neither a string nor an integer) is
     # answered, on the caller's own SSE stream for /messages/.
-    middleware.append(Middleware(JsonRpcGuardMiddleware, security_settings=security))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
-    app.state.mcp = mcp
-    return app
+    stack.append(Middleware(JsonRpcGuardMiddleware, security_settings=security, sessions=sessions))
+    return stack
+
+
+def _client_auth(settings: Settings, oauth: OAuthSettings | None) -> list[Middleware]:
+    """The key (or JWT) check, when client keys or OAuth are configured; none otherwise."""
+    keys = parse_keys(settings.api_keys)
+    if not keys and oauth is None:
+        return []
+    return [
+        Middleware(
+            ClientKeyMiddleware,
+            keys=keys,
+            jwt_verifier=JwtVerifier(oauth) if oauth is not None else None,
+            resource_metadata_url=_metadata_url(oauth) if oauth is not None else None,
+        )
+    ]
+
+
+def _metadata_url(oauth: OAuthSettings) -> str:
+    return str(build_resource_metadata_url(AnyHttpUrl(oauth.resource_url)))
+
+
+def _lifespan(
+    settings: Settings, metrics: Metrics, holder: _Holder, endpoint: McpEndpoint
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The runtime and the `/mcp` session managers, started with the app and closed with it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with start_runtime(settings, metrics) as runtime:
+            holder.runtime = runtime
+            try:
+                # Mounted sub-apps' lifespans never run: the host must run the session manager.
+                async with endpoint.run():
+                    yield
+            finally:
+                holder.runtime = None
+
+    return lifespan

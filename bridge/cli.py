@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
         # httptools, never uvicorn's "auto" choice: the app trims header values for it
-        # (bridge.http.middleware.transport.TrimHeaderValuesMiddleware), and it costs a fifth less CPU
+        # (bridge.http.middleware.trim_headers.TrimHeaderValuesMiddleware), and it costs a fifth less CPU
         # per request than h11 (docs/performance.md).
         http="httptools",
         # On SIGTERM uvicorn stops accepting, lets in-flight answers finish for this long, then

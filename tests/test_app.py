@@ -1,48 +1,43 @@
-"""HTTP surface: health, readiness with reasons, status, demo mode, and Redis outages."""
+"""The app as a whole: its wiring (middleware order), demo mode, the production switch, Redis outages,
+an answer that cannot be stored, and a graceful stop. Health, readiness and status:
+tests/http/test_health.py."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import anyio
 import httpx2
 from mcp import Client
 from mcp.types import CallToolResult
 
+from bridge.app import create_app
+from bridge.config import load_settings
+from bridge.security.auth import hash_key
 from tests.helpers import stats, text_of
+from tests.http.test_health import wait_ready
 from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
 
+# The middleware, outermost first, with every optional one configured (CORS, client keys).
+MIDDLEWARE_ORDER = [
+    "TrimHeaderValuesMiddleware",
+    "HttpMetricsMiddleware",
+    "RequestContextMiddleware",
+    "CORSMiddleware",
+    "TransportGuardMiddleware",
+    "ClientKeyMiddleware",
+    "RateLimitMiddleware",
+    "JsonRpcGuardMiddleware",
+]
 
-async def wait_ready(url: str, want: int, timeout: float = 20.0) -> dict[str, Any]:
-    with anyio.fail_after(timeout):
-        while True:
-            async with httpx2.AsyncClient() as http:
-                response = await http.get(f"{url}/readyz")
-            if response.status_code == want:
-                body: dict[str, Any] = response.json()
-                return body
-            await anyio.sleep(0.2)
 
-
-async def test_health_ready_and_status_against_dust_redis_and_clamd(
-    simulator: Proc, redis_server: Proc, clamd: Proc
-) -> None:
-    with running(start_bridge(bridge_env(simulator, redis_server.port, clamd))) as bridge:
-        async with httpx2.AsyncClient() as http:
-            health = await http.get(f"{bridge.url}/healthz")
-            status = (await http.get(f"{bridge.url}/status")).json()
-        ready = await wait_ready(bridge.url, 200)
-        async with httpx2.AsyncClient() as http:
-            after = (await http.get(f"{bridge.url}/status")).json()
-    assert health.status_code == 200 and health.json() == {"status": "ok"}
-    assert status["dependencies"] == {"checked": False}
-    # /status shows what readiness last found, scanner included, without probing anything itself.
-    assert {k: after["dependencies"][k] for k in ("store", "dust", "scanner")} == ready["checks"]
-    assert after["uploads"]["scan"] == "required"
-    assert ready["checks"] == {"store": "ok", "dust": "ok", "scanner": "ok"}
-    assert status["mode"] == "dust" and status["store"] == "redis"
-    assert status["dust"]["circuit"] == "closed"
-    assert "sk-" not in str(status)
+def test_the_middleware_runs_in_its_documented_order() -> None:
+    configured = load_settings(
+        BRIDGE_CORS_ORIGINS="https://app.example.com", BRIDGE_API_KEYS=f"web:{hash_key('k').hex()}"
+    )
+    assert [m.cls.__name__ for m in create_app(configured).user_middleware] == MIDDLEWARE_ORDER
+    # Without CORS origins and client keys, those two are left out and the rest keep their order.
+    optional = {"CORSMiddleware", "ClientKeyMiddleware"}
+    plain = [m.cls.__name__ for m in create_app(load_settings()).user_middleware]
+    assert plain == [name for name in MIDDLEWARE_ORDER if name not in optional]
 
 
 async def test_demo_mode_says_so_and_answers_without_a_key() -> None:
@@ -73,28 +68,6 @@ async def test_production_switch_refuses_to_start_without_a_key() -> None:
     assert done.returncode == 2
     assert "DUST_API_KEY is required when BRIDGE_DEMO=off" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-
-
-async def test_readyz_names_an_unreachable_dust(redis_server: Proc) -> None:
-    env = bridge_env(None, redis_server.port)
-    env.update(
-        {
-            "DUST_BASE_URL": f"http://127.0.0.1:{free_port()}",
-            "DUST_API_KEY": "sk-unreachable000",
-            "DUST_WORKSPACE_ID": "demo",
-            "BRIDGE_DEMO": "off",
-            "BRIDGE_DUST_MAX_RETRIES": "0",
-        }
-    )
-    with running(start_bridge(env)) as bridge:
-        body = await wait_ready(bridge.url, 503)
-        async with Client(f"{bridge.url}/mcp") as client:
-            result = await client.call_tool("list_agents", {})
-    assert body["checks"]["dust"] == "unavailable"
-    assert "Dust" in body["reason"]
-    assert result.is_error
-    assert "Dust is unreachable right now" in text_of(result)
-    assert "sk-unreachable000" not in bridge.log() + text_of(result) + str(body)
 
 
 async def test_redis_down_at_start_and_mid_run_gives_clear_errors_and_recovers(

@@ -1,14 +1,21 @@
 """HTTP errors as RFC 9457 problem details with a stable `type` per cause.
 
 The HTTP boundary's one translation of the error tree (bridge/errors.py): the category decides the
-status, a few causes a more precise one, and the `code` is the problem type.
+status, a few causes a more precise one, and the `code` is the problem type (`problem_for`). Routes
+only raise: `EXCEPTION_HANDLERS`, registered once on the app (bridge/app.py), answers any
+`BridgeError` a route lets out. `problem()` itself also answers the refusals that are not failures
+of a request's work but of its credentials or transport (401 no key, 403/421 Host/Origin, 429
+over the rate): the middleware and the metrics route build those directly.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ExceptionHandler
 
 from bridge.errors import BridgeError, InvalidInput, LimitExceeded, NotFound, Unavailable
 
@@ -56,3 +63,14 @@ def problem_for(exc: BridgeError) -> JSONResponse:
         retry_after = exc.retry_after if isinstance(exc, LimitExceeded) else None
         headers = {"Retry-After": str(round(retry_after) if retry_after else _RETRY_AFTER_SECONDS)}
     return problem(status, exc.code, exc.for_user(), headers)
+
+
+async def _answer_bridge_error(request: Request, exc: Exception) -> Response:
+    """The answer to a `BridgeError` a route raised (Starlette calls this for that class only)."""
+    if not isinstance(exc, BridgeError):
+        raise exc
+    return problem_for(exc)
+
+
+# For `Starlette(exception_handlers=...)`: the one place an exception becomes an HTTP answer.
+EXCEPTION_HANDLERS: dict[Any, ExceptionHandler] = {BridgeError: _answer_bridge_error}

@@ -1,50 +1,55 @@
-"""`POST /v1/uploads`: a multipart upload streamed through the pipeline, answered with the record."""
+"""`POST /v1/uploads`: a multipart upload streamed through the pipeline, answered with the record.
+
+Refusals are raised as `BridgeError`s; the app's exception handler (bridge/http/problems.py)
+answers them as problem+json.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.errors import BridgeError
-from bridge.http.problems import problem, problem_for
-from bridge.runtime import Runtime
+from bridge.errors import InvalidInput
+from bridge.http.services import Services
 from bridge.security.auth import principal_of_request
 from bridge.uploads.multipart import MultipartError, file_part
 from bridge.uploads.record_json import upload_json
 
+# Room for the multipart boundaries and part headers around the file itself.
+_MULTIPART_OVERHEAD = 64 * 1024
 
-def upload_route(runtime: Callable[[], Runtime]) -> Callable[[Request], object]:
-    """The request handler, bound to the runtime provider."""
+
+def upload_route(
+    services: Callable[[], Services], max_bytes: int
+) -> Callable[[Request], Awaitable[Response]]:
+    """The request handler, bound to the runtime provider and the upload limit (in bytes).
+
+    Raises (from the handler):
+        BridgeError: a refused upload (`too_large` before reading a byte when the declared length
+            is over; `bad_request` for a body that is not a usable multipart upload; the pipeline's).
+    """
+    limit = max_bytes + _MULTIPART_OVERHEAD
 
     async def upload(request: Request) -> Response:
-        rt = runtime()
+        uploads = services().uploads
         declared_length = request.headers.get("content-length")
-        limit = rt.settings.upload_max_bytes + _MULTIPART_OVERHEAD
         if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
             # Refused before reading a byte; the streamed cap still guards bodies without a length.
-            return problem(
-                413,
-                "too_large",
-                f"the file is larger than the upload limit ({rt.settings.upload_max_bytes} bytes)",
+            raise InvalidInput(
+                f"the file is larger than the upload limit ({max_bytes} bytes)", code="too_large"
             )
         try:
             part = await file_part(request)
-            record = await rt.uploads.ingest(
+            record = await uploads.ingest(
                 owner=principal_of_request(request),
                 filename=part.filename,
                 declared_type=part.content_type,
                 chunks=part.chunks,
             )
         except MultipartError as exc:
-            return problem(400, "bad_request", str(exc))
-        except BridgeError as exc:
-            return problem_for(exc)
+            raise InvalidInput(str(exc), code="bad_request") from exc
         return JSONResponse(upload_json(record), status_code=201, headers={"Location": record.uri})
 
     return upload
-
-
-# Room for the multipart boundaries and part headers around the file itself.
-_MULTIPART_OVERHEAD = 64 * 1024

@@ -1,10 +1,9 @@
-"""Prometheus metrics: the bridge's registry, the label folding that keeps it small, and the HTTP
-middleware that counts requests (logging lives in `bridge.observability.logging`)."""
+"""Prometheus metrics: the bridge's registry and the label folding that keeps it small (the HTTP
+middleware that counts requests is bridge/http/middleware/http_metrics.py; logging lives in
+`bridge.observability.logging`)."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
 
 from prometheus_client import (
@@ -17,9 +16,6 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from bridge.observability.context import REQUEST_ID
 
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _SCAN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -202,71 +198,3 @@ def route_group(path: str) -> str:
         if path == group or path.startswith((group + "/", group + "?")):
             return group
     return "other"
-
-
-class HttpMetricsMiddleware:
-    """Count every HTTP request and time it to the end of its response."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self._app = app
-        self._metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request through, recording route group, method, status and duration."""
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        route = route_group(scope["path"])
-        # A legacy SSE session lives exactly as long as its GET /sse stream.
-        sse_session = route == "/sse" and scope["method"] == "GET"
-        opened = False
-
-        async def record_status(message: Message) -> None:
-            nonlocal status, opened
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                # `not opened`: the SDK's SSE endpoint starts a second (empty) response once the
-                # stream has ended; only the first one opens a session.
-                if sse_session and status == 200 and not opened:
-                    opened = True
-                    self._metrics.sse_session_opened()
-            await send(message)
-
-        try:
-            await self._app(scope, receive, record_status)
-        finally:
-            if opened:
-                self._metrics.sse_session_closed()
-            self._metrics.http_requests.labels(route=route, method=scope["method"], status=str(status)).inc()
-            self._metrics.http_seconds.labels(route=route).observe(time.perf_counter() - started)
-
-
-class RequestContextMiddleware:
-    """Give every HTTP request an id (the client's `X-Request-Id` when it is sane) for the logs and
-    echo it in the response; the principal is added once authentication has run."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Bind the request id (and later the principal) to everything logged for this request."""
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
-        token = REQUEST_ID.set(request_id)
-        # Also on the request itself: MCP handlers run in tasks that do not inherit this context.
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, with_id)
-        finally:
-            REQUEST_ID.reset(token)

@@ -1,9 +1,10 @@
 """Client keys: who is calling. A key's name is the principal everything it creates belongs to.
 
 Keys are configured as `name:sha256hex` (only the hash is stored); clients send the key itself as
-`Authorization: Bearer <key>` or `X-API-Key: <key>`. The middleware hashes what it receives and
-compares it with every configured hash in constant time. A match becomes the SDK's
-`AuthenticatedUser`, so the MCP transports also bind each session to the key that opened it.
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. The client-auth middleware
+(bridge/http/middleware/client_auth.py) hashes what it receives and compares it with every configured
+hash in constant time (`match_key`). A match becomes the SDK's `AuthenticatedUser` (`user_for`), so
+the MCP transports also bind each session to the key that opened it.
 """
 
 from __future__ import annotations
@@ -20,21 +21,13 @@ from typing import Any
 from limits import parse as parse_limit
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from starlette.authentication import AuthCredentials
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from bridge.http.problems import problem
-from bridge.observability.context import PRINCIPAL
-from bridge.security.audit import audit_event
-from bridge.security.oauth import JwtVerifier, looks_like_jwt
+from starlette.types import Scope
 
 KEY_PREFIX = "dmb_"
 # The principal of stdio and of HTTP without BRIDGE_API_KEYS: the one local user.
 LOCAL_PRINCIPAL = "local"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
-# Paths that need a key; everything else (health, readiness, metrics, status, openapi) stays open.
-PROTECTED_PREFIXES = ("/mcp", "/sse", "/messages", "/v1/")
 
 
 @dataclass(frozen=True)
@@ -148,63 +141,3 @@ def principal_of_request(request: object) -> str:
 def user_for(name: str) -> AuthenticatedUser:
     """The SDK user for a principal (the token field holds no secret)."""
     return AuthenticatedUser(AccessToken(token=f"principal:{name}", client_id=name, scopes=[], subject=name))
-
-
-class ClientKeyMiddleware:
-    """Require a client key (or, in OAuth mode, a valid JWT) on the MCP and upload routes; attach
-    the principal to the request."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        keys: list[ClientKey],
-        jwt_verifier: JwtVerifier | None = None,
-        resource_metadata_url: str | None = None,
-    ) -> None:
-        self._app = app
-        self._keys = keys
-        self._jwt = jwt_verifier
-        self._challenge = 'Bearer realm="dust-mcp-bridge"' + (
-            f', resource_metadata="{resource_metadata_url}"' if resource_metadata_url else ""
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Authenticate HTTP requests to protected paths; pass everything else through."""
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
-            await self._app(scope, receive, send)
-            return
-        presented = presented_key(scope)
-        client = (scope.get("client") or ("?", 0))[0]
-        if presented and self._jwt is not None and looks_like_jwt(presented):
-            token = await self._jwt.verify_token(presented)
-            if token is not None:
-                audit_event(
-                    "auth_success", principal=token.client_id, path=scope["path"], client=client, via="jwt"
-                )
-                PRINCIPAL.set(token.client_id)
-                scope["user"] = AuthenticatedUser(token)
-                scope["auth"] = AuthCredentials(token.scopes)
-                await self._app(scope, receive, send)
-                return
-        key = match_key(presented, self._keys) if presented else None
-        if key is None:
-            audit_event(
-                "auth_failure",
-                reason="missing key" if presented is None else "unknown key",
-                path=scope["path"],
-                client=client,
-            )
-            # The same answer for a missing and a wrong key: nothing that helps guessing.
-            response = problem(
-                401,
-                "unauthorized",
-                "a valid client key is required (Authorization: Bearer <key> or X-API-Key)",
-                headers={"WWW-Authenticate": self._challenge},
-            )
-            await response(scope, receive, send)
-            return
-        audit_event("auth_success", principal=key.name, path=scope["path"], client=client)
-        PRINCIPAL.set(key.name)
-        scope["user"] = user_for(key.name)
-        scope["auth"] = AuthCredentials([])
-        await self._app(scope, receive, send)

@@ -14,38 +14,26 @@ counted per process. If Redis is unreachable, the cap falls back to this process
 (logged once per outage) rather than refusing every answer or allowing any number. One principal
 hitting a limit never slows another.
 
-How a limit reaches a client:
-* `POST /v1/uploads` (and other plain routes): 429 problem+json with `Retry-After`.
-* `/mcp`: 429 with `Retry-After` and a JSON-RPC error body (`application/json`), which is what an
-  MCP client shows its user (`data.type` is `rate_limited`).
-* `/messages/` (legacy SSE): the SDK's SSE client gives up its session on any non-2xx answer to a
-  message POST, so a request over the limit is answered 202 and its JSON-RPC error is sent on the
-  session's own event stream, as the answer to that request (with `Retry-After` on the 202).
-* The concurrent-answer cap: a tool error (`ask_agent` raises `TooManyAnswers`).
+How a limit reaches a client: the request rate is checked on every HTTP request by
+`RateLimitMiddleware` (bridge/http/middleware/rate_limit.py, which says how each route is answered);
+the concurrent-answer cap is a tool error (`ask_agent` raises `TooManyAnswers`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
 
 import anyio
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import LimitExceeded
-from bridge.http.middleware.transport import MCP_PREFIXES, RATE_LIMITED_CODE, jsonrpc_refusal, request_id_of
-from bridge.http.problems import problem
 from bridge.security.audit import audit_event
 from bridge.security.slots import UNAVAILABLE, SharedSlots
 from bridge.store.connection import failure_reason, limits_storage, parse_redis_url
@@ -53,9 +41,6 @@ from bridge.store.connection import failure_reason, limits_storage, parse_redis_
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 30.0
-_SESSION_IN_ENDPOINT = re.compile(rb"session_id=([0-9a-fA-F]{32})")
-_MAX_BODY_PEEK = 8 * 1024 * 1024  # bodies on the MCP routes are capped before this middleware anyway
-_DELIVER_SECONDS = 5.0
 # While Redis is unreachable, the shared answer slots are tried again at most this often.
 _SHARED_RETRY_SECONDS = 5.0
 # Prepaid hits are good for this long; a batch used up sooner makes the next one twice as large.
@@ -281,147 +266,3 @@ def build_limiter(
         slots=SharedSlots.for_target(target, lease_seconds),
         storage_target=f"Redis at {target.describe()}",
     )
-
-
-@dataclass
-class _SseStream:
-    """The event stream of one legacy SSE session, so a refusal can be answered on it."""
-
-    principal: str
-    send: Send
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    open: bool = True
-
-    async def deliver(self, event: bytes) -> bool:
-        """Send one whole SSE event between the stream's own events; False if that is not possible."""
-        with anyio.move_on_after(_DELIVER_SECONDS):
-            async with self.lock:
-                if not self.open:
-                    return False
-                await self.send({"type": "http.response.body", "body": event, "more_body": True})
-                return True
-        return False
-
-
-class RateLimitMiddleware:
-    """Refuse requests once a principal's request rate is spent (protected routes only)."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limiter: Callable[[], Limiter],
-        protected: tuple[str, ...],
-        principal_of: Callable[[Scope], str],
-    ) -> None:
-        self._app = app
-        self._limiter = limiter
-        self._protected = protected
-        self._principal_of = principal_of
-        self._sse: dict[str, _SseStream] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Count the request against its principal; refuse it when the budget is spent."""
-        if scope["type"] != "http" or not scope["path"].startswith(self._protected):
-            await self._app(scope, receive, send)
-            return
-        principal = self._principal_of(scope)
-        wait = await self._limiter().retry_after(principal)
-        if wait is None:
-            if scope["path"].startswith("/sse") and scope["method"] == "GET":
-                await self._tapped(scope, receive, send, principal)
-            else:
-                await self._app(scope, receive, send)
-            return
-        audit_event(
-            "limit_hit", principal=principal, limit="request_rate", path=scope["path"], retry_after=wait
-        )
-        detail = f"request-rate limit reached: too many requests for {principal}; retry in {wait} s"
-        headers = {"Retry-After": str(wait)}
-        response: Response
-        if not scope["path"].startswith(MCP_PREFIXES):
-            response = problem(429, "rate_limited", detail, headers=headers)
-        elif scope["method"] != "POST":
-            response = jsonrpc_refusal(
-                429, "rate_limited", detail, code=RATE_LIMITED_CODE, headers=headers, retry_after=wait
-            )
-        else:
-            request_id = request_id_of(await _body(receive))
-            stream = self._sse_stream(scope, principal)
-            if stream is not None and await self._answer_on_stream(stream, request_id, detail, wait):
-                response = Response("Accepted (refused: rate limited, see the event stream)", 202, headers)
-            else:
-                response = jsonrpc_refusal(
-                    429,
-                    "rate_limited",
-                    detail,
-                    code=RATE_LIMITED_CODE,
-                    request_id=request_id,
-                    headers=headers,
-                    retry_after=wait,
-                )
-        await response(scope, receive, send)
-
-    def _sse_stream(self, scope: Scope, principal: str) -> _SseStream | None:
-        """The caller's own open SSE session this `/messages/` POST is for, if any."""
-        if not scope["path"].startswith("/messages"):
-            return None
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        session = (query.get("session_id") or [""])[0].lower()
-        stream = self._sse.get(session)
-        return stream if stream is not None and stream.principal == principal else None
-
-    @staticmethod
-    async def _answer_on_stream(
-        stream: _SseStream, request_id: str | int | None, detail: str, wait: int
-    ) -> bool:
-        if request_id is None:
-            return True  # a notification over the limit: dropped, nothing to answer
-        error = {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "error": {
-                "code": RATE_LIMITED_CODE,
-                "message": detail,
-                "data": {"type": "rate_limited", "status": 429, "retry_after": wait},
-            },
-        }
-        return await stream.deliver(b"event: message\r\ndata: " + json.dumps(error).encode() + b"\r\n\r\n")
-
-    async def _tapped(self, scope: Scope, receive: Receive, send: Send, principal: str) -> None:
-        """Serve a legacy SSE stream, remembering it under its session id (from the endpoint event)."""
-        stream = _SseStream(principal=principal, send=send)
-        session: str | None = None
-        looked = 0
-
-        async def tapped_send(message: Message) -> None:
-            nonlocal session, looked
-            async with stream.lock:
-                if message["type"] == "http.response.body":
-                    body: bytes = message.get("body", b"")
-                    if session is None and looked < 4096 and (found := _SESSION_IN_ENDPOINT.search(body)):
-                        session = found.group(1).decode().lower()
-                        self._sse[session] = stream
-                    looked += len(body)
-                    if not message.get("more_body", False):
-                        stream.open = False
-                await send(message)
-
-        try:
-            await self._app(scope, receive, tapped_send)
-        finally:
-            stream.open = False
-            if session is not None:
-                self._sse.pop(session, None)
-
-
-async def _body(receive: Receive) -> bytes:
-    """The request body (bounded), read to find the JSON-RPC id of a request being refused."""
-    chunks = bytearray()
-    while len(chunks) <= _MAX_BODY_PEEK:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks += message.get("body", b"")
-        if not message.get("more_body", False):
-            break
-    return bytes(chunks)
