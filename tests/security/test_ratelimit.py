@@ -261,7 +261,13 @@ async def _evalsha_calls(client: aioredis.Redis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-async def test_a_busy_principal_pays_in_batches_and_two_replicas_never_exceed_its_budget() -> None:
+async def test_a_busy_principal_pays_in_batches_and_two_replicas_never_exceed_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepaid hits that expire unused are dropped (the next test proves it); on a busy machine that
+    # could happen mid-run more than once and waste more than the bound below allows, so here they
+    # live for the whole run and the bound is exact.
+    monkeypatch.setattr("bridge.security.ratelimit._PREPAID_SECONDS", 3600.0)
     # A Redis of its own, so the command count below is this test's alone.
     with running(start_redis()) as server:
         url = f"redis://127.0.0.1:{server.port}/0"
