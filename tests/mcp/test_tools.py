@@ -175,8 +175,11 @@ async def test_client_cancel_cancels_the_generation_at_dust_and_leaks_nothing(
         settled.append(now["process"])
     cancels = stats(simulator)["cancels"]
     assert len(cancels) == 3 and all(len(c["messageIds"]) == 1 for c in cancels)
-    # Pooled keep-alive connections may add a socket once; repeated cancels must not add more.
-    assert settled[-1]["open_fds"] <= settled[0]["open_fds"]
+    # Repeated cancels leave no socket behind: an idle pooled keep-alive connection may be open at
+    # one count and not the other, so wait (bounded) for them to close; a leak never would.
+    with anyio.fail_after(15):  # idle Dust connections close after BRIDGE_DUST_KEEPALIVE_SECONDS (4)
+        while status(bridge)["process"]["open_fds"] > settled[0]["open_fds"]:
+            await anyio.sleep(0.1)
 
 
 async def test_stream_cut_mid_answer_is_resumed_without_loss_or_duplication(
