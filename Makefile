@@ -27,8 +27,9 @@ NODE_TOOLSTAMP := $(NODE_TOOLS)/node_modules/.installed
 APT_RUN_PACKAGES := libmagic1
 # podman and runc run the image test (tests/deploy/test_image.py), mmdebstrap makes its base image
 # (debian-archive-keyring: bookworm's keys, already there on Debian), containernetworking-plugins publish
-# its port on 127.0.0.1
-APT_IMAGE_TEST_PACKAGES := podman runc mmdebstrap debian-archive-keyring containernetworking-plugins
+# its port on 127.0.0.1 (as root); as another user, podman and mmdebstrap need uidmap and slirp4netns
+APT_IMAGE_TEST_PACKAGES := podman runc mmdebstrap debian-archive-keyring containernetworking-plugins \
+  uidmap slirp4netns
 APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus $(APT_IMAGE_TEST_PACKAGES)
 # wrk: the tools/list rate is measured with it (a C load generator leaves the 2 cores to the bridge)
 APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
