@@ -9,7 +9,7 @@
 # Base image: pinned to the exact Python patch release and Debian release. Not pinned by digest: the
 # digest cannot be resolved or verified from where this file is maintained (no registry access), and a
 # digest copied unverified would be worse than none. To pin, append `@sha256:…` from
-# `docker buildx imagetools inspect python:3.11.15-slim-bookworm` to BASE_IMAGE's default below (or let
+# `docker buildx imagetools inspect python:3.11.15-slim-bookworm` to both FROM lines (or let
 # Dependabot do it: .github/dependabot.yml watches this file); both stages must stay on the same image,
 # since the venv's python is a symlink to the base image's interpreter.
 #
@@ -23,20 +23,14 @@
 #     -p 8080:8080 dust-mcp-bridge
 #   Kubernetes: readOnlyRootFilesystem: true plus an emptyDir (medium: Memory, sizeLimit) at /tmp.
 
-# Build arguments, both defaulting to the production build (so `docker build .` is unchanged):
-#   BASE_IMAGE       the image both stages start from. tests/deploy/test_image.py builds on a Debian
-#                    bookworm base made with mmdebstrap where no registry is reachable; any other base
-#                    must provide what this one does: python3.11 at /usr/local/bin, `python`, apt-get,
-#                    groupadd/useradd.
+# Build argument, empty by default (so `docker build .` is the production build):
 #   BUILD_CA_BUNDLE  a CA bundle for the builder's HTTPS (pip and uv) behind a TLS-inspecting proxy: a
 #                    path to a file mounted for the build only (`podman build -v host.pem:PATH:ro`),
 #                    never copied into a layer; empty (the default): pip and uv use their own roots.
-# checkov does not expand build arguments, so it reads `FROM ${BASE_IMAGE}` as an untagged (latest) image;
-# the default is the pinned tag, which tests/deploy/test_dockerfile.py checks instead of CKV_DOCKER_7.
-# checkov:skip=CKV_DOCKER_7:the base is a build argument whose default is a pinned tag (checked by a test)
-ARG BASE_IMAGE=python:3.11.15-slim-bookworm
+# tests/deploy/test_image.py builds this file unchanged where no registry is reachable: it makes a Debian
+# bookworm base with mmdebstrap and gives it this base's name in a podman storage of its own.
 
-FROM ${BASE_IMAGE} AS builder
+FROM python:3.11.15-slim-bookworm AS builder
 
 # uv: the base image's interpreter (never a download), no cache left in a layer, the venv byte-compiled
 # (the runtime root is read-only), files copied rather than linked from a cache.
@@ -73,7 +67,7 @@ RUN if [ -n "$BUILD_CA_BUNDLE" ]; then export SSL_CERT_FILE="$BUILD_CA_BUNDLE" P
     && /opt/uv/bin/uv sync --locked --no-dev --no-editable
 
 
-FROM ${BASE_IMAGE} AS runtime
+FROM python:3.11.15-slim-bookworm AS runtime
 
 LABEL org.opencontainers.image.title="dust-mcp-bridge" \
       org.opencontainers.image.description="Dust (dust.tt) agents as MCP tools: streamed answers, lasting conversation context, safe uploads" \

@@ -75,24 +75,8 @@ class Stage:
         return values
 
 
-def global_args(text: str) -> dict[str, str]:
-    """The ARGs declared before the first FROM, with their defaults (what a plain `docker build` uses)."""
-    values: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.upper().startswith("FROM "):
-            break
-        if line.upper().startswith("ARG "):
-            name, _, default = line[4:].strip().partition("=")
-            values[name] = default.strip('"')
-    return values
-
-
 def parse_dockerfile(text: str) -> list[Stage]:
-    """Instructions grouped by stage; comment lines are dropped, inside continuations too (as Docker does).
-
-    A FROM naming a global ARG (`FROM ${BASE_IMAGE}`) gets that ARG's default: the production build."""
-    defaults = global_args(text)
+    """Instructions grouped by stage; comment lines are dropped, inside continuations too (as Docker does)."""
     stages: list[Stage] = []
     pending: list[str] = []
     start = 0
@@ -109,11 +93,8 @@ def parse_dockerfile(text: str) -> list[Stage]:
         keyword, _, args = " ".join(pending).partition(" ")
         pending = []
         ins = Instruction(keyword.upper(), args.strip(), start)
-        if ins.keyword == "ARG" and not stages:
-            continue
         if ins.keyword == "FROM":
-            args = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m.group(1) or m.group(2)], ins.args)
-            words = [w for w in args.split() if not w.startswith("--")]
+            words = [w for w in ins.args.split() if not w.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(base=words[0], name=name))
         else:
@@ -179,22 +160,8 @@ def checkov(tool: Callable[[str], str], path: Path) -> subprocess.CompletedProce
 def test_checkov_reports_no_failed_check(tool: Callable[[str], str]) -> None:
     done = checkov(tool, DOCKERFILE)
     assert done.returncode == 0, done.stdout + done.stderr
-    # The one skip: CKV_DOCKER_7 cannot see through `FROM ${BASE_IMAGE}` (checkov does not expand ARGs);
-    # the base it stands for is checked below (test_image_is_multi_stage_on_one_pinned_slim_python_base).
-    summary = r"Passed checks: [1-9]\d*, Failed checks: 0, Skipped checks: 1"
+    summary = r"Passed checks: [1-9]\d*, Failed checks: 0, Skipped checks: 0"
     assert re.search(summary, done.stdout), done.stdout
-    skips = re.findall(r"checkov:skip=(\S+?):", DOCKERFILE.read_text(encoding="utf-8"))
-    assert skips == ["CKV_DOCKER_7"], skips
-
-
-def test_checkov_would_flag_the_base_image_argument_without_its_justified_skip(
-    tool: Callable[[str], str], tmp_path: Path
-) -> None:
-    text = DOCKERFILE.read_text(encoding="utf-8")
-    broken = tmp_path / "Dockerfile"
-    broken.write_text(re.sub(r"^# checkov:skip=.*\n", "", text, flags=re.MULTILINE), encoding="utf-8")
-    done = checkov(tool, broken)
-    assert done.returncode != 0 and "CKV_DOCKER_7" in done.stdout, done.stdout
 
 
 def test_checkov_would_flag_an_image_without_user_and_healthcheck(
@@ -228,8 +195,15 @@ def test_image_is_multi_stage_on_one_pinned_slim_python_base(stages: list[Stage]
     (base,) = bases
     assert re.fullmatch(r"python:3\.1[12]\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
     assert stages[0].name == "builder"
-    # ...through one build argument whose default is that pinned image: a plain build is the production one
-    assert global_args(DOCKERFILE.read_text(encoding="utf-8"))["BASE_IMAGE"] == base
+
+
+def test_from_lines_name_the_base_image_literally_for_dependabot() -> None:
+    """Dependabot's docker updater reads only literal FROM images: no ARG may stand in for the base."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    froms = re.findall(r"^FROM\s+(.*)$", text, flags=re.MULTILINE | re.IGNORECASE)
+    assert len(froms) >= 2 and not [f for f in froms if "$" in f], froms
+    before_first_from = text[: text.upper().index("\nFROM ")]
+    assert not re.search(r"^ARG\s", before_first_from, flags=re.MULTILINE | re.IGNORECASE)
 
 
 def test_build_ca_bundle_defaults_to_none_and_reaches_only_the_builders_downloads(

@@ -4,13 +4,28 @@ test_dockerfile.py checks the Dockerfile without an engine; this builds it and r
 
 * Engine: podman with runc and a containers.conf of this test's own (`default_ulimits = []`,
   `cgroup_manager = "cgroupfs"`: crun and the default ulimits fail on the machines this was written
-  on, reference/infra.md). The module is skipped only when `podman --runtime runc info` fails with
-  that configuration, or podman is missing (`make test` installs it); the reason says which.
-* Base image: no registry is reachable there, so the Dockerfile's BASE_IMAGE argument gets a Debian
-  bookworm made with mmdebstrap (python3.11 at /usr/local/bin as in the official image). It is kept
-  between runs (tagged with a hash of its recipe and the ISO week, so it is remade weekly) and is the
-  only thing cached: every instruction of the Dockerfile runs on every build (`--layers=false`).
-  The production base (python:3.11.15-slim-bookworm) is built by CI's image job.
+  on, reference/infra.md; `lock_type = "file"`, so that libpod's locks stay out of the shared-memory
+  segment every podman storage of the machine shares). The module is skipped only when
+  `podman --runtime runc info` fails there, or podman is missing (`make test` installs it); the reason
+  says which.
+* Storage: a podman storage of this test's own (`--root`, `--runroot`, `--tmpdir` under
+  ~/.cache/dust-mcp-bridge/image-test, or $XDG_CACHE_HOME's), not the machine's default one: its
+  images and containers are not those of a plain `podman images` or `podman ps`, and those are left
+  alone (the network, CNI's default bridge, is the machine's). One run at a time uses it (a file
+  lock; another run waits). At the start and at the end the run removes every container in it,
+  running or not (podman's and a build's working containers, and the RUN step of a build killed
+  mid-way, which runs under an OCI runtime root of its own), and every image but the base. Its
+  bridge and simulator run with `--timeout` (the module's time limit): should the run be killed
+  before its cleanup, conmon still kills them, and the next run removes them.
+* Base image: no registry is reachable there, and the Dockerfile is built unchanged: its FROM lines
+  name python:3.11.15-slim-bookworm (Dependabot proposes its updates), so in the private storage a
+  Debian bookworm made with mmdebstrap (Debian's python3.11, linked at /usr/local/bin as in the
+  official image) is given that name, docker.io/library/python:3.11.15-slim-bookworm, and the build runs with
+  `--pull=never`: FROM finds the stand-in and nothing else, and the test checks that the image's
+  layers start with the stand-in's. The stand-in is kept between runs (tagged besides with a hash of
+  its recipe and the ISO week, so it is remade weekly) and is the only thing cached: every instruction
+  of the Dockerfile runs on every build (`--layers=false`). A FROM pinned by digest cannot be stood in
+  for (the test fails saying so). CI's image job builds on the real image (`docker build --pull`).
 * CA: builds reach the package registries over the host's network (`--network=host`); the host's CA
   bundle is mounted for the build only and named by BUILD_CA_BUNDLE. The test checks that the image
   carries the base image's bundle, not the host's.
@@ -32,9 +47,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -67,9 +84,16 @@ from tests.procs import (
 
 # The first test's fixtures make the base (when it is not cached: about a minute here) and build the
 # image (20-30 s here), longer than the suite's 120 s default allows on a slow machine.
-pytestmark = pytest.mark.timeout(1800)
+MODULE_TIMEOUT = 1800
+pytestmark = pytest.mark.timeout(MODULE_TIMEOUT)
 
-CONTAINERS_CONF = '[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = "cgroupfs"\n'
+# lock_type = "file": libpod's locks in the private --tmpdir, not in the shared-memory segment that every
+# podman storage of the machine shares (a storage's first start frees every lock in that segment);
+# events_logger = "file": its events in that --tmpdir too.
+CONTAINERS_CONF = (
+    "[containers]\ndefault_ulimits = []\n\n"
+    '[engine]\ncgroup_manager = "cgroupfs"\nlock_type = "file"\nevents_logger = "file"\n'
+)
 
 SUITE = "bookworm"
 # python-is-python3: `python` (the Dockerfile runs `python -m venv`); passwd: groupadd and useradd.
@@ -116,17 +140,32 @@ def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class Podman:
-    """`podman --runtime runc ...` with this test's containers.conf."""
+# The private storage: kept between runs for the base, used by one run at a time (LOCK).
+HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dust-mcp-bridge" / "image-test"
+LOCK = HOME / "lock"
+STORAGE = HOME / "storage"  # podman --root: images (the cached base), containers, libpod's database
+# Volatile state, at fixed paths since libpod's database records them; emptied after a reboot as a tmpfs
+# would be (BOOT_ID): podman --runroot and --tmpdir (libpod's locks: lock_type = "file" keeps them
+# here, out of the machine's shared-memory lock segment), and the OCI runtime root of the build's RUN
+# containers (`--runtime-flag root=`), so that one a killed build leaves behind is found and removed.
+RUNROOT, TMPDIR, BUILD_RUNC = HOME / "run", HOME / "tmp", HOME / "build-runc"
+BOOT_ID = HOME / "boot_id"
 
-    def __init__(self, conf: Path) -> None:
-        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+class Podman:
+    """`podman --runtime runc ...` on this test's private storage, with its containers.conf."""
+
+    def __init__(self, conf: Path, scratch: Path) -> None:
+        # TMPDIR: where buildah puts the bundles of the build's RUN containers (and its copies of layers)
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "TMPDIR": str(scratch)}
+        self.options = ["--runtime", "runc", "--root", str(STORAGE), "--runroot", str(RUNROOT)]
+        self.options += ["--tmpdir", str(TMPDIR)]
 
     def __call__(
         self, *args: str, timeout: float = 120, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            ["podman", "--runtime", "runc", *args],
+            ["podman", *self.options, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -154,6 +193,83 @@ class Podman:
         self("rm", "--force", "--time", "5", name, check=False, timeout=60)
         assert self("container", "exists", name, check=False).returncode != 0, f"{name} is still there"
 
+    def containers(self) -> list[str]:
+        """Every container of the private storage: podman's, and a build's working containers."""
+        return self("ps", "--all", "--external", "--quiet", "--no-trunc", timeout=60).stdout.split()
+
+    def sweep(self, keep: str) -> None:
+        """Remove every container of the private storage, running or not, and every image but `keep`.
+
+        The storage is this test's alone and held under LOCK: whatever is in it is this run's, or an
+        earlier run's that was killed before its own cleanup."""
+        if BUILD_RUNC.is_dir():  # the RUN step of a build killed mid-way is still running
+            for runtime_id in run_checked(["runc", "--root", str(BUILD_RUNC), "list", "--quiet"]).split():
+                run_checked(["runc", "--root", str(BUILD_RUNC), "delete", "--force", runtime_id])
+        # one at a time, with those that depend on it (the bridge runs in the simulator's network namespace)
+        for container in self.containers():
+            self("rm", "--force", "--depend", "--ignore", "--time", "5", container, check=False, timeout=120)
+        left = self.containers()
+        assert not left, f"containers left in the private storage {STORAGE}: {left}"
+        kept = self("image", "inspect", "--format", "{{.Id}}", keep, check=False).stdout.strip()
+        images = set(self("images", "--all", "--quiet", "--no-trunc", timeout=60).stdout.split())
+        if stale := sorted(i for i in images if i.removeprefix("sha256:") != kept.removeprefix("sha256:")):
+            self("rmi", "--force", *stale, timeout=300)
+
+
+def run_checked(args: list[str]) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"{' '.join(args)} exited with {done.returncode}: {done.stderr}"
+    return done.stdout
+
+
+def prepare_home() -> None:
+    """The private storage's directories; its volatile ones emptied if the machine rebooted since."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    if not BOOT_ID.is_file() or BOOT_ID.read_text(encoding="ascii").strip() != boot:
+        for volatile in (RUNROOT, TMPDIR, BUILD_RUNC):
+            shutil.rmtree(volatile, ignore_errors=True)
+        BOOT_ID.write_text(boot + "\n", encoding="ascii")
+    BUILD_RUNC.mkdir(mode=0o700, exist_ok=True)
+
+
+@contextlib.contextmanager
+def locked(timeout: float = 1200) -> Iterator[None]:
+    """The private storage to this run alone: another image test on the same storage waits (bounded)."""
+    HOME.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with LOCK.open("a") as handle:
+        deadline, said = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"{LOCK} still held by another run after {timeout} s"
+                if not said:
+                    print(f"\nwaiting for another image test to release {LOCK}")
+                    said = True
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def base_tag() -> str:
+    """The cached base's own tag: a hash of its recipe and the ISO week, so it is remade weekly."""
+    recipe = json.dumps([SUITE, BASE_PACKAGES, BASE_HOOKS, BASE_CHANGES]).encode()
+    year, week, _ = datetime.date.today().isocalendar()
+    return f"{BASE_REPO}:{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}-{year}w{week:02d}"
+
+
+def production_base() -> str:
+    """The image both of the Dockerfile's stages start FROM, fully qualified as podman names it."""
+    (base,) = {stage.base for stage in parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))}
+    # A stand-in can take a Docker Hub name and tag, never the digest of the real image.
+    assert re.fullmatch(r"[a-z0-9][a-z0-9._-]*:[\w][\w.-]*", base), (
+        f"FROM {base}: the image test can stand in only for an official Docker Hub image by tag"
+    )
+    return f"docker.io/library/{base}"
+
 
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
@@ -162,32 +278,39 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
         pytest.skip("no container engine: podman is not installed (`make test` installs podman and runc)")
     conf = tmp_path_factory.mktemp("podman") / "containers.conf"
     conf.write_text(CONTAINERS_CONF, encoding="utf-8")
-    engine = Podman(conf)
-    try:
-        info = engine("info", "--format", "json", timeout=60, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.skip("no container engine can start here: `podman --runtime runc info` did not answer in 60 s")
-    if info.returncode != 0:
-        pytest.skip(
-            f"no container engine can start here: `podman --runtime runc info` failed:\n{info.stderr}"
-        )
-    yield engine
-    print(f"\nimage test: {time.monotonic() - _STARTED[0]:.1f} s in all (base, build, run, checks, cleanup)")
-
-
-def base_tag() -> str:
-    recipe = json.dumps([SUITE, BASE_PACKAGES, BASE_HOOKS, BASE_CHANGES]).encode()
-    year, week, _ = datetime.date.today().isocalendar()
-    return f"{BASE_REPO}:{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}-{year}w{week:02d}"
+    engine = Podman(conf, tmp_path_factory.mktemp("podman-tmp"))
+    with locked():
+        prepare_home()
+        try:
+            info = engine("info", "--format", "json", timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            pytest.skip(
+                "no container engine can start here: `podman --runtime runc info` did not answer in 60 s"
+            )
+        if info.returncode != 0:
+            pytest.skip(
+                f"no container engine can start here: `podman --runtime runc info` on {STORAGE} failed:\n"
+                f"{info.stderr}"
+            )
+        engine.sweep(keep=base_tag())  # what a killed run left, and the bases of other weeks
+        try:
+            yield engine
+        finally:
+            engine.sweep(keep=base_tag())
+            print(
+                f"\nimage test: {time.monotonic() - _STARTED[0]:.1f} s in all (base, build, run, checks, "
+                f"cleanup); no container left in {STORAGE}"
+            )
 
 
 @pytest.fixture(scope="module")
 def base_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The stand-in for python:3.11.15-slim-bookworm: made once a week, reused in between."""
-    tag = base_tag()
+    """The stand-in for the Dockerfile's base, under its name: made once a week, reused in between."""
+    tag, name = base_tag(), production_base()
     if podman("image", "exists", tag, check=False).returncode == 0:
-        print(f"\nbase image: {tag}, reused")
-        return tag
+        podman("tag", tag, name)
+        print(f"\nbase image: {tag} as {name}, reused")
+        return name
     mmdebstrap = shutil.which("mmdebstrap")
     assert mmdebstrap, "mmdebstrap is not installed: `make test` installs it (it makes the base image)"
     tar = tmp_path_factory.mktemp("base") / "rootfs.tar"
@@ -205,12 +328,9 @@ def base_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
     changes = [arg for change in BASE_CHANGES for arg in ("--change", change)]
     podman("import", *changes, str(tar), tag, timeout=600)
     tar.unlink()
-    print(f"\nbase image: {tag}, made in {time.monotonic() - started:.1f} s")
-    # this test's older bases (another week or recipe); another run may still be using one: no force
-    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={BASE_REPO}")
-    for old in set(listed.stdout.split()) - {tag}:
-        podman("rmi", old, check=False)
-    return tag
+    podman("tag", tag, name)
+    print(f"\nbase image: {tag} as {name}, made in {time.monotonic() - started:.1f} s")
+    return name
 
 
 def host_ca_bundle() -> Path | None:
@@ -232,11 +352,12 @@ class Image:
 
 @pytest.fixture(scope="module")
 def image(podman: Podman, base_image: str) -> Iterator[Image]:
-    """The Dockerfile built on `base_image`: every instruction run, from the committed lock."""
+    """The Dockerfile, unchanged, built on `base_image`: every instruction run, from the committed lock."""
     tag = f"localhost/dust-mcp-bridge:test-{uuid.uuid4().hex[:12]}"
-    # docker format: the OCI image format has no HEALTHCHECK (podman drops it with a warning)
+    # docker format: the OCI image format has no HEALTHCHECK (podman drops it with a warning);
+    # --pull=never: FROM finds the stand-in under the production name, and nothing else
     args = ["build", "--format", "docker", "--network", "host", "--layers=false", "--pull=never"]
-    args += ["--build-arg", f"BASE_IMAGE={base_image}", "--tag", tag, "--file", str(DOCKERFILE)]
+    args += ["--runtime-flag", f"root={BUILD_RUNC}", "--tag", tag, "--file", str(DOCKERFILE)]
     ca = host_ca_bundle()
     if ca is not None:
         args += ["--build-arg", f"BUILD_CA_BUNDLE={BUILD_CA_PATH}", "--volume", f"{ca}:{BUILD_CA_PATH}:ro"]
@@ -347,8 +468,12 @@ class Deployment:
 
 
 def read_only_run(name: str) -> list[str]:
-    """`podman run` options as docs/deployment.md runs the image (podman's extra tmpfs mounts off)."""
-    return ["run", "--detach", "--name", name, "--read-only", "--read-only-tmpfs=false"]
+    """`podman run` options as docs/deployment.md runs the image (podman's extra tmpfs mounts off).
+
+    --timeout: should this run be killed before its cleanup, conmon still kills the container once the
+    module's time limit is over (and the next run removes it)."""
+    run = ["run", "--detach", "--name", name, "--read-only", "--read-only-tmpfs=false"]
+    return [*run, "--timeout", str(MODULE_TIMEOUT)]
 
 
 def wait_healthy(podman: Podman, name: str, started: float, timeout: float = 120) -> tuple[float, float]:
@@ -445,6 +570,15 @@ def test_image_has_the_locked_packages_its_user_its_healthcheck_and_no_build_ca(
     assert config["Cmd"] == ["serve", "--host", "0.0.0.0", "--port", "8080"]
     assert healthcheck["Test"] == ["CMD", *json.loads(check.args.partition(" CMD ")[2])]
     assert not [e for e in config["Env"] if e.startswith(("SSL_CERT_FILE=", "PIP_CERT=", "BUILD_CA"))]
+
+    # Built FROM the production name, which here is the stand-in (--pull=never): its layers come first
+    def layers(of: str) -> list[str]:
+        found = json.loads(podman("image", "inspect", "--format", "{{json .RootFS.Layers}}", of).stdout)
+        assert isinstance(found, list)
+        return found
+
+    base_layers = layers(image.base)
+    assert base_layers and layers(image.tag)[: len(base_layers)] == base_layers
 
     # The venv holds what uv.lock pins (the dev extra left out), and the bridge as a wheel.
     probe = (
