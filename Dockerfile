@@ -23,6 +23,13 @@
 #     -p 8080:8080 dust-mcp-bridge
 #   Kubernetes: readOnlyRootFilesystem: true plus an emptyDir (medium: Memory, sizeLimit) at /tmp.
 
+# Build argument, empty by default (so `docker build .` is the production build):
+#   BUILD_CA_BUNDLE  a CA bundle for the builder's HTTPS (pip and uv) behind a TLS-inspecting proxy: a
+#                    path to a file mounted for the build only (`podman build -v host.pem:PATH:ro`),
+#                    never copied into a layer; empty (the default): pip and uv use their own roots.
+# tests/deploy/test_image.py builds this file unchanged where no registry is reachable: it makes a Debian
+# bookworm base with mmdebstrap and gives it this base's name in a podman storage of its own.
+
 FROM python:3.11.15-slim-bookworm AS builder
 
 # uv: the base image's interpreter (never a download), no cache left in a layer, the venv byte-compiled
@@ -36,22 +43,28 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_LINK_MODE=copy \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 
+# Empty in production; each RUN below that downloads exports it to pip and uv only when it is set.
+ARG BUILD_CA_BUNDLE=""
+
 WORKDIR /src
 
 # uv itself, pinned with the hashes of its wheels, in a venv of its own that stays in this stage.
 COPY tools/uv.txt ./tools/
-RUN python -m venv /opt/uv \
+RUN if [ -n "$BUILD_CA_BUNDLE" ]; then export SSL_CERT_FILE="$BUILD_CA_BUNDLE" PIP_CERT="$BUILD_CA_BUNDLE"; fi \
+    && python -m venv /opt/uv \
     && /opt/uv/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: -r tools/uv.txt
 
 # The runtime dependencies, exactly as uv.lock pins them (no dev extra); a layer of its own, rebuilt
 # only when the lock changes.
 COPY pyproject.toml uv.lock ./
-RUN /opt/uv/bin/uv sync --locked --no-dev --no-install-project
+RUN if [ -n "$BUILD_CA_BUNDLE" ]; then export SSL_CERT_FILE="$BUILD_CA_BUNDLE" PIP_CERT="$BUILD_CA_BUNDLE"; fi \
+    && /opt/uv/bin/uv sync --locked --no-dev --no-install-project
 
 # The bridge: a wheel (not editable) built from README.md and bridge/ by the hash-pinned hatchling.
 COPY README.md ./
 COPY bridge ./bridge
-RUN /opt/uv/bin/uv sync --locked --no-dev --no-editable
+RUN if [ -n "$BUILD_CA_BUNDLE" ]; then export SSL_CERT_FILE="$BUILD_CA_BUNDLE" PIP_CERT="$BUILD_CA_BUNDLE"; fi \
+    && /opt/uv/bin/uv sync --locked --no-dev --no-editable
 
 
 FROM python:3.11.15-slim-bookworm AS runtime

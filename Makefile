@@ -25,12 +25,17 @@ LATEST := .venv-latest
 NODE_TOOLS := tools/node
 NODE_TOOLSTAMP := $(NODE_TOOLS)/node_modules/.installed
 APT_RUN_PACKAGES := libmagic1
-APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus
+# podman and runc run the image test (tests/deploy/test_image.py), mmdebstrap makes its base image
+# (debian-archive-keyring: bookworm's keys, already there on Debian), containernetworking-plugins publish
+# its port on 127.0.0.1 (as root); as another user, podman and mmdebstrap need uidmap and slirp4netns
+APT_IMAGE_TEST_PACKAGES := podman runc mmdebstrap debian-archive-keyring containernetworking-plugins \
+  uidmap slirp4netns
+APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus $(APT_IMAGE_TEST_PACKAGES)
 # wrk: the tools/list rate is measured with it (a C load generator leaves the 2 cores to the bridge)
 APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
 
 .PHONY: run demo test lint typecheck unit system-deps run-deps bench-deps node-tools bench chaos clean
-.PHONY: lock lock-check test-latest fresh-check audit
+.PHONY: lock lock-check test-latest fresh-check audit image-test
 
 # uv, pinned with the hash of every wheel of its release (tools/uv.txt). pip's venv module needs Debian's
 # python3-venv (ensurepip), installed here when missing; --only-binary: uv's sdist would need Rust.
@@ -132,6 +137,13 @@ unit: $(DEVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 .PHONY: contract
 contract: $(DEVSTAMP) $(NODE_TOOLSTAMP)
 	$(BIN)/pytest tests/contract
+
+## make image-test: only the image test (tests/deploy/test_image.py, also part of `make test`): the
+## Dockerfile built with podman from uv.lock on a Debian bookworm base made with mmdebstrap, then run
+## read-only beside Redis, clamd and the Dust simulator and driven over /mcp; prints the build time,
+## the image's size and its start time (docs/deployment.md)
+image-test: system-deps $(DEVSTAMP)
+	$(BIN)/pytest -s tests/deploy/test_image.py
 
 ## make bench: the streaming and upload benchmarks, the load run (100/250/500 clients, tools/list rate)
 ## and the 10,000-turn soak; they print figures (see docs/performance.md). About 40 minutes.

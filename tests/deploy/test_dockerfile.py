@@ -197,6 +197,30 @@ def test_image_is_multi_stage_on_one_pinned_slim_python_base(stages: list[Stage]
     assert stages[0].name == "builder"
 
 
+def test_from_lines_name_the_base_image_literally_for_dependabot() -> None:
+    """Dependabot's docker updater reads only literal FROM images: no ARG may stand in for the base."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    froms = re.findall(r"^FROM\s+(.*)$", text, flags=re.MULTILINE | re.IGNORECASE)
+    assert len(froms) >= 2 and not [f for f in froms if "$" in f], froms
+    before_first_from = text[: text.upper().index("\nFROM ")]
+    assert not re.search(r"^ARG\s", before_first_from, flags=re.MULTILINE | re.IGNORECASE)
+
+
+def test_build_ca_bundle_defaults_to_none_and_reaches_only_the_builders_downloads(
+    builder: Stage, runtime: Stage
+) -> None:
+    """BUILD_CA_BUNDLE (a CA file mounted for the build only) is empty by default and never baked in."""
+    assert [i.args for i in builder.all("ARG")] == ['BUILD_CA_BUNDLE=""']
+    export = (
+        'if [ -n "$BUILD_CA_BUNDLE" ]; '
+        'then export SSL_CERT_FILE="$BUILD_CA_BUNDLE" PIP_CERT="$BUILD_CA_BUNDLE"; fi'
+    )
+    runs = [i.args for i in builder.all("RUN")]
+    assert runs and all(r.startswith(export + " && ") for r in runs), runs
+    assert not runtime.all("ARG") and "BUILD_CA_BUNDLE" not in str(runtime.instructions)
+    assert not {"SSL_CERT_FILE", "PIP_CERT"} & (builder.env().keys() | runtime.env().keys())
+
+
 def builder_commands(builder: Stage) -> list[str]:
     """Every command of the builder's RUN lines, `&&` chains split."""
     return [c.strip() for ins in builder.all("RUN") for c in ins.args.split("&&")]
