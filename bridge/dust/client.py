@@ -1,13 +1,9 @@
 """Async client for the Dust public API (dust-api.md): agents, conversations, files, cancel, events.
 
-HTTP library: aiohttp, not the httpx2 the MCP SDK brings. The bridge is a client of Dust with
-hundreds of long event streams open and a POST per turn, and httpx2 was the largest cost in the
-process: measured here against the Dust simulator, a conversation-creating POST took 1.7-2.1 ms of
-CPU through httpx2 (1.5 ms in httpcore2 alone) against 0.6-0.7 ms through aiohttp, and reading a
-stream cost about twice as much per line; httpcore2 also walks every pooled connection on each
-request and release, which at 200 open streams was 10% of the bridge's CPU. The bridge's server
-side (the MCP SDK, uvicorn) never uses httpx2, so aiohttp is still the one HTTP client the
-process runs. aiohttp has no server-sent-events decoder; `bridge.dust.sse` is that.
+HTTP library: aiohttp, not the httpx2 the MCP SDK brings: with hundreds of long event streams and
+a POST per turn, httpx2 was the largest cost in the process (figures: docs/architecture.md,
+"Decisions worth knowing"). The bridge's server side never uses httpx2, so aiohttp is the one
+HTTP client the process runs. aiohttp has no server-sent-events decoder; `bridge.dust.sse` is that.
 
 Retries are limited to what cannot duplicate work in Dust: GETs (and the idempotent cancel) on
 network errors, timeouts and 429/502/503/504; other POSTs only on 429/502/503/504 answers, on

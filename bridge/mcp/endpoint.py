@@ -4,10 +4,9 @@ The bridge answers `/mcp` with SSE responses, because `ask_agent` streams its an
 notifications and a JSON body would drop them. For a 2026-07-28 request the SDK then runs the
 handler as a sibling task next to a disconnect watcher, behind a memory stream, and waits to see
 whether it emits anything before it picks JSON or SSE. A listing never emits: its answer goes out
-as `application/json` either way, but the task group, the stream and their cancel scopes cost
-about 0.3 ms of the 1 ms of CPU a `tools/list` took (measured in-process, 2026-12-02). So those
-methods go to a second session manager of the same server in JSON mode, which answers them in
-the request's own task. Only the 2026-07-28 wire carries the method in a header (`Mcp-Method`)
+as `application/json` either way, but the task group, the stream and their cancel scopes were a
+third of a `tools/list`'s CPU (docs/performance.md). So those methods go to a second session
+manager of the same server in JSON mode, which answers them in the request's own task. Only the 2026-07-28 wire carries the method in a header (`Mcp-Method`)
 that the SDK checks against the body, so a request whose header names a listing but whose body
 is a `tools/call` is refused by the SDK (header mismatch) in either manager; it cannot use this
 route to lose its progress. Handshake-era requests always go to the session manager that owns

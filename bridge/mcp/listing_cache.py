@@ -3,7 +3,7 @@
 The bridge registers every tool, prompt and resource template when it builds its MCP server and
 never changes them while it runs, so their listings are the same for every caller of a protocol
 version. The MCP SDK nevertheless rebuilds each listing per request and validates and dumps it
-twice on the way out: measured here, about a fifth of the CPU of a `tools/list`, the request
+twice on the way out, a fifth of the CPU of a `tools/list` (docs/performance.md), the request
 clients send most. This SDK server middleware keeps the finished wire result (already shaped and
 stamped for its protocol version by the SDK) and answers later requests with it, short-circuiting
 the chain the way the SDK documents for middleware.

@@ -2,8 +2,8 @@
 
 The request rate uses the `limits` library's sliding-window counter, in Redis when `REDIS_URL` is
 set (so every replica counts against the same budget) and in memory otherwise. A principal sending
-many requests a second has its hits counted in small batches paid in advance (`_Prepaid`): one
-counter round trip cost about 0.25 ms of CPU per request, a quarter of a `tools/list`. A batch
+many requests a second has its hits counted in small batches paid in advance (`_Prepaid`), since
+a counter round trip per request was a quarter of a `tools/list`'s CPU (docs/performance.md). A batch
 grows only while the principal uses each one up within `_PREPAID_SECONDS`, never beyond 1% of its
 budget, and what a replica paid for but did not use within that time is dropped: the budget is
 never exceeded, and at most that 1% per replica is spent on requests that did not come.
