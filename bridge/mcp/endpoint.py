@@ -6,11 +6,11 @@ handler as a sibling task next to a disconnect watcher, behind a memory stream, 
 whether it emits anything before it picks JSON or SSE. A listing never emits: its answer goes out
 as `application/json` either way, but the task group, the stream and their cancel scopes were a
 third of a `tools/list`'s CPU (docs/performance.md). So those methods go to a second session
-manager of the same server in JSON mode, which answers them in the request's own task. Only the 2026-07-28 wire carries the method in a header (`Mcp-Method`)
-that the SDK checks against the body, so a request whose header names a listing but whose body
-is a `tools/call` is refused by the SDK (header mismatch) in either manager; it cannot use this
-route to lose its progress. Handshake-era requests always go to the session manager that owns
-their sessions.
+manager of the same server in JSON mode, which answers them in the request's own task. Only the
+2026-07-28 wire carries the method in a header (`Mcp-Method`) that the SDK checks against the
+body, so a request whose header names a listing but whose body is a `tools/call` is refused by
+the SDK (header mismatch) in either manager; it cannot use this route to lose its progress.
+Handshake-era requests always go to the session manager that owns their sessions.
 """
 
 from __future__ import annotations
