@@ -28,16 +28,15 @@ opened it.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge.http.bodies import CappedBody, read_capped_body
 from bridge.http.jsonrpc import MCP_MAX_BODY_BYTES, invalid_id_refusal, sse_event, too_large_refusal
 from bridge.http.request_ids import VALID_ID_KINDS, IdScan, invalid_request_id
 from bridge.http.sse_sessions import SessionStream, SseSessionTap
@@ -45,41 +44,6 @@ from bridge.http.sse_sessions import SessionStream, SseSessionTap
 # How much of an oversized body is read, at most, to find its id (the rest is left unread).
 ID_SEARCH_BYTES: Final = 4 * MCP_MAX_BODY_BYTES
 _HANDSHAKE_VERSIONS: Final = frozenset(v.encode("latin-1") for v in HANDSHAKE_PROTOCOL_VERSIONS)
-
-
-@dataclass
-class _Body:
-    """A request body read up to a cap, and the `receive` the app is to be called with."""
-
-    data: bytes
-    over_cap: bool  # the rest is unread: `receive` gives what follows what was read
-    more: bool  # (when over the cap) whether the client has more of the body to send
-    receive: Receive
-
-
-async def _read_body(receive: Receive, cap: int, declared: bytes = b"") -> _Body:
-    """Read the body up to `cap` (none of it when the declared length is over); keep it to replay."""
-    if declared.isdigit() and int(declared) > cap:
-        return _Body(b"", over_cap=True, more=True, receive=receive)
-    body = bytearray()
-    pending: deque[Message] = deque()
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            pending.append(message)
-            break
-        body += message.get("body", b"")
-        more = bool(message.get("more_body", False))
-        if len(body) > cap:
-            return _Body(bytes(body), over_cap=True, more=more, receive=receive)
-        if not more:
-            break
-    pending.appendleft({"type": "http.request", "body": bytes(body), "more_body": False})
-
-    async def replayed() -> Message:
-        return pending.popleft() if pending else await receive()
-
-    return _Body(bytes(body), over_cap=False, more=False, receive=replayed)
 
 
 def _is_handshake_era(scope: Scope) -> bool:
@@ -126,7 +90,7 @@ class JsonRpcGuardMiddleware:
 
     async def _handshake_message(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`POST /mcp` in the handshake era: an invalid id is refused here, as the HTTP answer."""
-        body = await _read_body(receive, self._max_body)
+        body = await read_capped_body(receive, self._max_body)
         if body.over_cap:  # only without TransportGuardMiddleware in front, which caps /mcp
             await too_large_refusal(self._max_body)(scope, body.receive, send)
             return
@@ -138,7 +102,7 @@ class JsonRpcGuardMiddleware:
     async def _legacy_message(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`POST /messages/`: capped, its id checked, refusals answered on the caller's stream."""
         declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
-        body = await _read_body(receive, self._max_body, declared)
+        body = await read_capped_body(receive, self._max_body, declared)
         if body.over_cap:
             await self._too_large(scope, body, send)
             return
@@ -152,7 +116,7 @@ class JsonRpcGuardMiddleware:
         # Nothing to refuse, or no stream of the caller's to refuse it on: the SDK answers.
         await self._app(scope, body.receive, send)
 
-    async def _too_large(self, scope: Scope, body: _Body, send: Send) -> None:
+    async def _too_large(self, scope: Scope, body: CappedBody, send: Send) -> None:
         """The too-large error, on the session's stream (202 to the POST) or as the POST's answer."""
         scan = IdScan()
         scan.feed(body.data)

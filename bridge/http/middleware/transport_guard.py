@@ -18,13 +18,12 @@ check, which sends it on the caller's SSE stream: the legacy client waits for it
 
 from __future__ import annotations
 
-from collections import deque
-
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.http.allow_lists import AllowLists, matches
+from bridge.http.bodies import read_capped_body
 from bridge.http.jsonrpc import MCP_MAX_BODY_BYTES, too_large_refusal
 from bridge.http.paths import LEGACY_MESSAGES_PREFIX, MCP_PREFIXES
 from bridge.http.problems import problem
@@ -102,30 +101,12 @@ class TransportGuardMiddleware:
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the body up to the cap (the SDK reads it whole anyway), then replay it to the app."""
-        limit = self._mcp_max_body
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        declared = Headers(scope=scope).get("content-length", "").encode("latin-1")
+        body = await read_capped_body(receive, self._mcp_max_body, declared)
+        if body.over_cap:
             await self._too_large(scope, receive, send)
             return
-        body = bytearray()
-        replay: deque[Message] = deque()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                replay.append(message)
-                break
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await self._too_large(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                replay.appendleft({"type": "http.request", "body": bytes(body), "more_body": False})
-                break
-
-        async def replayed() -> Message:
-            return replay.popleft() if replay else await receive()
-
-        await self._app(scope, replayed, send)
+        await self._app(scope, body.receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await too_large_refusal(self._mcp_max_body)(scope, receive, send)
