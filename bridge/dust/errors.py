@@ -61,21 +61,26 @@ class DustError(UpstreamFailure):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, type={self.type!r}, message={self.message!r})"
 
+    @property
+    def reason(self) -> str:
+        """Dust's own reason as the user sees it: `HTTP 401 invalid_api_key_error: <message>`."""
+        status = f"HTTP {self.status} " if self.status else ""
+        return f"{status}{self.type}: {self.message}" if self.message else f"{status}{self.type}"
+
     def for_user(self) -> str:
         """Dust's own reason, then what it means and what to do (the message is already sanitised)."""
-        detail = f"{self.type}: {self.message}" if self.message else self.type
-        status = f"HTTP {self.status} " if self.status else ""
         explained = meaning(self)
         suffix = f": {explained}" if explained else ""
-        return f"Dust returned an error ({status}{detail}){suffix}."
+        return f"Dust returned an error ({self.reason}){suffix}."
 
 
 class DustAuthError(DustError):
     """The API key is missing, invalid, for another workspace, or the plan forbids API use."""
 
     def for_user(self) -> str:
-        detail = f"HTTP {self.status} {self.type}: {self.message}" if self.status else self.type
-        return f"Dust refused the bridge's credentials ({detail}): {meaning(self) or 'check DUST_API_KEY'}."
+        return (
+            f"Dust refused the bridge's credentials ({self.reason}): {meaning(self) or 'check DUST_API_KEY'}."
+        )
 
 
 class DustNotFound(DustError):
@@ -91,7 +96,7 @@ class DustForbidden(DustBadRequest):
     listing, a conversation or space it has no access to (a 401/403 that is not about the key)."""
 
     def for_user(self) -> str:
-        return f"Dust refused this request (HTTP {self.status} {self.type}: {self.message}): {meaning(self)}."
+        return f"Dust refused this request ({self.reason}): {meaning(self)}."
 
 
 class DustRateLimited(DustError, LimitExceeded):
@@ -109,9 +114,7 @@ class DustRateLimited(DustError, LimitExceeded):
         self.retry_after = retry_after
 
     def for_user(self) -> str:
-        status = f"HTTP {self.status} " if self.status else ""
-        reason = f"{status}{self.type}: {self.message}"
-        return f"Dust is rate-limiting this workspace ({reason}); try again in a minute."
+        return f"Dust is rate-limiting this workspace ({self.reason}); try again in a minute."
 
 
 class DustServerError(DustError):
@@ -122,7 +125,7 @@ class DustUnavailable(DustError, Unavailable):
     """Dust could not be reached (connect errors, timeouts) or the circuit breaker is open."""
 
     def for_user(self) -> str:
-        return f"Dust is unreachable right now ({self.type}: {self.message}); try again shortly."
+        return f"Dust is unreachable right now ({self.reason}); try again shortly."
 
 
 class DustStreamError(DustError, Unavailable):
