@@ -30,6 +30,11 @@ from bridge.observability.logging import configure_logging
 
 def _settings(**overrides: Any) -> Settings:
     """The settings every command reads, the same way; says on stderr which `.env` it used."""
+    return _settings_and_source(**overrides)[0]
+
+
+def _settings_and_source(**overrides: Any) -> tuple[Settings, Path | None]:
+    """The settings, and the `.env` file they were read from (None: the environment only)."""
     try:
         env_file = find_env_file()
         settings = load_settings(env_file, **overrides)
@@ -37,7 +42,7 @@ def _settings(**overrides: Any) -> Settings:
         print(f"dust-mcp-bridge: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"dust-mcp-bridge: settings from {describe_env_file(env_file)}", file=sys.stderr, flush=True)
-    return settings
+    return settings, env_file
 
 
 def configured_secrets(settings: Settings) -> list[str]:
@@ -229,8 +234,8 @@ def claude_config(
 def cmd_claude_config(args: argparse.Namespace) -> None:
     """Print a working Claude Desktop config entry (never the real key)."""
     # Demo on for reading only: the entry is printed whether or not the credentials are complete.
-    settings = _settings(BRIDGE_DEMO="on")
-    print(json.dumps(claude_config(settings, find_env_file(), args.name, demo=args.demo), indent=2))
+    settings, env_file = _settings_and_source(BRIDGE_DEMO="on")
+    print(json.dumps(claude_config(settings, env_file, args.name, demo=args.demo), indent=2))
 
 
 def cmd_keys_new_store_key(args: argparse.Namespace) -> None:
