@@ -276,3 +276,11 @@ def test_message_kinds_the_sdk_does_not_name_are_skipped() -> None:
     assert kinds == ["UserMessage", "AgentMessage"]
     answer = conversation.agent_message_for("msgUSER001")
     assert answer is not None and answer.s_id == "msgAGENT01"
+
+
+def test_a_create_answer_with_no_user_message_at_all_is_an_unexpected_format() -> None:
+    from bridge.dust.errors import DustServerError
+
+    with pytest.raises(DustServerError, match="holds no user message") as caught:
+        read_created_conversation({"conversation": {"sId": "c1", "content": []}})
+    assert caught.value.type == "unexpected_response_format"
