@@ -55,6 +55,7 @@ from bridge.dust.models import (
     MessageContext,
     UserMessage,
 )
+from bridge.dust.pauses import Approval, PendingAction
 from bridge.dust.sse import SseDecoder, SseFrame, SseTooLarge
 from bridge.observability.context import REQUEST_ID
 
@@ -394,6 +395,63 @@ class DustClient:
             idempotent=True,
         )
 
+    async def validate_action(
+        self, conversation_id: str, message_id: str, action_id: str, approved: Approval
+    ) -> None:
+        """Approve or reject a tool call the agent is waiting on (`tool_approve_execution`).
+
+        `conversation_id` and `message_id` are the pause's own: a sub-agent's differ from the
+        top-level message's.
+
+        Raises:
+            DustBadRequest: the action is no longer blocked (`action_not_blocked`).
+            DustNotFound: unknown action, message or conversation.
+            DustError: any other failure.
+        """
+        # Not repeated on a lost answer: the first POST may have resumed the agent.
+        await self._request(
+            "POST",
+            f"{_message_path(conversation_id, message_id)}/validate-action",
+            json={"actionId": action_id, "approved": approved},
+        )
+
+    async def answer_question(
+        self,
+        conversation_id: str,
+        message_id: str,
+        action_id: str,
+        *,
+        selected_options: list[int],
+        custom_response: str | None = None,
+    ) -> None:
+        """Answer a question the agent asked (`tool_ask_user_question`): option indexes and/or text.
+
+        Raises:
+            DustBadRequest: the action is no longer waiting for an answer (`action_not_blocked`).
+            DustNotFound: unknown action, message or conversation.
+            DustError: any other failure.
+        """
+        answer: dict[str, Any] = {"selectedOptions": selected_options}
+        if custom_response is not None:
+            answer["customResponse"] = custom_response
+        await self._request(
+            "POST",
+            f"{_message_path(conversation_id, message_id)}/answer-question",
+            json={"actionId": action_id, "answer": answer},
+        )
+
+    async def blocked_actions(self, conversation_id: str) -> list[PendingAction]:
+        """The actions of a conversation still waiting for the user (`GET .../actions/blocked`).
+
+        Raises:
+            DustNotFound: no such conversation.
+            DustError: any other failure.
+        """
+        body = await self._request("GET", f"/assistant/conversations/{_seg(conversation_id)}/actions/blocked")
+        items = _field(body, "blockedActions", list)
+        pending = (PendingAction.from_blocked(item) for item in items if isinstance(item, dict))
+        return [action for action in pending if action is not None]
+
     async def create_content_fragment(
         self, conversation_id: str, *, title: str, file_id: str
     ) -> ContentFragment:
@@ -727,6 +785,10 @@ def read_created_conversation(body: dict[str, Any]) -> CreatedConversation:
         user_message=user_message,
         agent_message=conversation.agent_message_for(user_message.s_id),
     )
+
+
+def _message_path(conversation_id: str, message_id: str) -> str:
+    return f"/assistant/conversations/{_seg(conversation_id)}/messages/{_seg(message_id)}"
 
 
 def _seg(value: str) -> str:
