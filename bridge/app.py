@@ -101,7 +101,12 @@ class _McpTransports:
 
 
 def _mcp_transports(settings: Settings, holder: _Holder, allow: AllowLists) -> _McpTransports:
-    server = build_mcp_server(holder.get, agent_tools=settings.agent_tools, demo=settings.demo_active)
+    server = build_mcp_server(
+        holder.get,
+        agent_tools=settings.agent_tools,
+        demo=settings.demo_active,
+        state_keys=settings.request_state_keys,
+    )
     security = allow.transport_security()
     # SSE responses, never json_response: a JSON body would drop every progress notification
     # (McpEndpoint answers only the listings in JSON). Called for the session manager it builds;

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from bridge.domain.conversations import TurnListener
 from bridge.dust.client import LISTING_VIEW
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError
@@ -111,7 +112,7 @@ async def _check_ask(runtime: Runtime, report: CheckReport, agent: str, message:
             agent_ref=agent,
             message=message,
             new_conversation=True,
-            progress=progress,
+            listener=TurnListener(progress=progress),
         )
     except BridgeError as exc:
         report.failed("ask", str(exc))

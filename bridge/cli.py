@@ -156,7 +156,10 @@ def cmd_stdio(args: argparse.Namespace) -> None:
     async def run() -> None:
         async with start_runtime(settings) as runtime:
             mcp = build_mcp_server(
-                lambda: runtime, agent_tools=settings.agent_tools, demo=settings.demo_active
+                lambda: runtime,
+                agent_tools=settings.agent_tools,
+                demo=settings.demo_active,
+                state_keys=settings.request_state_keys,
             )
             await mcp.run_stdio_async()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import hashlib
 import ipaddress
 import os
 import tempfile
@@ -104,6 +105,10 @@ class Settings(BaseSettings):
     )
     answer_timeout_seconds: float = Field(
         default=900.0, gt=0, le=86400, validation_alias=AliasChoices("BRIDGE_ANSWER_TIMEOUT_SECONDS")
+    )
+    # Claude Desktop (local servers) and claude.ai give up on a tool call after about 60 s.
+    answer_deadline_seconds: float = Field(
+        default=45.0, ge=0, le=86400, validation_alias=AliasChoices("BRIDGE_ANSWER_DEADLINE_SECONDS")
     )
     stream_max_reconnects: int = Field(
         default=10, ge=0, le=1000, validation_alias=AliasChoices("BRIDGE_STREAM_MAX_RECONNECTS")
@@ -468,6 +473,23 @@ class Settings(BaseSettings):
     def demo_active(self) -> bool:
         """True when the bridge talks to the bundled simulator instead of Dust."""
         return self.demo is DemoMode.ON or (self.demo is DemoMode.AUTO and self.dust_api_key is None)
+
+    @property
+    def request_state_keys(self) -> list[str]:
+        """Secrets that seal the MCP request state a 2026-07-28 client echoes back, the same on
+        every replica: from the store's encryption keys if set, else from the Dust API key (every
+        replica has it); empty (a key of this process only) in demo mode. Derived, so the sealing
+        key is never the secret itself."""
+        if self.store_encryption_keys is not None:
+            secrets = _split_csv(self.store_encryption_keys.get_secret_value())
+        elif self.dust_api_key is not None and not self.demo_active:
+            secrets = [self.dust_api_key.get_secret_value()]
+        else:
+            return []
+        return [
+            hashlib.sha256(b"dust-mcp-bridge/request-state\0" + secret.encode()).hexdigest()
+            for secret in secrets
+        ]
 
 
 def _is_loopback(host: str) -> bool:

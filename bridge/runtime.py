@@ -66,6 +66,11 @@ class Runtime:
     instance_id: str
 
     @property
+    def answer_deadline_seconds(self) -> float:
+        """How long one tool call waits for an answer before it returns what it has (0: to the end)."""
+        return self.settings.answer_deadline_seconds
+
+    @property
     def uptime_seconds(self) -> float:
         """Seconds since start-up."""
         return time.time() - self.started_at

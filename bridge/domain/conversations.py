@@ -14,18 +14,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import anyio
-
 from bridge.domain.agents import AgentDirectory
-from bridge.domain.relay import RelayOutcome, StreamRelay
+from bridge.domain.relay import RelayOutcome
+from bridge.domain.replies import Reply, check_reply, not_pending, send_reply
+from bridge.domain.streaming import AnswerStreamer, Listener, StreamSettings, StreamTarget
 from bridge.dust.client import DustClient
-from bridge.dust.errors import (
-    DustError,
-    DustNotFound,
-    DustStreamError,
-)
-from bridge.dust.models import Agent, AgentMessage, ContentFragment, MessageContext, UserMessage
-from bridge.errors import InvalidInput, NotFound, UpstreamFailure
+from bridge.dust.errors import DustError, DustNotFound
+from bridge.dust.events import AgentEvent
+from bridge.dust.models import Agent, AgentMessage, ContentFragment, Conversation, MessageContext, UserMessage
+from bridge.dust.pauses import PendingAction
+from bridge.errors import BridgeError, InvalidInput, NotFound, UpstreamFailure
 from bridge.observability.metrics import Metrics
 from bridge.store.base import ContextStore, StoreUnavailable
 from bridge.store.records import ConversationRecord, UploadRecord, is_valid_handle, new_handle
@@ -34,8 +32,10 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
 
-# How long a cancel POST to Dust may take once the client has gone; it runs shielded.
-_CANCEL_TIMEOUT_SECONDS = 5.0
+AskUser = Callable[[list[PendingAction], "ConversationRecord"], Awaitable[list[Reply] | None]]
+"""Put what the agent waits for to the user now (elicitation): their replies, or None when this
+client cannot ask or the user would not answer (the actions then stay pending)."""
+
 _MAX_FILES = 20
 _UPLOAD_URI_PREFIX = "bridge://uploads/"
 
@@ -82,8 +82,20 @@ class AgentFailed(UpstreamFailure):
 
 
 @dataclass
+class TurnListener:
+    """How the caller of a turn listens to it."""
+
+    progress: Progress | None = None
+    ask_user: AskUser | None = None
+    # Seconds after which the call returns what it has while the agent works on (None: to the end).
+    deadline: float | None = None
+    # Asked after a cancellation: True when the client only gave up waiting (the Dust work goes on).
+    client_timed_out: Callable[[], Awaitable[bool]] | None = None
+
+
+@dataclass
 class Answer:
-    """One finished agent turn."""
+    """Where an agent turn stands when a call returns: complete, paused on the user, or still working."""
 
     text: str
     handle: str
@@ -96,6 +108,16 @@ class Answer:
     # Why the handle of a new conversation could not be stored (the answer came all the same);
     # None when it was, or when the turn continued a conversation the store already holds.
     unremembered: str | None = None
+    pending: list[PendingAction] = field(default_factory=list)
+    # Why an answer given mid-stream did not reach Dust (the action is still pending).
+    note: str | None = None
+
+    @property
+    def status(self) -> str:
+        """ "complete", "waiting_for_user" (see `pending`) or "working" (call wait_for_answer)."""
+        if self.pending:
+            return "waiting_for_user"
+        return "complete" if self.outcome.terminal is not None else "working"
 
     def structured(self) -> dict[str, Any]:
         """The `structured_content` of the tool result."""
@@ -107,8 +129,32 @@ class Answer:
             "url": self.url,
             "continued": self.continued,
             "remembered": self.unremembered is None,
+            "status": self.status,
             "answer": self.text,
+            "pending": [pending_json(action) for action in self.pending],
         }
+
+
+def pending_json(action: PendingAction) -> dict[str, Any]:
+    """A pending action as a client sees it (ids to reply with, what it is about)."""
+    data: dict[str, Any] = {
+        "action_id": action.action_id,
+        "kind": action.kind,
+        "tool": action.tool,
+        "server": action.server,
+        "inputs": action.inputs,
+        "stake": action.stake,
+    }
+    if action.question is not None:
+        data["question"] = action.question.text
+        data["options"] = [
+            {"index": index, "label": option.label, "description": option.description}
+            for index, option in enumerate(action.question.options)
+        ]
+        data["multi_select"] = action.question.multi_select
+    if action.auth_message is not None:
+        data["message"] = action.auth_message
+    return data
 
 
 @dataclass
@@ -179,7 +225,22 @@ class ConversationService:
         )
         self._metrics = metrics
         self._clock = clock
-        self.active_streams = 0
+        self._streamer = AnswerStreamer(
+            dust,
+            StreamSettings(
+                heartbeat_seconds=settings.heartbeat_seconds,
+                coalesce_seconds=settings.coalesce_ms / 1000,
+                coalesce_chars=settings.coalesce_chars,
+                show_chain_of_thought=settings.show_chain_of_thought,
+                answer_timeout_seconds=settings.answer_timeout_seconds,
+            ),
+            metrics,
+        )
+
+    @property
+    def active_streams(self) -> int:
+        """Answers streaming from Dust right now."""
+        return self._streamer.active
 
     async def ask(
         self,
@@ -191,7 +252,7 @@ class ConversationService:
         conversation: str | None = None,
         new_conversation: bool = False,
         files: list[str] | None = None,
-        progress: Progress | None = None,
+        listener: TurnListener | None = None,
     ) -> Answer:
         """Ask `agent_ref` `message` in a new or continued conversation and stream the answer.
 
@@ -216,22 +277,53 @@ class ConversationService:
         # If the store failed since the check above, Dust has the question all the same: its
         # answer is streamed and returned rather than lost, and the save tried once more after it.
         unsaved = await self._save(record, session_key)
-        outcome = await self._stream(record, posted.message.s_id, progress)
-        _raise_for_failed_answer(outcome, agent, record.handle)
+        answer = await self._follow(record, agent, continued, listener or TurnListener())
         if unsaved is not None:
             unsaved = await self._save(record, session_key)
-        return Answer(
-            text=outcome.text,
-            handle=record.handle,
-            agent=agent,
-            dust_conversation_id=record.dust_conversation_id,
-            message_id=posted.message.s_id,
-            url=record.url,
-            continued=continued,
-            outcome=outcome,
-            # A continued conversation's record is in the store already: its handle keeps working.
-            unremembered=None if continued else unsaved,
-        )
+        # A continued conversation's record is in the store already: its handle keeps working.
+        answer.unremembered = None if continued else unsaved
+        return answer
+
+    async def resume(self, principal: str, handle: str, listener: TurnListener) -> Answer:
+        """Go on with the last answer of a conversation: put what it waits for to the user, or
+        stream the rest from where the last call left it (wait_for_answer).
+
+        Raises:
+            BridgeError: unknown handle, nothing to wait for, or a Dust failure.
+        """
+        record = await self._load(principal, handle)
+        agent, message = await self._last_answer(record)
+        if message.status != "created":
+            return self._finished(record, agent, message)
+        pending = await self._still_pending(record)
+        if pending:
+            replies = await listener.ask_user(pending, record) if listener.ask_user else None
+            if not replies:
+                return await self._paused(record, agent, pending)
+            pending = await self._send_replies(record, pending, replies)
+            if pending:
+                return await self._paused(record, agent, pending)
+        return await self._follow(record, agent, True, listener)
+
+    async def reply(
+        self, principal: str, handle: str, replies: list[Reply], listener: TurnListener
+    ) -> Answer:
+        """Record the user's replies in Dust, then go on as `resume` does.
+
+        Raises:
+            ActionNotPending: a reply names an action that is not waiting (any more).
+            InvalidReply: a reply that does not fit its action.
+            BridgeError: unknown handle or a Dust failure.
+        """
+        record = await self._load(principal, handle)
+        agent, _ = await self._last_answer(record)
+        pending = [PendingAction.from_json(item) for item in record.pending]
+        if any(reply.action_id not in {action.action_id for action in pending} for reply in replies):
+            pending = await self._still_pending(record)
+        remaining = await self._send_replies(record, pending, replies)
+        if remaining:
+            return await self._paused(record, agent, remaining)
+        return await self.resume(principal, handle, replace(listener, ask_user=None))
 
     def _record_turn(
         self, record: ConversationRecord | None, principal: str, agent: Agent, posted: _PostedTurn
@@ -460,62 +552,142 @@ class ConversationService:
         except StoreUnavailable:
             logger.warning("could not forget a conversation whose Dust side is gone")
 
-    async def _stream(
-        self, record: ConversationRecord, message_id: str, progress: Progress | None
-    ) -> RelayOutcome:
-        async def emit(message: str) -> None:
-            if progress is not None:
-                await progress(message)
+    async def _follow(
+        self, record: ConversationRecord, agent: Agent, continued: bool, listener: TurnListener
+    ) -> Answer:
+        """Stream the record's last answer from its stored position; keep where it stopped."""
+        assert record.last_agent_message_id is not None
+        current = record
+        answered: list[str] = []
+        refused: list[str] = []
 
-        relay = StreamRelay(
-            emit,
-            heartbeat_seconds=self._settings.heartbeat_seconds,
-            coalesce_seconds=self._settings.coalesce_ms / 1000,
-            coalesce_chars=self._settings.coalesce_chars,
-            show_chain_of_thought=self._settings.show_chain_of_thought,
-        )
-        finished = False
-        self.active_streams += 1
-        self._metrics.active_streams.inc()
-        started = time.monotonic()
-        try:
-            with anyio.fail_after(self._settings.answer_timeout_seconds):
-                outcome = await relay.run(
-                    self._dust.stream_agent_events(record.dust_conversation_id, message_id)
-                )
-            finished = True
-            self._metrics.heartbeats.inc(outcome.heartbeats)
-            self._metrics.answer_seconds.observe(time.monotonic() - started)
-            if outcome.first_chunk_at is not None:
-                self._metrics.first_chunk_seconds.observe(outcome.first_chunk_at - started)
-            return outcome
-        except TimeoutError:
-            raise UpstreamFailure(
-                f"Dust did not finish within {self._settings.answer_timeout_seconds:g}s"
-                " (BRIDGE_ANSWER_TIMEOUT_SECONDS); the generation was cancelled."
-                f" Conversation handle: {record.handle}"
-            ) from None
-        except DustStreamError as exc:
-            # The generation may still finish in Dust: keep it running and say how to read it.
-            finished = True
-            raise UpstreamFailure(
-                f"the answer stream from Dust was lost ({exc.message}); the answer may still complete:"
-                f" read it with get_conversation(conversation={record.handle!r})"
-            ) from None
-        finally:
-            self.active_streams -= 1
-            self._metrics.active_streams.dec()
-            if not finished:
-                self._metrics.cancellations.inc()
-                # Client cancelled or went away, or we timed out: stop the generation at Dust.
-                await self._cancel_at_dust(record.dust_conversation_id, message_id)
-
-    async def _cancel_at_dust(self, conversation_id: str, message_id: str) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_TIMEOUT_SECONDS):
+        async def on_pause(blocked: list[PendingAction]) -> bool:
+            if listener.ask_user is None:
+                return False
+            replies = await listener.ask_user(blocked, current)
             try:
-                await self._dust.cancel(conversation_id, [message_id])
-            except DustError as exc:
-                logger.warning("could not cancel the generation at Dust: %s", exc)
+                remaining = await self._send_replies(current, blocked, replies or [], save=False)
+            except BridgeError as exc:
+                refused.append(exc.for_user())
+                return False
+            answered.extend(reply.action_id for reply in replies or [])
+            return not remaining
+
+        async def keep(partial: RelayOutcome) -> bool:
+            if listener.client_timed_out is None or not await listener.client_timed_out():
+                return False
+            position = partial.last_event_id or current.stream_position
+            await self._save(replace(current, stream_position=position, pending=()), None)
+            return True
+
+        target = StreamTarget(
+            record.dust_conversation_id, record.last_agent_message_id, record.handle, record.stream_position
+        )
+        outcome = await self._streamer.follow(
+            target, Listener(listener.progress, on_pause, listener.deadline, keep)
+        )
+        _raise_for_failed_answer(outcome, agent, record.handle)
+        pending = [action for action in outcome.pauses if action.action_id not in answered]
+        ended = outcome.terminal is not None
+        kept = replace(
+            record,
+            stream_position=None if ended else outcome.last_event_id or record.stream_position,
+            pending=tuple(action.to_json() for action in pending),
+        )
+        if kept != record:
+            await self._save(kept, None)
+        return self._answer(kept, agent, continued, outcome, pending, note=refused[0] if refused else None)
+
+    def _answer(
+        self,
+        record: ConversationRecord,
+        agent: Agent,
+        continued: bool,
+        outcome: RelayOutcome,
+        pending: list[PendingAction],
+        note: str | None = None,
+    ) -> Answer:
+        return Answer(
+            text=outcome.text,
+            handle=record.handle,
+            agent=agent,
+            dust_conversation_id=record.dust_conversation_id,
+            message_id=record.last_agent_message_id or "",
+            url=record.url,
+            continued=continued,
+            outcome=outcome,
+            pending=pending,
+            note=note,
+        )
+
+    async def _last_answer(self, record: ConversationRecord) -> tuple[Agent, AgentMessage]:
+        """The agent and Dust's current view of the record's last agent message."""
+        conversation = await self._dust_conversation(record)
+        message = next(
+            (
+                item
+                for item in conversation.current_messages()
+                if isinstance(item, AgentMessage) and item.s_id == record.last_agent_message_id
+            ),
+            None,
+        )
+        if message is None:
+            raise NotFound("this conversation has no answer to wait for: ask the agent something first")
+        return Agent(s_id=record.agent_id, name=record.agent_name), message
+
+    async def _dust_conversation(self, record: ConversationRecord) -> Conversation:
+        try:
+            return await self._dust.get_conversation(record.dust_conversation_id)
+        except DustNotFound:
+            raise ConversationNotFound(
+                "the Dust conversation behind this handle no longer exists; start a new one"
+            ) from None
+
+    def _finished(self, record: ConversationRecord, agent: Agent, message: AgentMessage) -> Answer:
+        """The answer of a message Dust has finished, read from the conversation."""
+        terminal = _terminal_of(message)
+        outcome = RelayOutcome(text=message.content or "", terminal=terminal)
+        _raise_for_failed_answer(outcome, agent, record.handle)
+        return self._answer(record, agent, True, outcome, [])
+
+    async def _still_pending(self, record: ConversationRecord) -> list[PendingAction]:
+        """What the conversation waits for, as Dust says now (a sub-agent's, from the record)."""
+        listed = await self._dust.blocked_actions(record.dust_conversation_id)
+        known = {action.action_id for action in listed}
+        others = [
+            action
+            for action in map(PendingAction.from_json, record.pending)
+            if action.conversation_id != record.dust_conversation_id and action.action_id not in known
+        ]
+        return [*listed, *others]
+
+    async def _paused(self, record: ConversationRecord, agent: Agent, pending: list[PendingAction]) -> Answer:
+        kept = replace(record, pending=tuple(action.to_json() for action in pending))
+        if kept != record:
+            await self._save(kept, None)
+        return self._answer(kept, agent, True, RelayOutcome(text="", terminal=None), pending)
+
+    async def _send_replies(
+        self,
+        record: ConversationRecord,
+        pending: list[PendingAction],
+        replies: list[Reply],
+        *,
+        save: bool = True,
+    ) -> list[PendingAction]:
+        """Send each reply to Dust; the actions still pending afterwards (stored when `save`)."""
+        by_id = {action.action_id: action for action in pending}
+        for reply in replies:
+            action = by_id.get(reply.action_id)
+            if action is None:
+                raise not_pending(reply.action_id)
+            check_reply(action, reply)
+        for reply in replies:
+            await send_reply(self._dust, by_id.pop(reply.action_id), reply)
+        remaining = list(by_id.values())
+        if save:
+            await self._save(replace(record, pending=tuple(action.to_json() for action in remaining)), None)
+        return remaining
 
 
 @dataclass
@@ -529,6 +701,19 @@ _NOT_FOUND = (
     "unknown or expired conversation handle; start a new conversation by calling ask_agent without"
     " conversation"
 )
+
+
+def _terminal_of(message: AgentMessage) -> AgentEvent | None:
+    """The terminal event a finished message's status stands for (None while it runs)."""
+    kinds = {
+        "succeeded": "agent_message_success",
+        "failed": "agent_error",
+        "cancelled": "agent_generation_cancelled",
+    }
+    kind = kinds.get(message.status)
+    if kind is None:
+        return None
+    return AgentEvent(event_id="", type=kind, data={"type": kind, "error": message.error or {}})
 
 
 def _raise_for_failed_answer(outcome: RelayOutcome, agent: Agent, handle: str) -> None:

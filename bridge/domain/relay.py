@@ -18,16 +18,28 @@ from typing import Any
 import anyio
 
 from bridge.dust.events import AgentEvent
+from bridge.dust.pauses import PendingAction
 
 Emit = Callable[[str], Awaitable[None]]
+
+OnPause = Callable[[list[PendingAction]], Awaitable[bool]]
+"""Called with the actions an agent step is blocked on; True once they were answered (the stream
+goes on), False to stop relaying and leave them pending."""
 
 
 @dataclass
 class RelayOutcome:
-    """What the stream produced: the answer and the terminal event (None if the stream ended without one)."""
+    """What the stream produced: the answer and the terminal event (None if the stream ended without one).
+
+    Without a terminal event the relay stopped early: `pauses` holds what the agent waits for, or
+    `deadline_passed` says the caller's deadline came first; `last_event_id` is where to resume.
+    """
 
     text: str
     terminal: AgentEvent | None
+    last_event_id: str | None = None
+    pauses: list[PendingAction] = field(default_factory=list)
+    deadline_passed: bool = False
     notifications: int = 0
     heartbeats: int = 0
     first_chunk_at: float | None = None
@@ -56,9 +68,12 @@ def tool_status(event: AgentEvent) -> str | None:
         return f"[tool] error: {str(error.get('message') or 'tool failed')[:200]}"
     if event.type == "tool_approve_execution":
         name = (data.get("metadata") or {}).get("toolName") or "a tool"
-        return f"[tool] {name} is waiting for approval in Dust"
+        return f"[waiting for you] {name} needs your approval"
+    if event.type == "tool_ask_user_question":
+        question = (data.get("question") or {}).get("question") or "a question"
+        return f"[waiting for you] the agent asks: {str(question)[:200]}"
     if event.type in ("tool_personal_auth_required", "tool_file_auth_required"):
-        return "[tool] waiting for a personal authorisation in Dust"
+        return "[waiting for you] a tool needs you to connect an account in Dust"
     if event.type == "agent_context_pruned":
         return "[agent] conversation context trimmed by Dust"
     return None
@@ -88,9 +103,21 @@ class StreamRelay:
         self._coalesce_chars = coalesce_chars
         self._show_cot = show_chain_of_thought
         self._clock = clock
+        # The current (or last) run's outcome: a cancelled caller still finds its last_event_id here.
+        self.partial = RelayOutcome(text="", terminal=None)
 
-    async def run(self, events: AsyncIterator[AgentEvent]) -> RelayOutcome:
+    async def run(
+        self,
+        events: AsyncIterator[AgentEvent],
+        *,
+        on_pause: OnPause | None = None,
+        deadline: float | None = None,
+    ) -> RelayOutcome:
         """Relay `events` until a terminal event or the end of the stream.
+
+        When an agent step blocks on the user, `on_pause` is asked to get the answers (without it,
+        or when it returns False, the relay stops with the pauses). `deadline` (seconds of relaying,
+        not counting the time `on_pause` takes) stops it with `deadline_passed`.
 
         Errors raised by the event stream are re-raised here. Cancellation propagates as usual; the
         caller owns cancelling the generation at Dust.
@@ -100,15 +127,16 @@ class StreamRelay:
         itself (no hand-over between tasks, no timeout scope per event), and the HTTP read of Dust is
         never cancelled by a timer (that would tear the stream down).
         """
-        turn = _Turn(self)
+        turn = _Turn(self, on_pause, deadline)
+        self.partial = turn.outcome
         result: RelayOutcome | _Failed
         async with anyio.create_task_group() as tg:
             tg.start_soon(turn.watch)
             try:
                 with anyio.CancelScope() as turn.consumer:
                     result = await turn.consume(events)
-                if turn.consumer.cancelled_caught:  # only the watcher cancels it, on a failed emit
-                    result = _Failed(turn.failure or RuntimeError("relay stopped"))
+                if turn.consumer.cancelled_caught:  # only the watcher cancels it
+                    result = turn.stopped_early()
             except Exception as exc:
                 # Raised outside the task group below, so callers see the error itself, not a group.
                 result = _Failed(exc)
@@ -122,9 +150,13 @@ class StreamRelay:
 class _Turn:
     """The state of one relayed answer, shared by the consuming task and the timer task."""
 
-    def __init__(self, relay: StreamRelay) -> None:
+    def __init__(self, relay: StreamRelay, on_pause: OnPause | None, deadline: float | None) -> None:
         self._relay = relay
         self._clock = relay._clock
+        self._on_pause = on_pause
+        self._deadline = None if deadline is None else self._clock() + deadline
+        self._pausing = False  # on_pause is running: the deadline waits
+        self._blocked: list[PendingAction] = []
         self.outcome = RelayOutcome(text="", terminal=None)
         self._answer: list[str] = []
         self._pending: list[str] = []
@@ -154,7 +186,9 @@ class _Turn:
                 except Exception:
                     await self._flush()
                     raise
-                if await self._handle(event):
+                self.outcome.last_event_id = event.event_id
+                if await self._handle(event) or await self._paused(event):
+                    self.outcome.text = self.outcome.text or "".join(self._answer)
                     return self.outcome
         finally:
             aclose = getattr(events, "aclose", None)
@@ -212,6 +246,37 @@ class _Turn:
         self.outcome.text = final if isinstance(final, str) and final else "".join(self._answer)
         return True
 
+    async def _paused(self, event: AgentEvent) -> bool:
+        """Collect a pause event; at the last one of its step, True unless `on_pause` answered them."""
+        pending = PendingAction.from_event(event.data)
+        if pending is None:
+            return False
+        self._blocked.append(pending)
+        if not pending.last_of_step:
+            return False
+        blocked, self._blocked = self._blocked, []
+        await self._flush()
+        if self._on_pause is not None:
+            started = self._clock()
+            self._pausing = True
+            try:
+                if await self._on_pause(blocked):
+                    return False
+            finally:
+                self._pausing = False
+                if self._deadline is not None:
+                    self._deadline += self._clock() - started
+                    self._rearm()
+        self.outcome.pauses = blocked
+        return True
+
+    def stopped_early(self) -> RelayOutcome | _Failed:
+        """The result once the watcher stopped the consumer: the deadline, or a failed emit."""
+        if self.failure is not None or not self.outcome.deadline_passed:
+            return _Failed(self.failure or RuntimeError("relay stopped"))
+        self.outcome.text = "".join(self._answer)
+        return self.outcome
+
     # -- the timer task ----------------------------------------------------------------------
 
     async def watch(self) -> None:
@@ -223,6 +288,8 @@ class _Turn:
                     self._timer = timer
                     await anyio.sleep_forever()
                 self._timer = None
+                if self._deadline_passed():
+                    return
                 async with self._lock:
                     if self._due_in() > 0:
                         continue  # something went out meanwhile: wait for the new deadline
@@ -238,11 +305,22 @@ class _Turn:
             if self.consumer is not None:
                 self.consumer.cancel()
 
+    def _deadline_passed(self) -> bool:
+        """Stop the consumer once the caller's deadline has passed (never while on_pause runs)."""
+        if self._deadline is None or self._pausing or self._clock() < self._deadline:
+            return False
+        self.outcome.deadline_passed = True
+        if self.consumer is not None:
+            self.consumer.cancel()
+        return True
+
     def _due_in(self) -> float:
         """Seconds until the timer task has something to do."""
         deadline = self._last_emit + self._relay._heartbeat
         if self._pending:
             deadline = min(deadline, self._last_emit + self._relay._coalesce_seconds)
+        if self._deadline is not None and not self._pausing:
+            deadline = min(deadline, self._deadline)
         return deadline - self._clock()
 
     def _rearm(self) -> None:

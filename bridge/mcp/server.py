@@ -13,10 +13,12 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
+from mcp.server.request_state import RequestStateSecurity
 from mcp.types import Icon, Resource, ToolAnnotations
 
 from bridge import __version__
 from bridge.mcp.caller import bound_to_request, principal_of
+from bridge.mcp.cancellations import CancelReasons
 from bridge.mcp.internals import HookedMCPServer
 from bridge.mcp.listing_cache import FixedListingCache
 from bridge.mcp.prompts import register_prompts
@@ -32,6 +34,10 @@ This server connects you to the agents of a Dust (dust.tt) workspace.
 3. To continue the same chat, call ask_agent again with conversation=<that handle>. Without it a
    new Dust conversation starts (handshake-era clients also continue their last chat per agent;
    pass new_conversation=true to start afresh).
+4. An agent may stop to ask the user: the result then says status "waiting_for_user" and lists
+   what it waits for. Ask the user, then call approve_action or answer_question as they decide.
+5. A long answer returns status "working" before your client gives up; call
+   wait_for_answer(conversation) to get the rest (nothing is lost meanwhile).
 get_conversation(conversation) returns the transcript; end_conversation(conversation) forgets it.
 To give an agent a file, upload it (upload_file for small files, or the bridge's POST /v1/uploads)
 and pass the returned uri in ask_agent's `files`.
@@ -42,7 +48,10 @@ class BridgeMCPServer(HookedMCPServer):
     """`MCPServer` whose resource listing also shows the caller's own conversations, uploads and
     agents, and whose handlers run with the request's id and principal bound for the logs."""
 
-    def __init__(self, services: ServicesProvider, *, demo: bool = False) -> None:
+    def __init__(
+        self, services: ServicesProvider, *, demo: bool = False, state_keys: list[str] | None = None
+    ) -> None:
+        self.cancel_reasons = CancelReasons()
         super().__init__(
             "dust-mcp-bridge",
             title="Dust agents",
@@ -50,7 +59,12 @@ class BridgeMCPServer(HookedMCPServer):
             # Clients show the instructions to the model, so a demo says so before any answer does.
             instructions=f"{DEMO_NOTE}\n{INSTRUCTIONS}" if demo else INSTRUCTIONS,
             website_url="https://dust.tt",
-            middleware=[FixedListingCache()],
+            middleware=[FixedListingCache(), self.cancel_reasons],
+            # Sealed with keys every replica shares, bound to the principal: a retry of an
+            # InputRequiredResult may reach any replica, and only its caller may use it.
+            request_state_security=RequestStateSecurity(keys=state_keys, bind_principal=principal_of)
+            if state_keys
+            else RequestStateSecurity.ephemeral(),
         )
         self._services = services
 
@@ -92,12 +106,17 @@ class BridgeMCPServer(HookedMCPServer):
 
 
 def build_mcp_server(
-    services: ServicesProvider, *, agent_tools: list[str] | None = None, demo: bool = False
+    services: ServicesProvider,
+    *,
+    agent_tools: list[str] | None = None,
+    demo: bool = False,
+    state_keys: list[str] | None = None,
 ) -> BridgeMCPServer:
     """The bridge's MCP server; `services()` returns the live runtime once the lifespan has started.
     `demo` says so in the instructions and in every agent listing; `agent_tools` adds an
-    `ask_<agent>` tool per agent named."""
-    mcp = BridgeMCPServer(services, demo=demo)
+    `ask_<agent>` tool per agent named; `state_keys` seal the 2026-07-28 request state
+    (Settings.request_state_keys; none: a key of this process only)."""
+    mcp = BridgeMCPServer(services, demo=demo, state_keys=state_keys)
     register_tools(mcp, services, agent_tools=agent_tools or [], demo=demo)
     register_resources(mcp, services)
     register_prompts(mcp)

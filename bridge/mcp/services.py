@@ -46,6 +46,11 @@ class Services(Protocol):
         ...
 
     @property
+    def answer_deadline_seconds(self) -> float:
+        """How long one tool call waits for an answer before it returns what it has (0: to the end)."""
+        ...
+
+    @property
     def instance_id(self) -> str:
         """This process's random id: stdio is one session per process."""
         ...

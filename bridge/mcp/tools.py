@@ -10,18 +10,20 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.session import ServerSession
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.domain.conversations import Answer
+from bridge.domain.conversations import Answer, TurnListener
+from bridge.domain.replies import AnswerQuestion, Approve, Reply
 from bridge.mcp.caller import session_key
 from bridge.mcp.calls import BridgeTool, ToolCall, bridge_tool
+from bridge.mcp.pauses import DECISIONS
 from bridge.mcp.services import ServicesProvider
+from bridge.mcp.turns import deliver
 from bridge.uploads.record_json import upload_json
 
 DEMO_NOTE = (
@@ -62,7 +64,15 @@ class AskAgentResult(BaseModel):
         description="False when the bridge's context store failed after Dust took the question: the"
         " answer is complete, but `conversation` will not work; start a new conversation next time",
     )
-    answer: str
+    status: Literal["complete", "waiting_for_user", "working"] = Field(
+        default="complete",
+        description="complete; waiting_for_user: see `pending` (approve_action / answer_question);"
+        " working: the agent goes on in Dust, call wait_for_answer",
+    )
+    answer: str = Field(description="The answer (so far, unless status is complete)")
+    pending: list[dict[str, Any]] = Field(
+        default_factory=list, description="What the agent waits for: action_id, kind, tool, inputs, question"
+    )
 
 
 @bridge_tool(ToolAnnotations(title="List Dust agents", read_only_hint=True, open_world_hint=True))
@@ -97,7 +107,7 @@ async def ask_agent(
         bool, Field(description="Start a fresh conversation even if this session has one with the agent")
     ] = False,
     files: Annotated[list[str] | None, Field(description=_FILES_ARG)] = None,
-) -> Annotated[CallToolResult, AskAgentResult]:
+) -> Annotated[CallToolResult, AskAgentResult] | InputRequiredResult:
     """Ask a Dust agent and stream its answer.
 
     The answer arrives as progress notifications while Dust generates it, then as the result.
@@ -119,10 +129,81 @@ def agent_tool(reference: str) -> BridgeTool:
         conversation: Annotated[str | None, Field(description=_CONVERSATION_ARG)] = None,
         new_conversation: bool = False,
         files: Annotated[list[str] | None, Field(description=_FILES_ARG)] = None,
-    ) -> Annotated[CallToolResult, AskAgentResult]:
+    ) -> Annotated[CallToolResult, AskAgentResult] | InputRequiredResult:
         return await _ask(call, reference, message, conversation, new_conversation, files)
 
     return ask_this_agent
+
+
+_HANDLE_ARG = "The `conversation` handle from the ask_agent result"
+
+
+@bridge_tool(
+    ToolAnnotations(title="Wait for an agent's answer", read_only_hint=True, open_world_hint=True),
+    audited=True,
+)
+async def wait_for_answer(
+    call: ToolCall, conversation: Annotated[str, Field(description=_HANDLE_ARG)]
+) -> Annotated[CallToolResult, AskAgentResult] | InputRequiredResult:
+    """Get the rest of an answer ask_agent returned before it was complete ("still working").
+
+    Streams the rest as progress and returns the full answer; if the agent is still working at
+    this call's deadline, returns again with the same hint. Also shows what the agent waits for.
+    """
+
+    async def start(listener: TurnListener) -> Answer:
+        return await call.services.conversations.resume(call.principal, conversation, listener)
+
+    async with call.services.limiter.answer_slot(call.principal):
+        return await deliver(call, start)
+
+
+@bridge_tool(
+    ToolAnnotations(title="Approve or reject an agent's action", read_only_hint=False, open_world_hint=True),
+    audited=True,
+)
+async def approve_action(
+    call: ToolCall,
+    conversation: Annotated[str, Field(description=_HANDLE_ARG)],
+    action_id: Annotated[str, Field(description="The pending action's `action_id` from the result")],
+    decision: Annotated[
+        Literal["approve", "reject", "always_approve"],
+        Field(description="approve once, reject, or always approve this tool for this agent"),
+    ],
+) -> Annotated[CallToolResult, AskAgentResult] | InputRequiredResult:
+    """Answer an agent that waits for approval to run a tool, as the user decided; the agent then
+    goes on and its answer streams back here. Only after asking the user."""
+    reply = Approve(action_id, DECISIONS[decision])
+    return await _reply(call, conversation, reply)
+
+
+@bridge_tool(
+    ToolAnnotations(title="Answer an agent's question", read_only_hint=False, open_world_hint=True),
+    audited=True,
+)
+async def answer_question(
+    call: ToolCall,
+    conversation: Annotated[str, Field(description=_HANDLE_ARG)],
+    action_id: Annotated[str, Field(description="The pending question's `action_id` from the result")],
+    options: Annotated[
+        list[int] | None, Field(description="Numbers (`index`) of the options the user chose")
+    ] = None,
+    text: Annotated[str | None, Field(description="The user's answer in their own words")] = None,
+) -> Annotated[CallToolResult, AskAgentResult] | InputRequiredResult:
+    """Give an agent the user's answer to the question it asked (options by number and/or words);
+    the agent then goes on and its answer streams back here."""
+    reply = AnswerQuestion(action_id, tuple(options or ()), text)
+    return await _reply(call, conversation, reply)
+
+
+async def _reply(call: ToolCall, conversation: str, reply: Reply) -> CallToolResult | InputRequiredResult:
+    call.note(action=reply.action_id)
+
+    async def start(listener: TurnListener) -> Answer:
+        return await call.services.conversations.reply(call.principal, conversation, [reply], listener)
+
+    async with call.services.limiter.answer_slot(call.principal):
+        return await deliver(call, start)
 
 
 @bridge_tool(ToolAnnotations(title="Read a conversation", read_only_hint=True, open_world_hint=True))
@@ -172,7 +253,16 @@ async def upload_file(
     return upload_json(record)
 
 
-TOOLS = (list_agents, ask_agent, get_conversation, end_conversation, upload_file)
+TOOLS = (
+    list_agents,
+    ask_agent,
+    wait_for_answer,
+    approve_action,
+    answer_question,
+    get_conversation,
+    end_conversation,
+    upload_file,
+)
 
 
 def register_tools(
@@ -202,20 +292,11 @@ async def _ask(
     conversation: str | None,
     new_conversation: bool,
     files: list[str] | None,
-) -> CallToolResult:
+) -> CallToolResult | InputRequiredResult:
     """One agent turn, its answer streamed to the caller as progress notifications."""
-    sequence = 0
-    # Resolved once: `ctx.report_progress` looks the session up through pydantic's private
-    # attributes on every call, 5% of the bridge's CPU at 200 streaming answers.
-    session: ServerSession = call.ctx.session
+    call.note(agent=agent, files=len(files or []))
 
-    async def progress(text: str) -> None:
-        nonlocal sequence
-        sequence += 1
-        await session.report_progress(sequence, None, text)
-
-    call.note(agent=agent)
-    async with call.services.limiter.answer_slot(call.principal):
+    async def start(listener: TurnListener) -> Answer:
         answer = await call.services.conversations.ask(
             principal=call.principal,
             session_key=session_key(call.ctx, call.services),
@@ -224,32 +305,13 @@ async def _ask(
             conversation=conversation,
             new_conversation=new_conversation,
             files=files,
-            progress=progress,
+            listener=listener,
         )
-    call.note(
-        agent=answer.agent.s_id,
-        conversation=answer.dust_conversation_id,
-        continued=answer.continued,
-        files=len(files or []),
-    )
-    return _answer_result(answer)
+        call.note(agent=answer.agent.s_id, continued=answer.continued)
+        return answer
 
-
-def _answer_result(answer: Answer) -> CallToolResult:
-    footer = (
-        f"[conversation: {answer.handle}] Pass this value as `conversation` to continue this chat with"
-        f" {answer.agent.name}."
-    )
-    if answer.unremembered is not None:
-        where = answer.url or f"Dust conversation {answer.dust_conversation_id}"
-        footer = (
-            f"[conversation not remembered: {answer.unremembered}. This chat cannot be continued from"
-            f" here; start a new conversation next time. It stays in Dust: {where}]"
-        )
-    return CallToolResult(
-        content=[TextContent(type="text", text=answer.text), TextContent(type="text", text=footer)],
-        structured_content=answer.structured(),
-    )
+    async with call.services.limiter.answer_slot(call.principal):
+        return await deliver(call, start)
 
 
 def _slug(reference: str) -> str:

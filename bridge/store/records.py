@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pydantic
 
@@ -44,6 +44,11 @@ class ConversationRecord:
     created_at: float  # epoch seconds
     last_used_at: float  # epoch seconds
     turns: int
+    # Where the stream of `last_agent_message_id` was left when a call returned before its end
+    # (deadline, pause, client timeout): the Dust eventId to resume after.
+    stream_position: str | None = None
+    # What that message waits for from the user (`PendingAction.to_json()` each), as last seen.
+    pending: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

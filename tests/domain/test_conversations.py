@@ -17,7 +17,13 @@ import uvicorn
 from pydantic import SecretStr
 
 from bridge.domain.agents import AgentDirectory, UnknownAgent
-from bridge.domain.conversations import AgentFailed, ConversationNotFound, ConversationService, InvalidMessage
+from bridge.domain.conversations import (
+    AgentFailed,
+    ConversationNotFound,
+    ConversationService,
+    InvalidMessage,
+    TurnListener,
+)
 from bridge.dust.client import DustClient
 from bridge.observability.metrics import Metrics
 from bridge.simulator import SimulatorOptions, create_app
@@ -103,7 +109,7 @@ async def test_a_new_conversation_streams_its_answer_and_its_handle_is_remembere
     async def progress(text: str) -> None:
         seen.append(text)
 
-    answer = await ask(w, agent_ref="echo", message="hello", progress=progress)
+    answer = await ask(w, agent_ref="echo", message="hello", listener=TurnListener(progress=progress))
     assert answer.text == "Echo (turn 1): hello" and not answer.continued
     assert "".join(seen).endswith("hello")  # the answer streamed in as progress
     record = await w.store.load(answer.handle, "alice")

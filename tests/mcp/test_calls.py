@@ -50,6 +50,7 @@ class FakeServices:
         self.failures = failures
         self.metrics = Metrics()
         self.instance_id = "test"
+        self.answer_deadline_seconds = 0.0
         self.agents = SimpleNamespace(list=self._call("agents.list", [ECHO]))
         self.conversations = SimpleNamespace(
             ask=self._ask,
@@ -80,6 +81,9 @@ class FakeServices:
             url=None,
             continued=False,
             unremembered=None,
+            note=None,
+            status="complete",
+            pending=[],
             structured=lambda: {"answer": "the answer"},
         )
 
@@ -179,6 +183,7 @@ async def test_ask_agent_is_audited_with_the_answer_or_the_failure() -> None:
             "conversation": "c1",
             "continued": False,
             "files": 1,
+            "status": "complete",
             "outcome": "ok",
         },
         {
@@ -186,6 +191,7 @@ async def test_ask_agent_is_audited_with_the_answer_or_the_failure() -> None:
             "tool": "ask_agent",
             "principal": "local",
             "agent": "ECHO",
+            "files": 0,
             "outcome": "too_many_answers",
         },
     ]
@@ -204,6 +210,7 @@ async def test_an_agent_tool_counts_and_audits_as_ask_agent_with_its_agent() -> 
             "tool": "ask_agent",
             "principal": "local",
             "agent": "echo",
+            "files": 0,
             "outcome": "upstream_error",
         }
     ]

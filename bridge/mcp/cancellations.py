@@ -1,0 +1,74 @@
+"""Why a client cancelled a tool call: a client that only timed out keeps the Dust work.
+
+A handshake-era client cancels with `notifications/cancelled`, whose `reason` tells a user's cancel
+from a timeout: the TypeScript SDK (Claude Desktop, Cursor, VS Code) sends "McpError: MCP error
+-32001: Request timed out", the Python SDK "timed out after <n>s". The SDK cancels the tool's scope
+before any handler sees the notification, so this server middleware records the reason as it passes
+and a cancelled tool waits a moment for it (a call that ended some other way, a client gone
+without a word, finds none and counts as cancelled). A 2026-07-28 client cancels by closing the response
+stream: no reason travels, and that is a cancel (the spec's meaning of it).
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from typing import Any
+
+import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+
+TIMEOUT_REASON = re.compile(r"time[d\s-]*out|timeout|-32001", re.IGNORECASE)
+
+# How long a cancelled call waits for its notification's reason to reach the middleware (it is
+# handled in a task of its own, right after the cancel).
+REASON_WAIT_SECONDS = 1.0
+_MAX_PER_SESSION = 64
+
+
+class _Reason:
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.arrived = anyio.Event()
+
+
+class CancelReasons(ServerMiddleware[Any]):
+    """SDK server middleware that keeps each `notifications/cancelled` reason for its request."""
+
+    def __init__(self) -> None:
+        self._sessions: weakref.WeakKeyDictionary[Any, dict[str, _Reason]] = weakref.WeakKeyDictionary()
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Record the reason of a cancellation notification, then carry on."""
+        if ctx.request_id is None and ctx.method == "notifications/cancelled" and ctx.params is not None:
+            request_id = ctx.params.get("requestId")
+            reason = ctx.params.get("reason")
+            if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+                slot = self._slot(ctx.session, request_id)
+                slot.text = reason if isinstance(reason, str) else ""
+                slot.arrived.set()
+        return await call_next(ctx)
+
+    async def timed_out(self, ctx: ServerRequestContext[Any, Any]) -> bool:
+        """True when the client cancelled this (handshake-era) request because it timed out.
+
+        Called once the request was cancelled; waits up to REASON_WAIT_SECONDS for the reason.
+        """
+        if ctx.request_id is None:
+            return False
+        slot = self._slot(ctx.session, ctx.request_id)
+        with anyio.move_on_after(REASON_WAIT_SECONDS):
+            await slot.arrived.wait()
+        self._sessions.get(ctx.session, {}).pop(_key(ctx.request_id), None)
+        return bool(slot.text and TIMEOUT_REASON.search(slot.text))
+
+    def _slot(self, session: Any, request_id: str | int) -> _Reason:
+        slots = self._sessions.setdefault(session, {})
+        key = _key(request_id)
+        if key not in slots and len(slots) >= _MAX_PER_SESSION:
+            slots.pop(next(iter(slots)))
+        return slots.setdefault(key, _Reason())
+
+
+def _key(request_id: str | int) -> str:
+    return str(request_id)
