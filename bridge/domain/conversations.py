@@ -198,6 +198,8 @@ class Transcript:
                 lines.append(f"[file] {entry.content}")
             else:
                 suffix = f" [{entry.status}]" if entry.status and entry.status != "succeeded" else ""
+                if entry.status == "in_progress":
+                    suffix = " [in progress: the agent is still working; call wait_for_answer]"
                 lines.append(f"{entry.agent or 'Agent'}{suffix}: {entry.content}")
         return "\n\n".join(lines)
 
@@ -382,7 +384,8 @@ class ConversationService:
                         role="agent",
                         content=content,
                         agent=names.get(item.configuration_id or "", item.configuration_id),
-                        status=item.status,
+                        # Dust's "created" is a message still being written (or waiting for the user).
+                        status="in_progress" if item.status == "created" else item.status,
                         message_id=item.s_id,
                     )
                 )

@@ -9,6 +9,7 @@ import pytest
 
 from bridge.domain.relay import StreamRelay
 from bridge.dust.events import AgentEvent
+from bridge.dust.pauses import PendingAction
 
 
 def tokens(text: str, n: int, classification: str = "tokens") -> AgentEvent:
@@ -197,3 +198,67 @@ async def test_text_after_a_quiet_spell_goes_out_at_once_not_at_the_next_interva
     # Each token left when it arrived (0, 0.4, 0.8 s), not 0.3 s later.
     assert sent[1][1] - began < 0.4 + 0.15
     assert sent[2][1] - began < 0.8 + 0.15
+
+
+def approval(n: int, action_id: str, last: bool = True) -> AgentEvent:
+    return AgentEvent(
+        event_id=f"2-{n}",
+        type="tool_approve_execution",
+        data={
+            "type": "tool_approve_execution",
+            "actionId": action_id,
+            "conversationId": "child",
+            "messageId": "msg_child",
+            "inputs": {"to": "team@example.com"},
+            "stake": "high",
+            "metadata": {"toolName": "send_email", "mcpServerName": "gmail"},
+            "isLastBlockingEventForStep": last,
+        },
+    )
+
+
+async def test_a_pause_nobody_answers_stops_the_relay_with_every_action_of_its_step() -> None:
+    sent: list[str] = []
+    events: list[AgentEvent | float] = [tokens("Let me ", 1), approval(2, "a1", last=False), approval(3, "a2"), 5.0]
+    with anyio.fail_after(2):
+        outcome = await make_relay(sent).run(feed(events))
+    assert outcome.terminal is None and outcome.text == "Let me "
+    assert [(p.action_id, p.conversation_id, p.message_id) for p in outcome.pauses] == [
+        ("a1", "child", "msg_child"),
+        ("a2", "child", "msg_child"),
+    ]
+    assert outcome.last_event_id == "2-3"
+    assert "[waiting for you] send_email needs your approval" in sent
+
+
+async def test_a_pause_answered_mid_stream_lets_the_answer_go_on() -> None:
+    asked: list[list[str]] = []
+
+    async def on_pause(pending: list[PendingAction]) -> bool:
+        asked.append([p.action_id for p in pending])
+        return True
+
+    events: list[AgentEvent | float] = [approval(1, "a1"), tokens("sent", 2), success("sent")]
+    outcome = await make_relay([]).run(feed(events), on_pause=on_pause)
+    assert asked == [["a1"]]
+    assert outcome.text == "sent" and outcome.pauses == [] and outcome.terminal is not None
+
+
+async def test_the_deadline_stops_the_relay_with_the_text_so_far_and_where_to_resume() -> None:
+    sent: list[str] = []
+    events: list[AgentEvent | float] = [tokens("part one", 1), 0.05, tokens(" two", 2), 10.0, success("x")]
+    with anyio.fail_after(3):
+        outcome = await make_relay(sent, coalesce=0.0, chars=1).run(feed(events), deadline=0.3)
+    assert outcome.deadline_passed and outcome.terminal is None
+    assert outcome.text == "part one two" and outcome.last_event_id == "1-2"
+
+
+async def test_time_spent_asking_the_user_does_not_count_towards_the_deadline() -> None:
+    async def on_pause(pending: list[PendingAction]) -> bool:
+        await anyio.sleep(0.5)  # the user takes their time
+        return True
+
+    events: list[AgentEvent | float] = [approval(1, "a1"), 0.1, tokens("done", 2), success("done")]
+    with anyio.fail_after(3):
+        outcome = await make_relay([]).run(feed(events), on_pause=on_pause, deadline=0.3)
+    assert not outcome.deadline_passed and outcome.text == "done"
