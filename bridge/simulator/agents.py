@@ -197,7 +197,7 @@ class AgentSpec:
 
         front/lib/resources/agent_resource_serialization.ts toAgentConfigurationsWithSkills; the full
         variant adds `instructionsHtml` and `actions` (toAgentConfigurations). The demo agents have
-        neither skills nor tools.
+        no skills, and their tools are not described there (an empty `actions`).
         """
         configuration = self.light_configuration(key_role)
         if variant == "full":
