@@ -76,10 +76,15 @@ def relaunch(
     action is unblocked: relaunch the agent loop of the message the request named, unless that
     message still has blocked actions in the conversation; then, optionally, the callers waiting
     on it (resume_ancestor_conversations.ts)."""
+    if message not in conversation.entries:
+        # Nothing checks that the message is in the conversation the request named, but the
+        # relaunched loop is given that conversation, where it cannot find the message: nothing
+        # runs (and findAgenticParent, scoped to the conversation, finds no caller either).
+        return
     if any(pause.message is message for pause in blocked_actions(conversation)):
         return
     message.resume()
-    if resume_ancestors and message in conversation.entries:
+    if resume_ancestors:
         _resume_ancestors(message)
 
 

@@ -549,6 +549,23 @@ async def test_validating_on_the_parents_ids_is_accepted_but_resumes_nothing(
     )
 
 
+async def test_validating_under_another_conversation_marks_the_action_but_resumes_nothing(
+    http: httpx2.AsyncClient,
+) -> None:
+    """The action and the message are found in the whole workspace; the conversation named is the
+    one the relaunched loop looks in, where the message is not."""
+    c_id, m_id, events, pause = await paused(http, APPROVER)
+    other, _ = await start(http, "hello", "echo000001")
+    body = {"actionId": pause["actionId"], "approved": "approved"}
+    assert (await http.post(validate_url(other, m_id), json=body)).status_code == 200
+    quiet = await read_connection(http, c_id, m_id, events[-1]["eventId"])
+    assert quiet.events == []
+    assert (await agent_message(http, c_id, m_id))["status"] == "created"
+    assert (await http.post(validate_url(c_id, m_id), json=body)).json()["error"][
+        "type"
+    ] == "action_not_blocked"
+
+
 # --- long runner, bodies ------------------------------------------------------------------------
 
 
