@@ -39,8 +39,9 @@ PAUSE_EVENT_TYPES = frozenset(
     }
 )
 
-# What the model reads instead of the output of a rejected tool call (front/lib/api/mcp/run_tool.ts:
-# handleMCPActionError for an action in status `denied`).
+# What the model reads instead of the output of a rejected tool call: front/lib/actions/mcp.ts renders
+# an action in status `denied` so, and the tool runner's handleMCPActionError (yieldAsError false)
+# publishes it as the action's output.
 REJECTED_OUTPUT = (
     "The user rejected this specific action execution. Using this action is hence forbidden for this message."
 )
