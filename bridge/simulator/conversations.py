@@ -291,7 +291,7 @@ def post_run_agent_conversation(
     )
     context = {
         "username": parent.agent.name,
-        "timezone": "UTC",
+        "timezone": "UTC",  # `Intl.DateTimeFormat().resolvedOptions().timeZone`: the server's
         "fullName": f"@{parent.agent.name}",
         "email": None,
         "profilePictureUrl": parent.agent.light_configuration(parent.key_role)["pictureUrl"],
