@@ -8,18 +8,76 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Tool:
+    """An MCP tool as Dust's tool configuration describes it (LightMCPToolConfigurationType).
+
+    `name` is the tool's `originalName`, `server_name` its `mcpServerName` (the internal server's
+    name), `server_display` the display name of the server's view, `server_sid` its `toolServerId`
+    (an internal server's sId, `ims_...`), `config_sid` the tool configuration's own sId. The
+    action's `functionCallName` is `<function_prefix>__<name>`, as the model called it.
+    """
+
+    name: str
+    server_name: str
+    server_display: str
+    server_sid: str | None
+    config_sid: str
+    function_prefix: str
+    icon: str | None = None
+    labels: tuple[str, str] | None = None  # displayLabels: (running, done)
+
+    @property
+    def function_call_name(self) -> str:
+        return f"{self.function_prefix}__{self.name}"
+
+
+# The web search the existing demo agents call (an internal server without a view of its own here).
+WEB_SEARCH = Tool(
+    "web_search",
+    "web_search_&_browse",
+    "Web Search & Browse",
+    None,
+    "mcp_websearch01",
+    "web_search_browse",
+    labels=("Searching the web", "Searched the web"),
+)
+# The internal servers the pausing agents use; icons are from the SDK's MCPInternalActionIconSchema.
+GMAIL_SEND = Tool("send_email", "gmail", "Gmail", "ims_gmail00001", "mcp_gmailsend1", "gmail", "GmailLogo")
+DRIVE_SEARCH = Tool(
+    "search_drive",
+    "google_drive",
+    "Google Drive",
+    "ims_gdrive0001",
+    "mcp_drivesrch1",
+    "google_drive",
+    "DriveLogo",
+)
+ASK_USER = Tool(
+    "ask_user_question",
+    "ask_user_question",
+    "Ask User Question",
+    "ims_askuser001",
+    "mcp_askuser001",
+    "ask_user_question",
+)
+RUN_AGENT = Tool("run_agent", "run_agent", "Run Agent", "ims_runagent01", "mcp_runagent01", "run_agent")
+
+
+@dataclass(frozen=True)
 class Say:
-    """Stream `text` as `generation_tokens` events of the given classification."""
+    """Stream `text` as `generation_tokens` events of the given classification; with `seconds`, the
+    chunks are spread over that many seconds instead of the token delay."""
 
     text: str
     classification: str = "tokens"
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class UseTool:
     """A tool call: started, params, optional progress notification, `wait_seconds` of silence, success."""
 
-    tool_name: str
+    tool: Tool
     params: dict[str, Any]
     output: str
     wait_seconds: float = 0.0
@@ -34,7 +92,50 @@ class Fail:
     message: str
 
 
-Step = Say | UseTool | Fail
+@dataclass(frozen=True)
+class AskApproval:
+    """A tool call that waits for `validate-action` (`tool_approve_execution`); `then(approved)` is
+    what the agent does once the tool ran (True) or was rejected (False)."""
+
+    tool: Tool
+    inputs: dict[str, Any]
+    output: str
+    stake: str
+    then: Callable[[bool], list[Step]]
+
+
+@dataclass(frozen=True)
+class AskQuestion:
+    """The ask_user_question tool: waits for `answer-question` (`tool_ask_user_question`);
+    `then(labels, custom_response)` gets the labels of the chosen options and the free text."""
+
+    question: dict[str, Any]  # UserQuestionItemSchema: question, options[{label, description}], multiSelect
+    then: Callable[[list[str], str | None], list[Step]]
+
+
+@dataclass(frozen=True)
+class NeedPersonalAuth:
+    """A tool whose server needs the user's own account (`tool_personal_auth_required`); it waits
+    until the user connects it (`POST /_sim/connect`), then runs and the agent goes on with `then`."""
+
+    tool: Tool
+    inputs: dict[str, Any]
+    provider: str
+    output: str
+    then: list[Step]
+
+
+@dataclass(frozen=True)
+class RunAgent:
+    """The run_agent tool: the agent `agent_sid` answers `query` in a child conversation;
+    `then(answer)` gets the sub-agent's answer."""
+
+    agent_sid: str
+    query: str
+    then: Callable[[str], list[Step]]
+
+
+Step = Say | UseTool | Fail | AskApproval | AskQuestion | NeedPersonalAuth | RunAgent
 
 
 @dataclass(frozen=True)
@@ -45,6 +146,7 @@ class ScriptInput:
     turn: int
     fragments: list[tuple[str, str]] = field(default_factory=list)  # (title, contentType)
     slow_seconds: float = 0.0
+    long_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +197,7 @@ class AgentSpec:
 
         front/lib/resources/agent_resource_serialization.ts toAgentConfigurationsWithSkills; the full
         variant adds `instructionsHtml` and `actions` (toAgentConfigurations). The demo agents have
-        neither skills nor tools.
+        no skills, and their tools are not described there (an empty `actions`).
         """
         configuration = self.light_configuration(key_role)
         if variant == "full":
@@ -130,6 +232,95 @@ def story_text(message: str) -> str:
     return f"A story about {message}. {sentences}"
 
 
+EMAIL_TO = "team@example.com"
+REJECTED_EMAIL = "The email was not sent: the action was rejected."
+
+# What the question agent asks (SDK output_schemas.ts UserQuestionItemSchema).
+FORMAT_QUESTION: dict[str, Any] = {
+    "question": "Which format do you want?",
+    "options": [
+        {"label": "Summary", "description": "A short summary"},
+        {"label": "Full report", "description": None},
+        {"label": "Table", "description": None},
+    ],
+    "multiSelect": False,
+}
+NO_CHOICE = "You did not choose any option."
+
+LONG_STEPS = 12
+
+
+def _approval_script(inp: ScriptInput) -> list[Step]:
+    def then(approved: bool) -> list[Step]:
+        return [Say(f"Email sent to {EMAIL_TO}: {inp.message}" if approved else REJECTED_EMAIL)]
+
+    return [
+        Say("This needs your approval before I send the email. ", "chain_of_thought"),
+        AskApproval(
+            GMAIL_SEND,
+            {"to": EMAIL_TO, "subject": inp.message},
+            f"Email sent to {EMAIL_TO}.",
+            "high",
+            then,
+        ),
+    ]
+
+
+def choice_answer(labels: list[str], custom: str | None) -> str:
+    """The question agent's answer: the chosen labels, then the free text as a note."""
+    if labels and custom:
+        return f"You chose: {', '.join(labels)} (note: {custom})"
+    if labels:
+        return f"You chose: {', '.join(labels)}"
+    if custom:
+        return f"You chose: {custom}"
+    return NO_CHOICE
+
+
+def _question_script(inp: ScriptInput) -> list[Step]:
+    return [AskQuestion(FORMAT_QUESTION, lambda labels, custom: [Say(choice_answer(labels, custom))])]
+
+
+def _auth_script(inp: ScriptInput) -> list[Step]:
+    return [
+        NeedPersonalAuth(
+            DRIVE_SEARCH,
+            {"query": inp.message},
+            "google_drive",
+            "2 documents found.",
+            [Say(f"Found 2 documents in Google Drive for: {inp.message}")],
+        )
+    ]
+
+
+def _delegator_script(inp: ScriptInput) -> list[Step]:
+    return [
+        Say("A sub-agent will take care of this. ", "chain_of_thought"),
+        RunAgent("approve001", inp.message, lambda answer: [Say(f"The sub-agent finished: {answer}")]),
+    ]
+
+
+def long_answer(message: str) -> str:
+    """The long runner's whole answer: an opening, twelve steps, a closing."""
+    steps = "".join(f" Step {i} of {LONG_STEPS} done." for i in range(1, LONG_STEPS + 1))
+    return f"Starting the analysis of: {message}.{steps} Analysis complete."
+
+
+def _long_script(inp: ScriptInput) -> list[Step]:
+    """`long_seconds` of work: odd steps are quiet tool calls, even steps slow tokens."""
+    interval = max(1.0, inp.long_seconds / LONG_STEPS)
+    steps: list[Step] = [Say(f"Starting the analysis of: {inp.message}.")]
+    for i in range(1, LONG_STEPS + 1):
+        sentence = f" Step {i} of {LONG_STEPS} done."
+        if i % 2:
+            query = {"query": f"{inp.message} (part {i})"}
+            steps += [UseTool(WEB_SEARCH, query, f"Part {i} analysed.", wait_seconds=interval), Say(sentence)]
+        else:
+            steps.append(Say(sentence, seconds=interval))
+    steps.append(Say(" Analysis complete."))
+    return steps
+
+
 AGENTS: tuple[AgentSpec, ...] = (
     AgentSpec(
         1,
@@ -152,7 +343,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         "slow",
         "Calls web_search, stays silent for a while, then answers 'Done after waiting: <message>'.",
         lambda inp: [
-            UseTool("web_search", {"query": inp.message}, "No results.", wait_seconds=inp.slow_seconds),
+            UseTool(WEB_SEARCH, {"query": inp.message}, "No results.", wait_seconds=inp.slow_seconds),
             Say(f"Done after waiting: {inp.message}"),
         ],
     ),
@@ -163,7 +354,7 @@ AGENTS: tuple[AgentSpec, ...] = (
         "Thinks, runs a web_search tool with a progress notification, then writes a research summary.",
         lambda inp: [
             Say("Let me plan the search. ", "chain_of_thought"),
-            UseTool("web_search", {"query": inp.message}, "3 results.", label="Searching the web"),
+            UseTool(WEB_SEARCH, {"query": inp.message}, "3 results.", label="Searching the web"),
             Say(f"Research summary for: {inp.message}"),
         ],
     ),
@@ -195,6 +386,47 @@ AGENTS: tuple[AgentSpec, ...] = (
         "An unpublished agent: listed only with the admin-only all_unrestricted view.",
         lambda inp: [Say(f"Draft helper: {inp.message}")],
         scope="hidden",
+    ),
+    AgentSpec(
+        9,
+        "approve001",
+        "needs-approval",
+        "Asks approval to send an email with Gmail (send_email, stake high); approved: 'Email sent to "
+        "team@example.com: <message>', rejected: 'The email was not sent: the action was rejected.'.",
+        _approval_script,
+    ),
+    AgentSpec(
+        10,
+        "question01",
+        "asks-question",
+        "Asks 'Which format do you want?' (Summary, Full report, Table) and answers "
+        "'You chose: <labels>' plus ' (note: <custom response>)', or 'You chose: <custom response>', "
+        "or 'You did not choose any option.'.",
+        _question_script,
+    ),
+    AgentSpec(
+        11,
+        "auth000001",
+        "needs-auth",
+        "Needs the user's Google Drive account (search_drive); once connected (POST /_sim/connect) "
+        "answers 'Found 2 documents in Google Drive for: <message>'.",
+        _auth_script,
+    ),
+    AgentSpec(
+        12,
+        "delegate01",
+        "delegator",
+        "Runs the needs-approval agent as a sub-agent (run_agent, in a child conversation whose approval "
+        "it relays); answers 'The sub-agent finished: <the sub-agent's answer>'.",
+        _delegator_script,
+    ),
+    AgentSpec(
+        13,
+        "longrun001",
+        "long-runner",
+        "Works for long_seconds (default 180) in 12 steps, tool calls and slow text, answering 'Starting "
+        "the analysis of: <message>. Step 1 of 12 done. ... Step 12 of 12 done. Analysis complete.'.",
+        _long_script,
     ),
 )
 

@@ -32,7 +32,7 @@ from bridge.simulator.conversations import (
     wait_until_answered,
 )
 from bridge.simulator.errors import ApiError
-from bridge.simulator.generation import cancel_generation
+from bridge.simulator.generation import cancel_generation, start_generation
 from bridge.simulator.model import AgentMessage, ContentFragment, Conversation, UserMessage
 from bridge.simulator.schemas import (
     CancelBody,
@@ -197,6 +197,8 @@ class ConversationRoutes:
             skip_tools_validation=skip_tools_validation,
             model_selection=message.get("modelSelection"),
         )
+        for reply in replies:
+            start_generation(self.sim, reply)
         if blocking:
             await wait_until_answered(replies)
         return user_message, replies

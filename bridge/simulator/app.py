@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from bridge.simulator.api_actions import ActionRoutes
 from bridge.simulator.api_agents import AgentRoutes
 from bridge.simulator.api_conversations import ConversationRoutes
 from bridge.simulator.api_events import EventRoutes
@@ -35,6 +36,7 @@ def create_app(options: SimulatorOptions | None = None) -> Starlette:
             *ControlRoutes(sim).routes(),
             *AgentRoutes(sim).routes(),
             *ConversationRoutes(sim).routes(),
+            *ActionRoutes(sim).routes(),
             *EventRoutes(sim).routes(),
             *FileRoutes(sim).routes(),
         ],

@@ -45,6 +45,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--events-per-connection", type=int, default=defaults.events_per_connection)
     parser.add_argument("--slow-seconds", type=float, default=defaults.slow_seconds)
     parser.add_argument(
+        "--long-seconds",
+        type=float,
+        default=defaults.long_seconds,
+        help="how long the long-runner agent works (seconds)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     return parser
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bridge.simulator"
         events_per_connection=args.events_per_connection,
         token_delay_ms=args.token_delay_ms,
         slow_seconds=args.slow_seconds,
+        long_seconds=args.long_seconds,
     )
     log_config = copy.deepcopy(LOGGING_CONFIG)
     # uvicorn's access log goes to stdout by default; stdout is not ours to use.

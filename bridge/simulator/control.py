@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.simulator.blocked import connect_accounts
 from bridge.simulator.faults import parse_rules
 from bridge.simulator.state import Simulator
 
@@ -28,6 +29,7 @@ class ControlRoutes:
             Route("/_sim/stats", self.stats, methods=["GET"]),
             Route("/_sim/files", self.files, methods=["GET"]),
             Route("/_sim/bodies", self.bodies, methods=["GET"]),
+            Route("/_sim/connect", self.connect, methods=["POST"]),
         ]
 
     def _effective(self) -> dict[str, Any]:
@@ -78,3 +80,8 @@ class ControlRoutes:
     async def bodies(self, request: Request) -> Response:
         """The request bodies POSTed to `/api/...` since start or the last reset, oldest first."""
         return JSONResponse({"bodies": list(self.sim.stats.bodies)})
+
+    async def connect(self, request: Request) -> Response:
+        """The user connects, in Dust's web app, every account an agent is waiting for: each action
+        blocked on a personal authorisation is unblocked and its agent goes on."""
+        return JSONResponse({"connected": connect_accounts(self.sim)})

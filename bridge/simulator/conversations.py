@@ -11,7 +11,6 @@ from bridge.simulator.agents import AGENTS_BY_SID, ScriptInput
 from bridge.simulator.errors import ApiError
 from bridge.simulator.eventlog import EventLog
 from bridge.simulator.file_formats import extensions, is_inline_fragment_type, is_supported
-from bridge.simulator.generation import start_generation
 from bridge.simulator.ids import new_sid, now_ms
 from bridge.simulator.model import AgentMessage, ContentFragment, Conversation, FileRecord, UserMessage
 from bridge.simulator.state import Simulator
@@ -253,6 +252,7 @@ def post_message(
         turn=conversation.agent_turns(),
         fragments=[(fragment.title, fragment.content_type) for fragment in conversation.fragments()],
         slow_seconds=sim.options.slow_seconds,
+        long_seconds=sim.options.long_seconds,
     )
     reply = AgentMessage(
         model_id=store.next_id(),
@@ -260,15 +260,57 @@ def post_message(
         created=now_ms(),
         rank=conversation.next_rank,
         parent_sid=user_message.sid,
+        conversation_sid=conversation.sid,
         agent=agent,
         log=EventLog(sim.clock),
+        script_input=script_input,
         key_role=sim.options.api_key_role,
         skip_tools_validation=skip_tools_validation,
     )
     store.messages[reply.sid] = reply
     conversation.entries.append(reply)
-    start_generation(sim, reply, agent.script(script_input))
+    # The caller starts the agent loop (bridge.simulator.generation.start_generation).
     return user_message, [reply]
+
+
+def post_run_agent_conversation(
+    sim: Simulator, parent: AgentMessage, agent_sid: str, query: str
+) -> tuple[Conversation, AgentMessage]:
+    """The child conversation the run_agent tool creates for a sub-agent, with its first message
+    (front/lib/actions/mcp_internal_actions/servers/run_agent: `createConversation` titled
+    `run_agent <agent> > <sub-agent>`, unlisted, one level deeper, the message written in the
+    calling agent's name with origin `run_agent`; the stored versions differ on whether the content
+    starts with a `:mention[...]`: the plain query is used). Its agent loop is not started here."""
+    agent = AGENTS_BY_SID[agent_sid]
+    parent_conversation = sim.store.conversations[parent.conversation_sid]
+    conversation = create_conversation(
+        sim,
+        title=f"run_agent {parent.agent.name} > {agent.name}",
+        visibility="unlisted",
+        depth=parent_conversation.depth + 1,
+    )
+    context = {
+        "username": parent.agent.name,
+        "timezone": "UTC",  # `Intl.DateTimeFormat().resolvedOptions().timeZone`: the server's
+        "fullName": f"@{parent.agent.name}",
+        "email": None,
+        "profilePictureUrl": parent.agent.light_configuration(parent.key_role)["pictureUrl"],
+        "origin": "run_agent",
+        "clientSideMCPServerIds": [],
+        "lastTriggerRunAt": None,
+    }
+    _, replies = post_message(
+        sim,
+        conversation,
+        content=query,
+        mentions=[{"configurationId": agent_sid}],
+        context=context,
+        skip_tools_validation=parent.skip_tools_validation,
+        model_selection=None,
+    )
+    (child,) = replies
+    child.agentic_parent = parent
+    return conversation, child
 
 
 async def wait_until_answered(replies: list[AgentMessage]) -> None:

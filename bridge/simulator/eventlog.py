@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,12 @@ class EventLog:
             self.terminal = event
         self._wake()
         return event
+
+    def remove(self, predicate: Callable[[Event], bool]) -> None:
+        """Delete the events `predicate` picks from the history (front/lib/api/redis-hybrid-manager.ts
+        removeEvent: XDEL on the stream). Readers already given them keep them; a replay no longer
+        has them. Ids of the events left are unchanged, so a `lastEventId` stays valid."""
+        self.events = [event for event in self.events if not predicate(event)]
 
     def abandon(self) -> None:
         """Mark the log dead so that open streams on it end."""

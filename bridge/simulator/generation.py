@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from bridge.simulator.agents import Fail, Say, Step, UseTool
-from bridge.simulator.ids import new_sid, now_ms
+from bridge.simulator.agents import (
+    AskApproval,
+    AskQuestion,
+    Fail,
+    NeedPersonalAuth,
+    RunAgent,
+    Say,
+    Step,
+    UseTool,
+)
+from bridge.simulator.ids import now_ms
 from bridge.simulator.model import AgentMessage
+from bridge.simulator.pauses import ask_approval, ask_question, need_personal_auth, run_agent
 from bridge.simulator.state import Simulator
+from bridge.simulator.toolcalls import finish_tool_call, pace, publish, start_tool_call
 
 
-def start_generation(sim: Simulator, message: AgentMessage, steps: list[Step]) -> None:
-    """Begin generating `message` in the background."""
+def start_generation(sim: Simulator, message: AgentMessage) -> None:
+    """Begin generating `message` (its agent's script) in the background."""
+    steps = message.agent.script(message.script_input)
     message.task = sim.spawn(_generate(sim, message, steps))
 
 
@@ -25,104 +36,77 @@ def cancel_generation(message: AgentMessage) -> None:
         message.task.cancel()
     message.status = "cancelled"
     message.completed = now_ms()
-    _publish(message, "agent_generation_cancelled")
-
-
-def _publish(message: AgentMessage, event_type: str, /, **fields: Any) -> None:
-    # Dust publishes every agent-message event as `{...event, step}`, `step` being the agent-loop
-    # step that produced it (front/lib/api/assistant/streaming/events.ts publishMessageEvent).
-    message.log.publish(
-        {
-            "type": event_type,
-            "created": now_ms(),
-            "configurationId": message.agent.sid,
-            "messageId": message.sid,
-            **fields,
-            "step": message.step,
-        }
-    )
-
-
-async def _pause(sim: Simulator) -> None:
-    # Read the delay live so `/_sim/faults` can speed up or slow down a running answer.
-    await asyncio.sleep(sim.options.token_delay_ms / 1000)
+    publish(message, "agent_generation_cancelled")
 
 
 async def _generate(sim: Simulator, message: AgentMessage, steps: list[Step]) -> None:
-    for step in steps:
-        if isinstance(step, Say):
-            await _say(sim, message, step)
-        elif isinstance(step, UseTool):
-            await _use_tool(sim, message, step)
-        else:
-            _fail(message, step)
-            return
+    if not await _play(sim, message, steps):
+        return
     message.status = "succeeded"
     message.completed = now_ms()
-    _publish(message, "agent_message_success", message=message.to_json(), runIds=[])
+    publish(message, "agent_message_success", message=message.to_json(), runIds=[])
+
+
+async def _play(sim: Simulator, message: AgentMessage, steps: list[Step]) -> bool:
+    """Play `steps` and whatever they lead to; False when the message ended in an error."""
+    for step in steps:
+        if isinstance(step, Fail):
+            _fail(message, step)
+            return False
+        follow = await _run(sim, message, step)
+        if follow and not await _play(sim, message, follow):
+            return False
+    return True
+
+
+async def _run(sim: Simulator, message: AgentMessage, step: Step) -> list[Step]:
+    """One step; a pause returns what the agent does once the user answered."""
+    if isinstance(step, Say):
+        await _say(sim, message, step)
+        return []
+    if isinstance(step, UseTool):
+        await _use_tool(sim, message, step)
+        return []
+    if isinstance(step, AskApproval):
+        return await ask_approval(sim, message, step)
+    if isinstance(step, AskQuestion):
+        return await ask_question(sim, message, step)
+    if isinstance(step, NeedPersonalAuth):
+        return await need_personal_auth(sim, message, step)
+    assert isinstance(step, RunAgent), step
+    return await run_agent(sim, message, step, start_generation)
 
 
 async def _say(sim: Simulator, message: AgentMessage, step: Say) -> None:
     size = sim.options.chunk_chars
-    for start in range(0, len(step.text), size):
-        await _pause(sim)
+    starts = range(0, len(step.text), size)
+    for start in starts:
+        if step.seconds:
+            await asyncio.sleep(step.seconds / len(starts))
+        else:
+            await pace(sim)
         chunk = step.text[start : start + size]
         if step.classification == "chain_of_thought":
             message.chain_of_thought += chunk
         else:
             message.add_text(chunk)
-        _publish(message, "generation_tokens", text=chunk, classification=step.classification)
+        publish(message, "generation_tokens", text=chunk, classification=step.classification)
 
 
 async def _use_tool(sim: Simulator, message: AgentMessage, step: UseTool) -> None:
-    started = now_ms()
-    call_id = f"call_{new_sid()}"
-    action: dict[str, Any] = {
-        "id": sim.store.next_id(),
-        "sId": f"act_{new_sid()}",
-        "createdAt": started,
-        "updatedAt": started,
-        "mcpServerId": None,
-        "internalMCPServerName": "web_search_&_browse",
-        "toolName": step.tool_name,
-        "agentMessageId": message.model_id,
-        "functionCallName": f"web_search_browse__{step.tool_name}",
-        "functionCallId": call_id,
-        "status": "running",
-        "params": step.params,
-        "step": message.step,
-        "executionDurationMs": None,
-        "citationsAllocated": 0,
-        "output": None,
-        "generatedFiles": [],
-        "displayLabels": {"running": "Searching the web", "done": "Searched the web"},
-    }
-    await _pause(sim)
-    _publish(message, "tool_call_started", toolName=step.tool_name, toolCallId=call_id, toolCallIndex=0)
-    await _pause(sim)
-    _publish(message, "tool_params", action=dict(action))
+    action = await start_tool_call(sim, message, step.tool, step.params)
     if step.label is not None:
-        await _pause(sim)
+        await pace(sim)
         data = {"label": step.label}
         notification = {"progress": 1, "total": 2, "data": data, "_meta": {"data": data}}
-        _publish(message, "tool_notification", action=dict(action), notification=notification)
+        publish(message, "tool_notification", action=dict(action), notification=notification)
     # The quiet part: a real long tool call sends nothing at all on the stream (no heartbeats).
     await asyncio.sleep(step.wait_seconds)
-    finished = now_ms()
-    action.update(
-        status="succeeded",
-        updatedAt=finished,
-        executionDurationMs=finished - started,
-        output=[{"type": "text", "text": step.output}],
-    )
-    message.actions.append(action)
-    _publish(message, "agent_action_success", action=dict(action))
-    # The tool's output goes back to the model: what follows is generated in the next step.
-    message.step += 1
+    finish_tool_call(message, action, status="succeeded", output=step.output)
 
 
 def _fail(message: AgentMessage, step: Fail) -> None:
     message.status = "failed"
     message.completed = now_ms()
     message.error = {"code": step.code, "message": step.message, "metadata": None}
-    _publish(message, "agent_error", error=message.error, runIds=[])
+    publish(message, "agent_error", error=message.error, runIds=[])

@@ -10,8 +10,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.simulator.agents import AgentSpec
+from bridge.simulator.agents import AgentSpec, ScriptInput, Tool
 from bridge.simulator.eventlog import EventLog
+from bridge.simulator.ids import now_ms
 
 
 @dataclass(eq=False)
@@ -169,8 +170,10 @@ class AgentMessage:
     created: int
     rank: int
     parent_sid: str
+    conversation_sid: str
     agent: AgentSpec
     log: EventLog
+    script_input: ScriptInput
     key_role: str = "builder"
     skip_tools_validation: bool = False
     status: str = "created"
@@ -182,6 +185,26 @@ class AgentMessage:
     error: dict[str, Any] | None = None
     completed: int | None = None
     task: asyncio.Task[None] | None = None
+    # Set while the agent loop is paused on the user; the answering route resolves it.
+    wake: asyncio.Future[None] | None = None
+    # The actions of this message that were ever blocked on the user (AgentMCPActions).
+    pauses: list[BlockedAction] = field(default_factory=list)
+    # run_agent: the agent message whose tool started this one (Dust's agentic parent).
+    agentic_parent: AgentMessage | None = None
+
+    async def pause(self) -> None:
+        """Wait, publishing nothing, until `resume`: the agent loop stops on an action blocked on
+        the user, and the route that unblocks it relaunches the loop."""
+        self.wake = asyncio.get_running_loop().create_future()
+        try:
+            await self.wake
+        finally:
+            self.wake = None
+
+    def resume(self) -> None:
+        """Relaunch the agent loop if it is paused (launchAgentLoopWorkflow); otherwise nothing."""
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
 
     def add_text(self, text: str) -> None:
         """Answer tokens of the current step."""
@@ -220,6 +243,61 @@ class AgentMessage:
             "error": self.error,
             "reactions": [],
         }
+
+
+# front/lib/actions/statuses.ts TOOL_EXECUTION_BLOCKED_STATUSES (SDK ToolExecutionBlockedStatusSchema).
+BLOCKED_STATUSES = frozenset(
+    {
+        "blocked_authentication_required",
+        "blocked_file_authorization_required",
+        "blocked_validation_required",
+        "blocked_child_action_input_required",
+        "blocked_user_answer_required",
+    }
+)
+# Agent messages whose blocked actions can no longer be acted on (Dust's
+# UNRESUMABLE_AGENT_MESSAGE_STATUSES, whose definition could not be read: the terminal statuses
+# other than success, which cannot leave an action blocked, are taken).
+UNRESUMABLE_STATUSES = frozenset({"failed", "cancelled"})
+
+
+@dataclass(eq=False)
+class BlockedAction:
+    """A tool call of an agent message that was blocked on the user (an AgentMCPAction whose
+    status went through a blocked one); `action` is its public JSON, shared with the message's
+    `actions`, so its `status` is the action's status."""
+
+    message: AgentMessage
+    tool: Tool
+    action: dict[str, Any]
+    stake: str | None
+    created: int
+    question: dict[str, Any] | None = None
+    # A personal authorisation: the OAuth provider of the account to connect.
+    provider: str | None = None
+    # The user's answer to a question (the action's stepContext.resumeState.answer).
+    answer: dict[str, Any] | None = None
+    # run_agent: the sub-agent's message and the resume state pointing at its conversation.
+    child: AgentMessage | None = None
+    resume_state: dict[str, Any] | None = None
+
+    @property
+    def sid(self) -> str:
+        return str(self.action["sId"])
+
+    @property
+    def status(self) -> str:
+        return str(self.action["status"])
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self.action["status"] = value
+        self.action["updatedAt"] = now_ms()
+
+    @property
+    def is_blocked(self) -> bool:
+        """Still waiting for the user, on a message that can still resume."""
+        return self.status in BLOCKED_STATUSES and self.message.status not in UNRESUMABLE_STATUSES
 
 
 Entry = UserMessage | AgentMessage | ContentFragment

@@ -31,6 +31,8 @@ class SimulatorOptions:
     token_delay_ms: float = 15.0
     chunk_chars: int = 4
     slow_seconds: float = 3.0
+    # How long the long-runner agent works (12 steps of max(1, long_seconds / 12) seconds each).
+    long_seconds: float = 180.0
     cancel_keeps_open: bool = True
     file_upload_window_seconds: float = 120.0
     # Seconds an accepted upload waits before its answer: a slow Dust (the bytes are already stored).
@@ -54,6 +56,7 @@ class SimulatorOptions:
         for name in (
             "token_delay_ms",
             "slow_seconds",
+            "long_seconds",
             "connection_lifetime_seconds",
             "file_upload_window_seconds",
             "file_upload_delay_seconds",

@@ -236,3 +236,17 @@ GetAgentConfigurationsQuery = Object(
 
 # front-api/routes/v1/w/[wId]/assistant/agent_configurations/[sId]/index.ts `VariantQuerySchema`.
 VariantQuery = Object({"variant": Enum(["light", "full"]).optional()})
+
+# SDK `ValidateActionRequestBodySchema` (validate-action.ts validates with it).
+ValidateActionBody = Object(
+    {"actionId": String(), "approved": Enum(["approved", "rejected", "always_approved"])}
+)
+
+# answer-question.ts `AnswerQuestionRequestSchema`: `actionId` and front/lib/actions/types.ts
+# `UserQuestionAnswerSchema` (the SDK's AnswerUserQuestionRequestBodySchema is the same).
+AnswerQuestionBody = Object(
+    {
+        "actionId": String(),
+        "answer": Object({"selectedOptions": Array(Number()), "customResponse": String().optional()}),
+    }
+)

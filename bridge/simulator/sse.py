@@ -77,7 +77,9 @@ class MessageEventStream(Response):
         if options.handshake:
             await write(HANDSHAKE_FRAME)
         event_log = self._message.log
-        cursor = event_log.index_after(self._after)
+        # The position is the id of the last event sent, not an index: events can be deleted from
+        # the history meanwhile (EventLog.remove), which shifts the indexes but not the ids.
+        last = self._after
         sent = 0
         while True:
             if event_log.abandoned:
@@ -85,9 +87,10 @@ class MessageEventStream(Response):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return _End.DONE
+            cursor = event_log.index_after(last)
             if cursor < len(event_log.events):
                 event = event_log.events[cursor]
-                cursor += 1
+                last = event.key
                 await write(event.frame())
                 sent += 1
                 if self._should_cut(sent, options.cut_stream_after):

@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge.simulator.faults import FaultQueue
 from bridge.simulator.ids import EventIdClock
-from bridge.simulator.model import AgentMessage, Conversation, FileRecord, UserMessage
+from bridge.simulator.model import AgentMessage, BlockedAction, Conversation, FileRecord, UserMessage
 from bridge.simulator.options import SimulatorOptions, merge_options
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ class Store:
     conversations: dict[str, Conversation] = field(default_factory=dict)
     messages: dict[str, UserMessage | AgentMessage] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
+    # Every action that was blocked on the user, by sId (AgentMCPActionResource.fetchById is
+    # workspace-wide: the routes find an action whatever conversation or message they name).
+    actions: dict[str, BlockedAction] = field(default_factory=dict)
     file_creations: deque[float] = field(default_factory=deque)  # loop times, for the per-minute limit
     cut_messages: set[str] = field(default_factory=set)  # agent messages whose stream was already cut
     _last_id: int = 0

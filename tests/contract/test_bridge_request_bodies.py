@@ -4,7 +4,9 @@ A real bridge talks to the simulator, which records every body POSTed to `/api/.
 (`GET /_sim/bodies`). The bridge is driven through /mcp with the MCP SDK client: a file uploaded with
 the upload_file tool and asked about in a new conversation (`contentFragments`), a follow-up turn with
 a second file (a content fragment, then a message), and a cancelled answer. harness/validate_bodies.mjs
-then parses each recorded body with the SDK request schema of its route, on Node 24.
+then parses each recorded body with the SDK request schema of its route, on Node 24. The answers to a
+paused agent (validate-action, answer-question), which no MCP tool sends yet, are sent with the
+bridge's Dust client itself.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from pydantic import SecretStr
 
+from bridge.dust import DustClient, MessageContext
+from bridge.dust.pauses import PendingAction
 from tests.contract.conftest import failure, run_harness
 from tests.helpers import faults, stats, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
@@ -152,3 +157,66 @@ def test_validator_fails_bodies_dust_would_refuse_or_silently_ignore(tmp_path: P
         "0 passed, 5 failed",
     ]:
         assert expected in run.stdout, run.stdout
+
+
+async def first_pause(client: DustClient, conversation_id: str, message_id: str) -> PendingAction:
+    events = client.stream_agent_events(conversation_id, message_id)
+    try:
+        with anyio.fail_after(20):
+            async for event in events:
+                pending = PendingAction.from_event(event.data)
+                if pending is not None:
+                    return pending
+    finally:
+        await events.aclose()
+    raise AssertionError("the agent message never paused")
+
+
+async def test_the_clients_answers_to_pauses_parse_with_the_sdk_request_schemas(
+    fresh_simulator: Proc, tmp_path: Path
+) -> None:
+    """DustClient.validate_action and answer_question (what the bridge answers a paused agent
+    with) send what the SDK's ValidateActionRequestBodySchema and AnswerUserQuestionRequestBodySchema
+    accept, without a key Dust would ignore."""
+    context = MessageContext(username="contract", timezone="Europe/Paris")
+    client = DustClient(
+        base_url=fresh_simulator.url, workspace_id="demo", api_key=SecretStr("sk-contract0123"), timeout=10.0
+    )
+    try:
+        for agent in ("approve001", "question01"):
+            created = await client.create_conversation(
+                content="the minutes", mentions=[agent], context=context
+            )
+            assert created.agent_message is not None
+            pending = await first_pause(client, created.conversation.s_id, created.agent_message.s_id)
+            if pending.kind == "approval":
+                await client.validate_action(
+                    pending.conversation_id, pending.message_id, pending.action_id, "always_approved"
+                )
+            else:
+                await client.answer_question(
+                    pending.conversation_id,
+                    pending.message_id,
+                    pending.action_id,
+                    selected_options=[2],
+                    custom_response="as a table",
+                )
+    finally:
+        await client.aclose()
+    bodies = httpx2.get(f"{fresh_simulator.url}/_sim/bodies", timeout=5).json()
+    recorded = tmp_path / "bodies.json"
+    recorded.write_text(json.dumps(bodies, indent=2), encoding="utf-8")
+    run = run_harness(
+        "validate_bodies.mjs",
+        "--bodies",
+        str(recorded),
+        "--require",
+        "validate_action,answer_question",
+        home=tmp_path,
+    )
+    print(run.stdout)
+    if run.returncode != 0:
+        pytest.fail(
+            f"a pause answer the client sent does not match the Dust SDK:\n{failure(run)}", pytrace=False
+        )
+    assert " 0 failed" in run.stdout, run.stdout

@@ -64,6 +64,12 @@ def test_sdk_uploads_files_and_attaches_them_as_content_fragments(
     run_group(fresh_simulator, "files", tmp_path)
 
 
+def test_sdk_streams_pauses_lists_blocked_actions_and_answers_them(
+    fresh_simulator: Proc, tmp_path: Path
+) -> None:
+    run_group(fresh_simulator, "pauses", tmp_path)
+
+
 # --- the harness itself: a Dust that breaks the SDK's schema must fail it ---------------------
 
 

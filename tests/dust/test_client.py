@@ -19,6 +19,7 @@ from bridge.dust import (
     AgentEvent,
     CircuitBreaker,
     DustAuthError,
+    DustBadRequest,
     DustClient,
     DustError,
     DustNotFound,
@@ -28,6 +29,7 @@ from bridge.dust import (
     DustUnavailable,
     MessageContext,
 )
+from bridge.dust.pauses import PendingAction
 from tests.procs import Proc, free_port
 
 WORKSPACE = "demo"
@@ -595,6 +597,129 @@ async def test_second_upload_of_a_file_is_rejected(client: DustClient) -> None:
     with pytest.raises(DustError) as caught:
         await client.upload_file(created, b"abc", content_type="text/plain")
     assert caught.value.status is not None and 400 <= caught.value.status < 500
+
+
+# --- pauses: approvals, questions, blocked actions ------------------------------------------------
+
+
+async def until_paused(
+    client: DustClient, conversation_id: str, message_id: str
+) -> tuple[PendingAction, str]:
+    """Follow the message until it pauses: the pending action and the id of its event."""
+    events = client.stream_agent_events(conversation_id, message_id)
+    try:
+        with anyio.fail_after(15):
+            async for event in events:
+                pending = PendingAction.from_event(event.data)
+                if pending is not None:
+                    return pending, event.event_id
+    finally:
+        await events.aclose()
+    raise AssertionError("the message ended without pausing")
+
+
+async def rest_of(client: DustClient, conversation_id: str, message_id: str, after: str) -> list[AgentEvent]:
+    return await collect(client.stream_agent_events(conversation_id, message_id, last_event_id=after))
+
+
+@pytest.fixture
+async def paused_client(sim: Sim, client: DustClient) -> DustClient:
+    # A paused message's stream is quiet: short connections keep the reconnects quick.
+    await sim.faults(connection_lifetime_seconds=0.3)
+    return client
+
+
+async def test_validate_action_approves_and_the_message_goes_on_to_its_answer(
+    paused_client: DustClient,
+) -> None:
+    client = paused_client
+    c_id, m_id = await ask(client, "approve001", "quarterly numbers")
+    pending, after = await until_paused(client, c_id, m_id)
+    assert (pending.kind, pending.conversation_id, pending.message_id) == ("approval", c_id, m_id)
+    await client.validate_action(pending.conversation_id, pending.message_id, pending.action_id, "approved")
+    events = await rest_of(client, c_id, m_id, after)
+    assert answer_text(events) == "Email sent to team@example.com: quarterly numbers"
+
+
+async def test_a_rejected_action_ends_with_the_agent_saying_so(paused_client: DustClient) -> None:
+    client = paused_client
+    c_id, m_id = await ask(client, "approve001", "quarterly numbers")
+    pending, after = await until_paused(client, c_id, m_id)
+    await client.validate_action(c_id, m_id, pending.action_id, "rejected")
+    events = await rest_of(client, c_id, m_id, after)
+    assert answer_text(events) == "The email was not sent: the action was rejected."
+
+
+async def test_validate_action_refusals_are_bad_request_not_found_and_server_errors(
+    paused_client: DustClient,
+) -> None:
+    client = paused_client
+    c_id, m_id = await ask(client, "approve001", "quarterly numbers")
+    pending, _ = await until_paused(client, c_id, m_id)
+    with pytest.raises(DustNotFound) as unknown_action:
+        await client.validate_action(c_id, m_id, "act_nosuchaction", "approved")
+    assert unknown_action.value.type == "action_not_found"
+    with pytest.raises(DustNotFound) as unknown_conversation:
+        await client.validate_action("nosuchconv", m_id, pending.action_id, "approved")
+    assert unknown_conversation.value.type == "conversation_not_found"
+    # Dust looks the message up with an assertion: an unknown one is an unhandled 500.
+    with pytest.raises(DustServerError):
+        await client.validate_action(c_id, "nosuchmsg0", pending.action_id, "approved")
+    await client.validate_action(c_id, m_id, pending.action_id, "approved")
+    with pytest.raises(DustBadRequest) as twice:
+        await client.validate_action(c_id, m_id, pending.action_id, "approved")
+    assert twice.value.type == "action_not_blocked"
+
+
+async def test_answer_question_sends_option_indexes_and_the_free_text(
+    sim: Sim, paused_client: DustClient
+) -> None:
+    client = paused_client
+    c_id, m_id = await ask(client, "question01", "which one")
+    pending, after = await until_paused(client, c_id, m_id)
+    assert pending.kind == "question" and pending.question is not None
+    await client.answer_question(
+        c_id, m_id, pending.action_id, selected_options=[0, 2], custom_response="soon"
+    )
+    events = await rest_of(client, c_id, m_id, after)
+    assert answer_text(events) == "You chose: Summary, Table (note: soon)"
+    bodies = (await sim.control.get(f"{sim.url}/_sim/bodies")).json()["bodies"]
+    assert bodies[-1]["json"] == {
+        "actionId": pending.action_id,
+        "answer": {"selectedOptions": [0, 2], "customResponse": "soon"},
+    }
+
+
+async def test_blocked_actions_lists_the_waiting_actions_until_they_are_answered(
+    sim: Sim, paused_client: DustClient
+) -> None:
+    client = paused_client
+    c_id, m_id = await ask(client, "auth000001", "roadmap")
+    pending, after = await until_paused(client, c_id, m_id)
+    [listed] = await client.blocked_actions(c_id)
+    assert (listed.kind, listed.action_id, listed.message_id) == ("personal_auth", pending.action_id, m_id)
+    assert listed.server == "Google Drive"
+    (await sim.control.post(f"{sim.url}/_sim/connect")).raise_for_status()
+    assert await client.blocked_actions(c_id) == []
+    events = await rest_of(client, c_id, m_id, after)
+    assert answer_text(events) == "Found 2 documents in Google Drive for: roadmap"
+    with pytest.raises(DustNotFound):
+        await client.blocked_actions("nosuchconv")
+
+
+async def test_a_sub_agents_approval_answered_on_its_own_ids_lets_the_caller_finish(
+    paused_client: DustClient,
+) -> None:
+    client = paused_client
+    c_id, m_id = await ask(client, "delegate01", "board minutes")
+    pending, after = await until_paused(client, c_id, m_id)
+    assert (pending.conversation_id, pending.message_id) != (c_id, m_id)
+    # From the caller's conversation, the sub-agent's action is only nested under run_agent.
+    assert await client.blocked_actions(c_id) == []
+    assert [p.action_id for p in await client.blocked_actions(pending.conversation_id)] == [pending.action_id]
+    await client.validate_action(pending.conversation_id, pending.message_id, pending.action_id, "approved")
+    events = await rest_of(client, c_id, m_id, after)
+    assert answer_text(events) == "The sub-agent finished: Email sent to team@example.com: board minutes"
 
 
 # --- unreachable Dust (no simulator needed) -----------------------------------------------------

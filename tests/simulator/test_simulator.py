@@ -74,6 +74,11 @@ async def test_agent_list_and_lookup(client: httpx2.AsyncClient) -> None:
         "broken0001",
         "files00001",
         "story00001",
+        "approve001",
+        "question01",
+        "auth000001",
+        "delegate01",
+        "longrun001",
     ]
     required = {
         "id", "sId", "version", "versionCreatedAt", "versionAuthorId", "name", "description", "instructions",

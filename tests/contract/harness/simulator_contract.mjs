@@ -31,6 +31,8 @@ const {
   DustAPI,
   APIErrorSchema,
   AgentMessageEventDataSchema,
+  AnswerUserQuestionResponseSchema,
+  BlockedActionsResponseSchema,
   CancelMessageGenerationResponseSchema,
   CreateConversationResponseSchema,
   FileUploadRequestResponseSchema,
@@ -42,17 +44,22 @@ const {
   PostConversationsResponseSchema,
   PostUserMessageResponseSchema,
   RetryMessageResponseSchema,
+  ValidateActionResponseSchema,
 } = sdk;
 
 // The SDK does not export its agent-message schema on its own; this response schema is exactly it.
 const AgentMessageSchema = RetryMessageResponseSchema.shape.message;
 
-const GROUPS = ["agents", "user-only-views", "conversations", "streaming", "cancel", "files"];
+const GROUPS = ["agents", "user-only-views", "conversations", "streaming", "cancel", "files", "pauses"];
 const ECHO = "echo000001";
 const SLOW = "slow000001";
 const RESEARCHER = "research01";
 const BROKEN = "broken0001";
 const FILE_READER = "files00001";
+const APPROVER = "approve001";
+const ASKER = "question01";
+const NEEDS_AUTH = "auth000001";
+const DELEGATOR = "delegate01";
 const TERMINAL = new Set([
   "agent_message_success",
   "agent_message_gracefully_stopped",
@@ -249,6 +256,42 @@ async function sdkStream(conversation, userMessageId, what, { abortAfterTerminal
   check(TERMINAL.has(events.at(-1).type), `${what}: the stream ended without a terminal event`, [
     `last event: ${events.at(-1).type}`,
   ]);
+  return events;
+}
+
+/**
+ * Stream an agent message with the SDK (streamAgentMessageEvents, reconnecting with lastEventId)
+ * until an event of `stopTypes` or a terminal one; every event is parsed with
+ * AgentMessageEventDataSchema.
+ */
+async function sdkStreamUntil(conversationId, agentMessageId, stopTypes, what) {
+  const controller = new AbortController();
+  const res = await api.streamAgentMessageEvents({
+    conversationId,
+    agentMessageId,
+    signal: controller.signal,
+    options: { maxReconnectAttempts: 10, reconnectDelay: 20, autoReconnect: true },
+  });
+  check(res.isOk(), `${what}: streamAgentMessageEvents failed: ${res.isErr() ? res.error.message : ""}`);
+  const events = [];
+  const problems = [];
+  try {
+    for await (const event of res.value.eventStream) {
+      const parsed = AgentMessageEventDataSchema.safeParse(event);
+      if (!parsed.success) {
+        problems.push(
+          `event #${events.length + 1} (${event?.type}) does not match AgentMessageEventDataSchema:`,
+          ...zodIssues(parsed.error).map((l) => `  ${l}`),
+        );
+      }
+      events.push(event);
+      if (stopTypes.has(event.type) || TERMINAL.has(event.type)) break;
+    }
+  } finally {
+    controller.abort();
+  }
+  if (problems.length) throw new ContractError(`${what}: malformed events`, problems);
+  check(events.length > 0, `${what}: no events`);
   return events;
 }
 
@@ -763,6 +806,250 @@ async function files() {
   );
 }
 
+// --- pauses ----------------------------------------------------------------------------------
+
+const PAUSES = new Set(["tool_approve_execution", "tool_ask_user_question", "tool_personal_auth_required"]);
+
+/** A new conversation with `agent`, streamed until its agent message pauses: the pause event. */
+async function pausedAt(f, agent, content, what) {
+  const made = await createConversation(f, "POST assistant/conversations", {
+    message: newMessage(content, agent),
+  });
+  const events = await sdkStreamUntil(made.conversation.sId, made.agentMessage.sId, PAUSES, what);
+  const pause = events.at(-1);
+  check(PAUSES.has(pause.type), `${what}: the message did not pause`, [`last event: ${pause.type}`]);
+  return { made, pause };
+}
+
+async function blockedActions(f, conversationId, what) {
+  return unwrap(
+    await api.getBlockedActions({ conversationId }),
+    f,
+    /\/actions\/blocked$/,
+    "BlockedActionsResponseSchema",
+    BlockedActionsResponseSchema,
+    what,
+  ).blockedActions;
+}
+
+/** The rest of a resumed message, to its terminal event, and its final content. */
+async function finishedContent(conversationId, messageId, what) {
+  const events = await sdkStreamUntil(conversationId, messageId, new Set(), what);
+  const last = events.at(-1);
+  check(last.type === "agent_message_success", `${what}: terminal event ${last.type}`);
+  return last.message.content;
+}
+
+async function pauses() {
+  const G = "pauses";
+  await sim("faults", { token_delay_ms: 1 });
+  const approval = await report.op(
+    "an agent that needs approval pauses with a tool_approve_execution event",
+    meta(G, "createConversation + streamAgentMessageEvents", "AgentMessageEventDataSchema per event"),
+    async (f) => {
+      const paused = await pausedAt(f, APPROVER, "send the minutes", "stream to the approval");
+      const { pause, made } = paused;
+      check(pause.type === "tool_approve_execution", `pause event ${pause.type}`);
+      check(
+        pause.conversationId === made.conversation.sId && pause.messageId === made.agentMessage.sId,
+        "the approval does not name the agent's own conversation and message",
+      );
+      return paused;
+    },
+  );
+  await report.op(
+    "the blocked actions list the action waiting for validation",
+    meta(G, "getBlockedActions", "BlockedActionsResponseSchema"),
+    async (f) => {
+      const listed = await blockedActions(f, approval.made.conversation.sId, "GET .../actions/blocked");
+      check(
+        listed.length === 1 &&
+          listed[0].actionId === approval.pause.actionId &&
+          listed[0].status === "blocked_validation_required",
+        "the waiting action is not listed as blocked_validation_required",
+        [JSON.stringify(listed).slice(0, 600)],
+      );
+    },
+    approval,
+  );
+  const approved = await report.op(
+    "approve the action",
+    meta(G, "validateAction({approved: 'approved'})", "ValidateActionResponseSchema"),
+    async (f) => {
+      const { pause } = approval;
+      const value = unwrap(
+        await api.validateAction({
+          conversationId: pause.conversationId,
+          messageId: pause.messageId,
+          actionId: pause.actionId,
+          approved: "approved",
+        }),
+        f,
+        /\/validate-action$/,
+        "ValidateActionResponseSchema",
+        ValidateActionResponseSchema,
+        "POST .../validate-action",
+      );
+      check(value.success === true, "validate-action did not answer success");
+      return true;
+    },
+    approval,
+  );
+  await report.op(
+    "the approved message goes on to its answer",
+    meta(G, "streamAgentMessageEvents", "AgentMessageEventDataSchema per event"),
+    async () => {
+      const { pause } = approval;
+      const content = await finishedContent(pause.conversationId, pause.messageId, "resumed");
+      const expected = "Email sent to team@example.com: send the minutes";
+      check(content === expected, `content ${JSON.stringify(content)}`);
+    },
+    approval,
+    approved,
+  );
+  await report.op(
+    "validating it again: 400 action_not_blocked with a Dust error body",
+    meta(G, "validateAction", "APIErrorSchema", { expectsApiError: true }),
+    async (f) => {
+      const { pause } = approval;
+      const result = await api.validateAction({
+        conversationId: pause.conversationId,
+        messageId: pause.messageId,
+        actionId: pause.actionId,
+        approved: "rejected",
+      });
+      check(result.isErr(), "the SDK accepted a second validation");
+      const error = expectApiError(lastFetch(f, /\/validate-action$/), 400, "POST .../validate-action again");
+      check(error.type === "action_not_blocked", `error type ${error.type}`);
+    },
+    approval,
+    approved,
+  );
+  await pausesQuestionAndAuth(G);
+  await pausesSubAgent(G);
+}
+
+async function pausesQuestionAndAuth(G) {
+  const question = await report.op(
+    "an agent that asks a question pauses with tool_ask_user_question, listed with its question",
+    meta(
+      G,
+      "streamAgentMessageEvents + getBlockedActions",
+      "AgentMessageEventDataSchema, BlockedActionsResponseSchema",
+    ),
+    async (f) => {
+      const paused = await pausedAt(f, ASKER, "the report", "stream to the question");
+      check(paused.pause.type === "tool_ask_user_question", `pause event ${paused.pause.type}`);
+      const [listed] = await blockedActions(f, paused.made.conversation.sId, "GET .../actions/blocked");
+      check(
+        listed?.status === "blocked_user_answer_required" && listed.question?.options.length === 3,
+        "the question is not listed with its options",
+        [JSON.stringify(listed).slice(0, 600)],
+      );
+      return paused;
+    },
+  );
+  await report.op(
+    "answer the question with an option and free text; the agent goes on",
+    meta(G, "answerUserQuestion + streamAgentMessageEvents", "AnswerUserQuestionResponseSchema"),
+    async (f) => {
+      const { pause } = question;
+      const value = unwrap(
+        await api.answerUserQuestion({
+          conversationId: pause.conversationId,
+          messageId: pause.messageId,
+          actionId: pause.actionId,
+          answer: { selectedOptions: [1], customResponse: "by Friday" },
+        }),
+        f,
+        /\/answer-question$/,
+        "AnswerUserQuestionResponseSchema",
+        AnswerUserQuestionResponseSchema,
+        "POST .../answer-question",
+      );
+      check(value.success === true, "answer-question did not answer success");
+      const content = await finishedContent(pause.conversationId, pause.messageId, "answered");
+      check(content === "You chose: Full report (note: by Friday)", `content ${JSON.stringify(content)}`);
+    },
+    question,
+  );
+  await report.op(
+    "an agent that needs the user's account pauses with tool_personal_auth_required, then goes on once connected",
+    meta(
+      G,
+      "streamAgentMessageEvents + getBlockedActions",
+      "AgentMessageEventDataSchema, BlockedActionsResponseSchema",
+    ),
+    async (f) => {
+      const { pause, made } = await pausedAt(f, NEEDS_AUTH, "the roadmap", "stream to the authorisation");
+      check(pause.type === "tool_personal_auth_required", `pause event ${pause.type}`);
+      const [listed] = await blockedActions(f, made.conversation.sId, "GET .../actions/blocked");
+      check(listed?.status === "blocked_authentication_required", `listed status ${listed?.status}`);
+      await sim("connect", {});
+      const content = await finishedContent(pause.conversationId, pause.messageId, "connected");
+      const expected = "Found 2 documents in Google Drive for: the roadmap";
+      check(content === expected, `content ${JSON.stringify(content)}`);
+    },
+  );
+}
+
+async function pausesSubAgent(G) {
+  const relayed = await report.op(
+    "a sub-agent's approval appears on the caller's stream, naming the child conversation and message",
+    meta(
+      G,
+      "streamAgentMessageEvents + getBlockedActions (both conversations)",
+      "AgentMessageEventDataSchema, BlockedActionsResponseSchema",
+    ),
+    async (f) => {
+      const paused = await pausedAt(f, DELEGATOR, "the minutes", "stream of the caller");
+      const { pause, made } = paused;
+      check(pause.type === "tool_approve_execution", `pause event ${pause.type}`);
+      check(
+        pause.conversationId !== made.conversation.sId,
+        "the relayed approval names the caller's conversation",
+      );
+      const [parent] = await blockedActions(f, made.conversation.sId, "GET the caller's actions/blocked");
+      check(
+        parent?.status === "blocked_child_action_input_required",
+        `caller's listed status ${parent?.status}`,
+      );
+      const [child] = await blockedActions(f, pause.conversationId, "GET the child's actions/blocked");
+      check(
+        child?.actionId === pause.actionId,
+        "the child conversation does not list the sub-agent's action",
+      );
+      return paused;
+    },
+  );
+  await report.op(
+    "approve on the child's ids; the sub-agent, then the caller, finish",
+    meta(G, "validateAction + streamAgentMessageEvents", "ValidateActionResponseSchema"),
+    async (f) => {
+      const { pause, made } = relayed;
+      unwrap(
+        await api.validateAction({
+          conversationId: pause.conversationId,
+          messageId: pause.messageId,
+          actionId: pause.actionId,
+          approved: "approved",
+        }),
+        f,
+        /\/validate-action$/,
+        "ValidateActionResponseSchema",
+        ValidateActionResponseSchema,
+        "POST .../validate-action (child)",
+      );
+      const content = await finishedContent(made.conversation.sId, made.agentMessage.sId, "caller");
+      check(
+        content === "The sub-agent finished: Email sent to team@example.com: the minutes",
+        `content ${JSON.stringify(content)}`,
+      );
+    },
+    relayed,
+  );
+}
+
 // --- run -------------------------------------------------------------------------------------
 
 const RUNNERS = {
@@ -772,6 +1059,7 @@ const RUNNERS = {
   streaming,
   cancel,
   files,
+  pauses,
 };
 
 try {

@@ -40,6 +40,18 @@ const ROUTES = [
     schema: sdk.CancelMessageGenerationRequestSchema,
   },
   {
+    kind: "validate_action",
+    route: new RegExp(`^${W}/assistant/conversations/[^/]+/messages/[^/]+/validate-action$`),
+    schemaName: "ValidateActionRequestBodySchema",
+    schema: sdk.ValidateActionRequestBodySchema,
+  },
+  {
+    kind: "answer_question",
+    route: new RegExp(`^${W}/assistant/conversations/[^/]+/messages/[^/]+/answer-question$`),
+    schemaName: "AnswerUserQuestionRequestBodySchema",
+    schema: sdk.AnswerUserQuestionRequestBodySchema,
+  },
+  {
     kind: "file",
     route: new RegExp(`^${W}/files$`),
     schemaName: "FileUploadUrlRequestSchema",
