@@ -34,6 +34,11 @@ def session_key(ctx: Context, services: Services) -> str | None:
     request = ctx.request_context.request
     if request is None:
         return f"stdio:{services.instance_id}"
+    return session_of_request(request)
+
+
+def session_of_request(request: Any) -> str | None:
+    """The handshake-era session an HTTP request belongs to ("http:<id>" or "sse:<id>"), if any."""
     headers = getattr(request, "headers", None)
     session_id = headers.get("mcp-session-id") if headers is not None else None
     if session_id:

@@ -12,18 +12,21 @@ stream: no reason travels, and that is a cancel (the spec's meaning of it).
 from __future__ import annotations
 
 import re
-import weakref
+from collections import OrderedDict
 from typing import Any
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+
+from bridge.mcp.caller import session_of_request
 
 TIMEOUT_REASON = re.compile(r"time[d\s-]*out|timeout|-32001", re.IGNORECASE)
 
 # How long a cancelled call waits for its notification's reason to reach the middleware (it is
 # handled in a task of its own, right after the cancel).
 REASON_WAIT_SECONDS = 1.0
-_MAX_PER_SESSION = 64
+# Reasons nobody asked for (a cancel of a request that had already ended) are dropped oldest first.
+_MAX_KEPT = 1024
 
 
 class _Reason:
@@ -36,7 +39,7 @@ class CancelReasons(ServerMiddleware[Any]):
     """SDK server middleware that keeps each `notifications/cancelled` reason for its request."""
 
     def __init__(self) -> None:
-        self._sessions: weakref.WeakKeyDictionary[Any, dict[str, _Reason]] = weakref.WeakKeyDictionary()
+        self._reasons: OrderedDict[tuple[str | None, str], _Reason] = OrderedDict()
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Record the reason of a cancellation notification, then carry on."""
@@ -44,7 +47,7 @@ class CancelReasons(ServerMiddleware[Any]):
             request_id = ctx.params.get("requestId")
             reason = ctx.params.get("reason")
             if isinstance(request_id, str | int) and not isinstance(request_id, bool):
-                slot = self._slot(ctx.session, request_id)
+                slot = self._slot(ctx, request_id)
                 slot.text = reason if isinstance(reason, str) else ""
                 slot.arrived.set()
         return await call_next(ctx)
@@ -56,19 +59,23 @@ class CancelReasons(ServerMiddleware[Any]):
         """
         if ctx.request_id is None:
             return False
-        slot = self._slot(ctx.session, ctx.request_id)
+        slot = self._slot(ctx, ctx.request_id)
         with anyio.move_on_after(REASON_WAIT_SECONDS):
             await slot.arrived.wait()
-        self._sessions.get(ctx.session, {}).pop(_key(ctx.request_id), None)
+        self._reasons.pop(_key(ctx, ctx.request_id), None)
         return bool(slot.text and TIMEOUT_REASON.search(slot.text))
 
-    def _slot(self, session: Any, request_id: str | int) -> _Reason:
-        slots = self._sessions.setdefault(session, {})
-        key = _key(request_id)
-        if key not in slots and len(slots) >= _MAX_PER_SESSION:
-            slots.pop(next(iter(slots)))
-        return slots.setdefault(key, _Reason())
+    def _slot(self, ctx: ServerRequestContext[Any, Any], request_id: str | int) -> _Reason:
+        key = _key(ctx, request_id)
+        slot = self._reasons.get(key)
+        if slot is None:
+            slot = self._reasons[key] = _Reason()
+            if len(self._reasons) > _MAX_KEPT:
+                self._reasons.popitem(last=False)
+        return slot
 
 
-def _key(request_id: str | int) -> str:
-    return str(request_id)
+def _key(ctx: ServerRequestContext[Any, Any], request_id: str | int) -> tuple[str | None, str]:
+    # The SDK hands each message its own session object: the connection is named by the request
+    # (stdio has none: one connection per process).
+    return session_of_request(ctx.request) if ctx.request is not None else "stdio", str(request_id)

@@ -3,16 +3,23 @@ and Redis, with and without the elicitation capability, in both protocol eras.""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.context import ClientRequestContext
+from mcp.client.sse import sse_client
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
-from tests.helpers import text_of
+from bridge.simulator.agents import long_answer
+from tests.helpers import faults, stats, text_of
 from tests.mcp.support import ERAS, Progress
-from tests.procs import Proc
+from tests.procs import Proc, bridge_env, running, start_bridge
 
 pytestmark = pytest.mark.usefixtures("reset_simulator")
 
@@ -33,6 +40,15 @@ class User:
         if self.action != "accept":
             return ElicitResult(action=self.action)  # type: ignore[arg-type]
         return ElicitResult(action="accept", content=self.content or None)
+
+
+def stdio(simulator: Proc) -> StdioServerParameters:
+    """`dust-mcp-bridge stdio` on the simulator, as Claude Desktop starts it."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_", "REDIS_"))},
+        **bridge_env(simulator),
+    }
+    return StdioServerParameters(command=sys.executable, args=["-m", "bridge", "stdio"], env=env)
 
 
 def structured(result: CallToolResult) -> dict[str, Any]:
@@ -70,27 +86,37 @@ async def test_a_client_without_elicitation_gets_the_pending_approval_and_approv
         )
         assert paused["status"] == "waiting_for_user"
         (pending,) = paused["pending"]
-        assert pending["kind"] == "approval" and pending["tool"] == "send_email" and pending["stake"] == "high"
+        assert (
+            pending["kind"] == "approval" and pending["tool"] == "send_email" and pending["stake"] == "high"
+        )
         arguments = {"conversation": paused["conversation"], "action_id": pending["action_id"]}
         done = structured(await client.call_tool("approve_action", {**arguments, "decision": "approve"}))
         assert done["status"] == "complete" and done["answer"] == SENT
         again = await client.call_tool("approve_action", {**arguments, "decision": "approve"})
         assert again.is_error and "no action" in text_of(again) and "waiting" in text_of(again)
-        unknown = await client.call_tool("approve_action", {**arguments, "action_id": "nope", "decision": "reject"})
+        unknown = await client.call_tool(
+            "approve_action", {**arguments, "action_id": "nope", "decision": "reject"}
+        )
         assert unknown.is_error and "no action 'nope'" in text_of(unknown)
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_a_question_is_answered_by_elicitation_with_an_option_and_words(bridge: Proc, mode: str) -> None:
+async def test_a_question_is_answered_by_elicitation_with_an_option_and_words(
+    bridge: Proc, mode: str
+) -> None:
     user = User(choice="Table", answer="wide columns")
     async with Client(f"{bridge.url}/mcp", mode=mode, elicitation_callback=user) as client:  # type: ignore[arg-type]
         result = await client.call_tool("ask_agent", {"agent": "asks-question", "message": "sales"})
     assert structured(result)["answer"] == "You chose: Table (note: wide columns)"
 
 
-async def test_a_question_is_answered_with_answer_question_when_the_client_cannot_elicit(bridge: Proc) -> None:
+async def test_a_question_is_answered_with_answer_question_when_the_client_cannot_elicit(
+    bridge: Proc,
+) -> None:
     async with Client(f"{bridge.url}/mcp", mode="legacy") as client:
-        paused = structured(await client.call_tool("ask_agent", {"agent": "asks-question", "message": "sales"}))
+        paused = structured(
+            await client.call_tool("ask_agent", {"agent": "asks-question", "message": "sales"})
+        )
         (pending,) = paused["pending"]
         assert [option["label"] for option in pending["options"]] == ["Summary", "Full report", "Table"]
         result = await client.call_tool(
@@ -101,7 +127,9 @@ async def test_a_question_is_answered_with_answer_question_when_the_client_canno
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_a_declined_elicitation_leaves_the_action_pending_for_approve_action(bridge: Proc, mode: str) -> None:
+async def test_a_declined_elicitation_leaves_the_action_pending_for_approve_action(
+    bridge: Proc, mode: str
+) -> None:
     user = User("decline")
     async with Client(f"{bridge.url}/mcp", mode=mode, elicitation_callback=user) as client:  # type: ignore[arg-type]
         paused = structured(
@@ -111,7 +139,11 @@ async def test_a_declined_elicitation_leaves_the_action_pending_for_approve_acti
         (pending,) = paused["pending"]
         done = await client.call_tool(
             "approve_action",
-            {"conversation": paused["conversation"], "action_id": pending["action_id"], "decision": "approve"},
+            {
+                "conversation": paused["conversation"],
+                "action_id": pending["action_id"],
+                "decision": "approve",
+            },
         )
     assert structured(done)["answer"] == SENT
 
@@ -122,3 +154,160 @@ async def test_a_sub_agents_approval_goes_to_its_own_conversation(bridge: Proc, 
         result = await client.call_tool("ask_agent", {"agent": "delegator", "message": "weekly report"})
     content = structured(result)
     assert content["answer"] == f"The sub-agent finished: {SENT}"
+
+
+# --- the other transports ------------------------------------------------------------------------
+
+
+async def test_an_approval_over_legacy_sse_is_elicited_and_the_answer_streams_on(bridge: Proc) -> None:
+    user = User(decision="approve")
+    async with Client(sse_client(f"{bridge.url}/sse"), elicitation_callback=user) as client:
+        result = await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
+    assert structured(result)["answer"] == SENT and len(user.asked) == 1
+
+
+@pytest.mark.parametrize("elicits", [True, False])
+async def test_an_approval_over_stdio_with_and_without_elicitation(simulator: Proc, elicits: bool) -> None:
+    user = User(decision="approve")
+    async with Client(stdio(simulator), elicitation_callback=user if elicits else None) as client:
+        result = structured(
+            await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
+        )
+        if not elicits:
+            assert result["status"] == "waiting_for_user" and not user.asked
+            (pending,) = result["pending"]
+            result = structured(
+                await client.call_tool(
+                    "approve_action",
+                    {
+                        "conversation": result["conversation"],
+                        "action_id": pending["action_id"],
+                        "decision": "approve",
+                    },
+                )
+            )
+    assert result["answer"] == SENT
+
+
+# --- long answers, restarts and cancellations -----------------------------------------------------
+
+
+@pytest.fixture
+def patient(simulator: Proc, redis_server: Proc, redis_url: str) -> Iterator[Proc]:
+    """A bridge whose tool calls return after 3 s of waiting, on the simulator and a clean Redis."""
+    env = bridge_env(simulator, redis_server.port, BRIDGE_ANSWER_DEADLINE_SECONDS="3")
+    with running(start_bridge(env)) as proc:
+        yield proc
+
+
+async def wait_until_complete(
+    client: Client, handle: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Call wait_for_answer until the answer is complete (each call returns at the deadline)."""
+    with anyio.fail_after(400):
+        while True:
+            result = structured(
+                await client.call_tool(
+                    "wait_for_answer", {"conversation": handle}, progress_callback=progress
+                )
+            )
+            if result["status"] == "complete":
+                return result
+            assert result["status"] == "working"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_long_answer_returns_at_the_deadline_and_wait_for_answer_gets_the_exact_full_text(
+    patient: Proc, simulator: Proc, mode: str
+) -> None:
+    faults(simulator, long_seconds=12)
+    progress = Progress()
+    async with Client(f"{patient.url}/mcp", mode=mode) as client:  # type: ignore[arg-type]
+        started = anyio.current_time()
+        first = await client.call_tool("ask_agent", {"agent": "long-runner", "message": "Q3 churn"})
+        assert anyio.current_time() - started < 8
+        partial = structured(first)
+        assert partial["status"] == "working" and long_answer("Q3 churn").startswith(partial["answer"])
+        assert f'wait_for_answer(conversation="{partial["conversation"]}")' in text_of(first)
+        transcript = structured(
+            await client.call_tool("get_conversation", {"conversation": partial["conversation"]})
+        )
+        assert transcript["messages"][-1]["status"] == "in_progress"
+        done = await wait_until_complete(client, partial["conversation"], progress)
+    assert done["answer"] == long_answer("Q3 churn")
+    assert "Step 12 of 12 done." in "".join(progress.messages)  # the rest streamed as progress
+
+
+@pytest.mark.timeout(300)  # the answer takes three minutes, as real deep-research agents do
+async def test_a_three_minute_answer_outlives_a_five_second_deadline_and_a_bridge_restart(
+    simulator: Proc, redis_server: Proc
+) -> None:
+    faults(simulator, long_seconds=180)
+    env = bridge_env(simulator, redis_server.port, BRIDGE_ANSWER_DEADLINE_SECONDS="5")
+    with running(start_bridge(env)) as first:
+        async with Client(f"{first.url}/mcp", mode="legacy") as client:
+            partial = structured(
+                await client.call_tool("ask_agent", {"agent": "long-runner", "message": "restart"})
+            )
+    assert partial["status"] == "working"
+    with running(start_bridge(env)) as second:
+        async with Client(f"{second.url}/mcp", mode="auto") as client:
+            done = await wait_until_complete(client, partial["conversation"])
+    assert done["answer"] == long_answer("restart")
+
+
+async def my_conversation(client: Client) -> str:
+    """The handle of the caller's only conversation, found the way a client can: in resources/list."""
+    listed = [str(r.uri) for r in (await client.list_resources()).resources]
+    (uri,) = [uri for uri in listed if uri.startswith("dust://conversations/")]
+    return uri.removeprefix("dust://conversations/")
+
+
+async def test_a_client_that_times_out_leaves_the_dust_answer_running(patient: Proc, simulator: Proc) -> None:
+    faults(simulator, long_seconds=12)
+    async with Client(f"{patient.url}/mcp", mode="legacy") as client:
+        with pytest.raises(MCPError, match="timed out"):
+            await client.call_tool(
+                "ask_agent", {"agent": "long-runner", "message": "timeout"}, read_timeout_seconds=1.5
+            )
+        await anyio.sleep(2)  # the bridge has seen the cancellation and its reason by now
+        assert stats(simulator)["cancels"] == []
+        done = await wait_until_complete(client, await my_conversation(client))
+    assert done["answer"] == long_answer("timeout")
+
+
+async def test_a_user_cancel_stops_the_dust_answer(patient: Proc, simulator: Proc) -> None:
+    faults(simulator, long_seconds=12)
+    async with Client(f"{patient.url}/mcp", mode="legacy") as client:
+        with anyio.move_on_after(1.5):
+            await client.call_tool("ask_agent", {"agent": "long-runner", "message": "stop"})
+        with anyio.fail_after(10):
+            while not stats(simulator)["cancels"]:
+                await anyio.sleep(0.1)
+
+
+async def test_a_pending_approval_survives_a_restart_and_a_refused_validation(
+    simulator: Proc, redis_server: Proc
+) -> None:
+    env = bridge_env(simulator, redis_server.port)
+    with running(start_bridge(env)) as first:
+        async with Client(f"{first.url}/mcp", mode="legacy") as client:
+            paused = structured(
+                await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
+            )
+    (pending,) = paused["pending"]
+    arguments = {
+        "conversation": paused["conversation"],
+        "action_id": pending["action_id"],
+        "decision": "approve",
+    }
+    with running(start_bridge(env)) as second:
+        async with Client(f"{second.url}/mcp", mode="auto") as client:
+            faults(
+                simulator,
+                fail_next=[{"match": "/validate-action", "status": 500, "message": "Dust is down."}],
+            )
+            refused = await client.call_tool("approve_action", arguments)
+            assert refused.is_error and "Dust is down." in text_of(refused)
+            done = structured(await client.call_tool("approve_action", arguments))
+    assert done["answer"] == SENT
