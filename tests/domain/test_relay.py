@@ -219,7 +219,12 @@ def approval(n: int, action_id: str, last: bool = True) -> AgentEvent:
 
 async def test_a_pause_nobody_answers_stops_the_relay_with_every_action_of_its_step() -> None:
     sent: list[str] = []
-    events: list[AgentEvent | float] = [tokens("Let me ", 1), approval(2, "a1", last=False), approval(3, "a2"), 5.0]
+    events: list[AgentEvent | float] = [
+        tokens("Let me ", 1),
+        approval(2, "a1", last=False),
+        approval(3, "a2"),
+        5.0,
+    ]
     with anyio.fail_after(2):
         outcome = await make_relay(sent).run(feed(events))
     assert outcome.terminal is None and outcome.text == "Let me "

@@ -46,10 +46,14 @@ def test_an_approval_shows_the_tool_its_server_inputs_and_stake_and_offers_three
     assert isinstance(params, ElicitRequestFormParams)
     assert "send_email" in params.message and "Gmail" in params.message and "high" in params.message
     assert "team@example.com" in params.message
-    assert params.requested_schema["properties"]["decision"]["enum"] == ["approve", "reject", "always_approve"]
-    assert reply_from(APPROVAL, ElicitResult(action="accept", content={"decision": "always_approve"})) == Approve(
-        "act_1", "always_approved"
-    )
+    assert params.requested_schema["properties"]["decision"]["enum"] == [
+        "approve",
+        "reject",
+        "always_approve",
+    ]
+    assert reply_from(
+        APPROVAL, ElicitResult(action="accept", content={"decision": "always_approve"})
+    ) == Approve("act_1", "always_approved")
 
 
 def test_a_question_offers_its_options_and_free_text_and_reads_back_indexes() -> None:
@@ -57,7 +61,9 @@ def test_a_question_offers_its_options_and_free_text_and_reads_back_indexes() ->
     assert isinstance(params, ElicitRequestFormParams)
     assert params.message == "The Dust agent asks: Which format?"
     assert params.requested_schema["properties"]["choice"]["enum"] == ["Summary", "Table"]
-    answered = reply_from(QUESTION, ElicitResult(action="accept", content={"choice": "Table", "answer": " wide "}))
+    answered = reply_from(
+        QUESTION, ElicitResult(action="accept", content={"choice": "Table", "answer": " wide "})
+    )
     assert answered == AnswerQuestion("act_2", (1,), "wide")
 
 
