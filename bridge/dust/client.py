@@ -55,7 +55,7 @@ from bridge.dust.models import (
     MessageContext,
     UserMessage,
 )
-from bridge.dust.pauses import Approval, PendingAction
+from bridge.dust.pauses import Approval, PendingAction, blocked_list
 from bridge.dust.sse import SseDecoder, SseFrame, SseTooLarge
 from bridge.observability.context import REQUEST_ID
 
@@ -448,9 +448,7 @@ class DustClient:
             DustError: any other failure.
         """
         body = await self._request("GET", f"/assistant/conversations/{_seg(conversation_id)}/actions/blocked")
-        items = _field(body, "blockedActions", list)
-        pending = (PendingAction.from_blocked(item) for item in items if isinstance(item, dict))
-        return [action for action in pending if action is not None]
+        return blocked_list(_field(body, "blockedActions", list))
 
     async def create_content_fragment(
         self, conversation_id: str, *, title: str, file_id: str

@@ -21,7 +21,8 @@ PAUSE_EVENTS: dict[str, PauseKind] = {
     "tool_file_auth_required": "file_auth",
 }
 
-# `blocked_child_action_input_required` is left out: the child's own blocked action is listed too.
+# `blocked_child_action_input_required` (a run_agent waiting on its sub-agent) is not itself
+# answerable: the sub-agent's own actions, nested in its `childBlockedActionsList`, are.
 _BLOCKED_STATUSES: dict[str, PauseKind] = {
     "blocked_validation_required": "approval",
     "blocked_user_answer_required": "question",
@@ -92,7 +93,12 @@ class PendingAction:
         if not all(isinstance(value, str) and value for value in (action_id, conversation_id, message_id)):
             return None
         metadata = _dict(data.get("metadata"))
-        auth = _dict(data.get("authError")) or _dict(data.get("fileAuthError"))
+        # Events carry authError / fileAuthError; blocked-actions listings carry authorizationInfo.
+        auth = (
+            _dict(data.get("authError"))
+            or _dict(data.get("fileAuthError"))
+            or _dict(data.get("authorizationInfo"))
+        )
         inputs = _dict(data.get("inputs"))
         stake = data.get("stake")
         return cls(
@@ -124,6 +130,26 @@ class PendingAction:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def blocked_list(items: list[Any]) -> list[PendingAction]:
+    """The answerable actions of a `GET .../actions/blocked` listing, sub-agents' included.
+
+    Dust nests a sub-agent's blocked actions in `childBlockedActionsList` under its parent's
+    run_agent entry (front/lib/resources/agent_mcp_action_resource.ts); the SDK schema drops the
+    field, a tolerant reader keeps it.
+    """
+    found: list[PendingAction] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        action = PendingAction.from_blocked(item)
+        if action is not None:
+            found.append(action)
+        children = item.get("childBlockedActionsList")
+        if isinstance(children, list):
+            found.extend(blocked_list(children))
+    return found
 
 
 def _auth_subject(auth: dict[str, Any]) -> str | None:

@@ -698,7 +698,7 @@ async def test_blocked_actions_lists_the_waiting_actions_until_they_are_answered
     pending, after = await until_paused(client, c_id, m_id)
     [listed] = await client.blocked_actions(c_id)
     assert (listed.kind, listed.action_id, listed.message_id) == ("personal_auth", pending.action_id, m_id)
-    assert listed.server == "Google Drive"
+    assert listed.server == "Google Drive" and listed.auth_subject == "google_drive"
     (await sim.control.post(f"{sim.url}/_sim/connect")).raise_for_status()
     assert await client.blocked_actions(c_id) == []
     events = await rest_of(client, c_id, m_id, after)
@@ -714,8 +714,14 @@ async def test_a_sub_agents_approval_answered_on_its_own_ids_lets_the_caller_fin
     c_id, m_id = await ask(client, "delegate01", "board minutes")
     pending, after = await until_paused(client, c_id, m_id)
     assert (pending.conversation_id, pending.message_id) != (c_id, m_id)
-    # From the caller's conversation, the sub-agent's action is only nested under run_agent.
-    assert await client.blocked_actions(c_id) == []
+    # From the caller's conversation, Dust nests the sub-agent's action under run_agent: still found,
+    # with the sub-agent's own conversation and message.
+    [nested] = await client.blocked_actions(c_id)
+    assert (nested.action_id, nested.conversation_id, nested.message_id) == (
+        pending.action_id,
+        pending.conversation_id,
+        pending.message_id,
+    )
     assert [p.action_id for p in await client.blocked_actions(pending.conversation_id)] == [pending.action_id]
     await client.validate_action(pending.conversation_id, pending.message_id, pending.action_id, "approved")
     events = await rest_of(client, c_id, m_id, after)

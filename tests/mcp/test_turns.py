@@ -9,12 +9,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.context import ClientRequestContext
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
+from mcp.types import (
+    CallToolResult,
+    ElicitRequestParams,
+    ElicitRequestURLParams,
+    ElicitResult,
+    InputRequiredResult,
+)
 
 from bridge.simulator.agents import long_answer
 from tests.helpers import faults, stats, text_of
@@ -311,3 +318,77 @@ async def test_a_pending_approval_survives_a_restart_and_a_refused_validation(
             assert refused.is_error and "Dust is down." in text_of(refused)
             done = structured(await client.call_tool("approve_action", arguments))
     assert done["answer"] == SENT
+
+
+# --- personal authorisation -----------------------------------------------------------------------
+
+FOUND = "Found 2 documents in Google Drive for: roadmap"
+
+
+async def test_a_personal_authorisation_is_a_url_elicitation_and_the_answer_follows_the_connection(
+    bridge: Proc, simulator: Proc
+) -> None:
+    asked: list[ElicitRequestParams] = []
+
+    async def connect_in_dust(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params)
+        async with httpx2.AsyncClient() as http:  # the user connects the account in Dust's UI
+            (await http.post(f"{simulator.url}/_sim/connect")).raise_for_status()
+        return ElicitResult(action="accept")
+
+    async with Client(f"{bridge.url}/mcp", mode="legacy", elicitation_callback=connect_in_dust) as client:
+        result = structured(
+            await client.call_tool("ask_agent", {"agent": "needs-auth", "message": "roadmap"})
+        )
+    assert result["answer"] == FOUND
+    (params,) = asked
+    assert isinstance(params, ElicitRequestURLParams) and params.url == result["url"]
+
+
+async def test_without_elicitation_a_personal_authorisation_gives_the_dust_link_then_wait_for_answer(
+    bridge: Proc, simulator: Proc
+) -> None:
+    async with Client(f"{bridge.url}/mcp", mode="auto") as client:
+        first = await client.call_tool("ask_agent", {"agent": "needs-auth", "message": "roadmap"})
+        paused = structured(first)
+        assert paused["status"] == "waiting_for_user" and paused["pending"][0]["kind"] == "personal_auth"
+        assert paused["url"] and paused["url"] in text_of(first) and "wait_for_answer" in text_of(first)
+        httpx2.post(f"{simulator.url}/_sim/connect", timeout=5).raise_for_status()
+        done = structured(await client.call_tool("wait_for_answer", {"conversation": paused["conversation"]}))
+    assert done["status"] == "complete" and done["answer"] == FOUND
+
+
+# --- the 2026-07-28 request state -----------------------------------------------------------------
+
+
+async def test_the_input_required_retry_may_land_on_another_replica_but_not_with_a_forged_state(
+    simulator: Proc, redis_server: Proc
+) -> None:
+    env = bridge_env(simulator, redis_server.port)
+    with running(start_bridge(env)) as first, running(start_bridge(env)) as second:
+        async with Client(f"{first.url}/mcp", elicitation_callback=User()) as client:
+            asked = await client.session.call_tool(
+                "ask_agent",
+                {"agent": "needs-approval", "message": "weekly report"},
+                allow_input_required=True,
+            )
+        assert isinstance(asked, InputRequiredResult) and asked.input_requests and asked.request_state
+        (action_id,) = asked.input_requests
+        answers = {action_id: ElicitResult(action="accept", content={"decision": "approve"})}
+        async with Client(f"{second.url}/mcp", elicitation_callback=User()) as client:
+            with pytest.raises(MCPError, match="requestState"):
+                await client.session.call_tool(
+                    "ask_agent",
+                    {"agent": "needs-approval", "message": "weekly report"},
+                    input_responses=answers,
+                    request_state=asked.request_state[:-4] + "AAAA",
+                    allow_input_required=True,
+                )
+            done = await client.session.call_tool(
+                "ask_agent",
+                {"agent": "needs-approval", "message": "weekly report"},
+                input_responses=answers,
+                request_state=asked.request_state,
+                allow_input_required=True,
+            )
+    assert isinstance(done, CallToolResult) and structured(done)["answer"] == SENT

@@ -127,6 +127,27 @@ async def test_a_principal_cannot_see_or_use_anothers_conversation(bridge: Proc,
     assert text_of(mine).startswith("Echo (turn 2): still mine")
 
 
+async def test_only_the_owner_of_a_conversation_answers_what_its_agent_waits_for(bridge: Proc) -> None:
+    async with mcp_client(bridge, ALICE) as alice:
+        first = await alice.call_tool("ask_agent", {"agent": "needs-approval", "message": "alice's report"})
+        paused: dict[str, Any] = first.structured_content or {}
+    assert paused["status"] == "waiting_for_user"
+    (pending,) = paused["pending"]
+    approval = {
+        "conversation": paused["conversation"],
+        "action_id": pending["action_id"],
+        "decision": "approve",
+    }
+    async with mcp_client(bridge, BOB) as bob:
+        approved = await bob.call_tool("approve_action", approval)
+        waited = await bob.call_tool("wait_for_answer", {"conversation": paused["conversation"]})
+    assert approved.is_error and "unknown or expired conversation handle" in text_of(approved)
+    assert waited.is_error and "unknown or expired conversation handle" in text_of(waited)
+    async with mcp_client(bridge, ALICE) as alice:
+        done = await alice.call_tool("approve_action", approval)
+    assert (done.structured_content or {})["answer"] == "Email sent to team@example.com: alice's report"
+
+
 async def test_uploads_are_private_to_their_principal(bridge: Proc) -> None:
     async with mcp_client(bridge, ALICE) as alice:
         uploaded = await alice.call_tool(
