@@ -117,6 +117,11 @@ async def _check_ask(runtime: Runtime, report: CheckReport, agent: str, message:
     except BridgeError as exc:
         report.failed("ask", str(exc))
         return
+    if answer.pending:
+        waits = ", ".join(f"{action.kind.replace('_', ' ')} for {action.tool}" for action in answer.pending)
+        where = answer.url or f"Dust conversation {answer.dust_conversation_id}"
+        report.failed("ask", f"{answer.agent.name} waits for the user ({waits}); answer it in Dust: {where}")
+        return
     total = time.monotonic() - started
     first = f"first progress after {first_progress[0]:.2f} s, " if first_progress else ""
     report.ok(

@@ -80,6 +80,16 @@ def test_check_ask_with_an_unknown_agent_fails_and_names_it(simulator: Proc) -> 
     assert "ask: FAILED: no active agent named or with sId 'nobody-here'" in check.stdout
 
 
+def test_check_ask_with_an_agent_that_waits_for_approval_says_where_to_answer(simulator: Proc) -> None:
+    env = bridge_env(simulator, BRIDGE_SCAN_MODE="off")
+    check = run_cli("check", "--ask", "needs-approval", "hello", env=env)
+    assert check.returncode == 1
+    assert (
+        "ask: FAILED: needs-approval waits for the user (approval for send_email); answer it in Dust:"
+        in check.stdout
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "err_type", "message", "meaning"),
     [
