@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     )
 
     # Uploads
+    # Folders whose files `upload_file(path=...)` may read, on the user's own machine (stdio only).
+    upload_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_UPLOAD_ROOTS")
+    )
     clamd_url: str = Field(
         default_factory=lambda: default_clamd_url(), validation_alias=AliasChoices("CLAMD_URL")
     )
@@ -244,6 +248,7 @@ class Settings(BaseSettings):
         "allowed_hosts",
         "allowed_origins",
         "upload_allowed_types",
+        "upload_roots",
         "api_keys",
         "trusted_proxies",
         "cors_origins",
@@ -400,6 +405,14 @@ class Settings(BaseSettings):
     def _upload_dir(cls, value: str) -> str:
         # An empty value (as in .env.example) means the default, never the working directory.
         return str(Path(value).resolve()) if value.strip() else _default_upload_dir()
+
+    @field_validator("upload_roots")
+    @classmethod
+    def _upload_roots(cls, value: list[str]) -> list[str]:
+        missing = [root for root in value if not Path(root).expanduser().is_dir()]
+        if missing:
+            raise ValueError(f"not a folder: {', '.join(missing)}")
+        return [str(Path(root).expanduser()) for root in value]
 
     @field_validator("upload_allowed_types")
     @classmethod

@@ -71,6 +71,11 @@ class Runtime:
         return self.settings.answer_deadline_seconds
 
     @property
+    def upload_roots(self) -> list[str]:
+        """Folders path uploads may read (BRIDGE_UPLOAD_ROOTS)."""
+        return self.settings.upload_roots
+
+    @property
     def uptime_seconds(self) -> float:
         """Seconds since start-up."""
         return time.time() - self.started_at

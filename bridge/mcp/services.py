@@ -51,6 +51,11 @@ class Services(Protocol):
         ...
 
     @property
+    def upload_roots(self) -> list[str]:
+        """Folders path uploads may read (BRIDGE_UPLOAD_ROOTS; the client's roots are added per call)."""
+        ...
+
+    @property
     def instance_id(self) -> str:
         """This process's random id: stdio is one session per process."""
         ...

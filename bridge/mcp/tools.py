@@ -21,6 +21,7 @@ from bridge.domain.conversations import Answer, TurnListener
 from bridge.domain.replies import AnswerQuestion, Approve, Reply
 from bridge.mcp.caller import session_key
 from bridge.mcp.calls import BridgeTool, ToolCall, bridge_tool
+from bridge.mcp.file_sources import resolve_files, upload_path
 from bridge.mcp.pauses import DECISIONS
 from bridge.mcp.services import ServicesProvider
 from bridge.mcp.turns import deliver
@@ -38,7 +39,8 @@ _CONVERSATION_ARG = (
 )
 
 _FILES_ARG = (
-    "Upload ids or bridge://uploads/... URIs (from upload_file or POST /v1/uploads) to attach to this message"
+    "Files to attach to this message: upload ids or bridge://uploads/... URIs (from upload_file or POST"
+    " /v1/uploads), or, when the bridge runs on the user's computer, full paths of the user's files"
 )
 
 
@@ -233,16 +235,31 @@ async def end_conversation(
 @bridge_tool(ToolAnnotations(title="Upload a file for Dust", read_only_hint=False, open_world_hint=True))
 async def upload_file(
     call: ToolCall,
-    filename: Annotated[str, Field(description="The file's name, with its extension (e.g. report.pdf)")],
-    content_base64: Annotated[str, Field(description="The file's bytes, base64-encoded (small files only)")],
+    path: Annotated[
+        str | None,
+        Field(description="A file on the user's computer, by full path (~/ allowed); local bridges only"),
+    ] = None,
+    filename: Annotated[
+        str | None, Field(description="With content_base64: the file's name and extension (report.pdf)")
+    ] = None,
+    content_base64: Annotated[
+        str | None, Field(description="The file's bytes, base64-encoded (only for small files you hold)")
+    ] = None,
     mime_type: Annotated[str | None, Field(description="The file's MIME type, if known")] = None,
 ) -> dict[str, Any]:
-    """Upload a small file (a few MB) so a Dust agent can read it.
+    """Upload a file so a Dust agent can read it; pass the returned `uri` in ask_agent's `files`.
 
-    Pass the returned `uri` in ask_agent's `files` to attach it to a message. The file is
-    type-checked and virus-scanned before it reaches Dust. Larger files go through the bridge's
-    HTTP endpoint POST /v1/uploads (multipart, part `file`), which returns the same record.
+    Give exactly one source: `path`, a file on the user's computer inside the folders they allowed
+    (when the bridge runs locally, e.g. in Claude Desktop), or `filename` + `content_base64` for a
+    small file you hold. The file is type-checked and virus-scanned before it reaches Dust. Over
+    HTTP, large files go through the bridge's POST /v1/uploads (multipart, part `file`).
     """
+    if (path is None) == (content_base64 is None):
+        raise ToolError("give exactly one of path or content_base64 (with filename)")
+    if path is not None:
+        return upload_json(await upload_path(call, path))
+    if not filename or content_base64 is None:
+        raise ToolError("content_base64 needs filename, the file's name with its extension")
     try:
         data = base64.b64decode("".join(content_base64.split()), validate=True)
     except (binascii.Error, ValueError):
@@ -295,6 +312,7 @@ async def _ask(
 ) -> CallToolResult | InputRequiredResult:
     """One agent turn, its answer streamed to the caller as progress notifications."""
     call.note(agent=agent, files=len(files or []))
+    files = await resolve_files(call, files)
 
     async def start(listener: TurnListener) -> Answer:
         answer = await call.services.conversations.ask(

@@ -1,0 +1,81 @@
+"""Where a file given to the bridge comes from: the model's base64, the user's disk, or a URL.
+
+A path is read only when the bridge runs on the user's own machine (stdio), from the folders the
+user allowed: `BRIDGE_UPLOAD_ROOTS` plus the roots the client shares (`roots/list`, handshake era).
+Over HTTP the server's disk is not the user's, so paths are refused there.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from mcp.server.mcpserver import Context
+from mcp.shared.exceptions import MCPError
+
+from bridge.mcp.calls import ToolCall
+from bridge.mcp.pauses import is_modern
+from bridge.store.records import UploadRecord
+from bridge.uploads.local_files import PathNotAllowed, allowed_file
+
+HTTP_PATHS_OFF = (
+    "path uploads work only when the bridge runs on your own machine (stdio): over HTTP the server's"
+    " disk is not yours. Pass url=... for a file on the web, or upload with POST /v1/uploads."
+)
+
+
+def on_users_machine(ctx: Context) -> bool:
+    """stdio: the bridge was started by the user's client, on the user's machine."""
+    return ctx.request_context.request is None
+
+
+async def client_roots(ctx: Context) -> list[str]:
+    """The folders the client shares (file:// roots), where it declares the capability."""
+    capabilities = ctx.client_capabilities
+    if is_modern(ctx) or capabilities is None or capabilities.roots is None:
+        return []
+    try:
+        listed = await ctx.session.list_roots()
+    except MCPError:
+        return []
+    paths = []
+    for root in listed.roots:
+        parts = urlsplit(str(root.uri))
+        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            paths.append(unquote(parts.path))
+    return paths
+
+
+async def upload_path(call: ToolCall, path: str) -> UploadRecord:
+    """Upload a file from the user's disk through the pipeline.
+
+    Raises:
+        PathNotAllowed, FileUnreadable: see bridge.uploads.local_files.
+        BridgeError: any refusal of the pipeline.
+    """
+    if not on_users_machine(call.ctx):
+        raise PathNotAllowed(HTTP_PATHS_OFF)
+    roots = [*call.services.upload_roots, *await client_roots(call.ctx)]
+    async with allowed_file(path, roots) as local:
+        return await call.services.uploads.ingest(
+            owner=call.principal, filename=local.name, declared_type=None, chunks=local.chunks()
+        )
+
+
+def is_path(reference: str) -> bool:
+    """A reference to a file on disk rather than an upload id or URI."""
+    return reference.startswith(("/", "~", "file://")) or (
+        len(reference) > 2 and reference[1:3] in (":\\", ":/")
+    )
+
+
+async def resolve_files(call: ToolCall, references: list[str] | None) -> list[str] | None:
+    """ask_agent's `files`, with each path uploaded first (the upload id takes its place)."""
+    if not references:
+        return references
+    resolved = []
+    for reference in references:
+        reference = reference.strip()
+        if is_path(reference):
+            reference = (await upload_path(call, reference)).upload_id
+        resolved.append(reference)
+    return resolved

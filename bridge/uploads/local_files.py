@@ -1,0 +1,160 @@
+"""Reading a file from the user's own disk, inside the folders the user allowed (stdio only).
+
+The path is resolved, symlinks included, before it is checked against the allowed folders (after
+CVE-2025-53109 in the reference filesystem server: check the real path, and match a folder only
+with its separator). What is opened is that resolved path, without following a symlink swapped in
+since, and the open file itself must be a regular file (not a device, FIFO or folder) still inside
+an allowed folder. Every file-system call runs in a worker thread: none blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from bridge.errors import InvalidInput, NotFound
+
+_CHUNK = 256 * 1024
+
+
+class PathNotAllowed(InvalidInput):
+    """A path outside the allowed folders, or path mode not available here."""
+
+    code = "path_not_allowed"
+
+
+class FileUnreadable(NotFound):
+    """No such file, or it cannot be read."""
+
+    code = "file_unreadable"
+
+
+@dataclass
+class LocalFile:
+    """An open, checked file: its name, size and a reader of its bytes. Close it when done."""
+
+    name: str
+    size: int
+    fd: int
+    closed: bool = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The file's bytes, read in a worker thread."""
+        while chunk := await anyio.to_thread.run_sync(os.read, self.fd, _CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+
+def no_roots_message() -> str:
+    return (
+        "no folder is allowed for path uploads: set BRIDGE_UPLOAD_ROOTS to the folders the bridge may"
+        " read (comma-separated, e.g. BRIDGE_UPLOAD_ROOTS=~/Documents; in Claude Desktop, in the `env`"
+        " of the bridge's entry or the extension's settings), or share a folder as a root from your client"
+    )
+
+
+async def open_allowed(path: str, roots: Iterable[str]) -> LocalFile:
+    """Open `path` for reading if it is a regular file inside one of `roots`.
+
+    Raises:
+        PathNotAllowed: no roots, a malformed path, or a path (after resolving) outside them.
+        FileUnreadable: missing, unreadable, or not a regular file.
+    """
+    allowed = await anyio.to_thread.run_sync(_resolve_roots, list(roots))
+    if not allowed:
+        raise PathNotAllowed(no_roots_message())
+    return await anyio.to_thread.run_sync(_open_checked, path, allowed)
+
+
+@asynccontextmanager
+async def allowed_file(path: str, roots: Iterable[str]) -> AsyncIterator[LocalFile]:
+    """`open_allowed`, closed on the way out."""
+    local = await open_allowed(path, roots)
+    try:
+        yield local
+    finally:
+        local.close()
+
+
+def _resolve_roots(roots: list[str]) -> list[Path]:
+    resolved = []
+    for root in roots:
+        try:
+            candidate = Path(root).expanduser().resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue  # a root that does not exist allows nothing
+        if candidate.is_dir():
+            resolved.append(candidate)
+    return resolved
+
+
+def _open_checked(path: str, roots: list[Path]) -> LocalFile:
+    resolved = _resolve(path)
+    if not _inside(resolved, roots):
+        raise PathNotAllowed(f"{path!r} is outside the folders the bridge may read ({_names(roots)})")
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: no symlink swapped in.
+        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileUnreadable(f"cannot open {path!r}: {exc.strerror}") from None
+    try:
+        return _checked_file(fd, path, resolved, roots)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _resolve(path: str) -> Path:
+    if not path or "\0" in path:
+        raise PathNotAllowed("the path is empty or contains a NUL character")
+    if path.startswith("file://"):
+        path = path.removeprefix("file://")
+    expanded = Path(path).expanduser()
+    if not expanded.is_absolute():
+        raise PathNotAllowed(f"{path!r} is not an absolute path: pass the full path (or ~/...)")
+    try:
+        return expanded.resolve(strict=True)
+    except FileNotFoundError:
+        raise FileUnreadable(f"no such file: {path!r}") from None
+    except (OSError, RuntimeError) as exc:
+        raise FileUnreadable(f"cannot resolve {path!r}: {exc}") from None
+
+
+def _checked_file(fd: int, path: str, resolved: Path, roots: list[Path]) -> LocalFile:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise FileUnreadable(f"{path!r} is not a regular file (a folder, device or pipe cannot be uploaded)")
+    # Where the open file really is (Linux): a folder on the way swapped for a symlink since the
+    # check would show here.
+    real = _real_path_of(fd) or resolved
+    if not _inside(real, roots):
+        raise PathNotAllowed(f"{path!r} is outside the folders the bridge may read ({_names(roots)})")
+    os.set_blocking(fd, True)
+    return LocalFile(name=resolved.name, size=info.st_size, fd=fd)
+
+
+def _real_path_of(fd: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return None
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    # Path.is_relative_to compares whole components: /data/docs2 is not inside /data/docs.
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _names(roots: list[Path]) -> str:
+    return ", ".join(str(root) for root in roots)
