@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from bridge.domain.citations import MarkerFilter
 from bridge.dust.events import AgentEvent
 from bridge.dust.pauses import PendingAction
 
@@ -157,6 +158,7 @@ class _Turn:
         self._deadline = None if deadline is None else self._clock() + deadline
         self._pausing = False  # on_pause is running: the deadline waits
         self._blocked: list[PendingAction] = []
+        self._markers = MarkerFilter()
         self.outcome = RelayOutcome(text="", terminal=None)
         self._answer: list[str] = []
         self._pending: list[str] = []
@@ -178,6 +180,7 @@ class _Turn:
                 try:
                     event = await anext(iterator)
                 except StopAsyncIteration:
+                    self._release_held()
                     await self._flush()
                     self.outcome.text = "".join(self._answer)
                     return self.outcome
@@ -204,9 +207,12 @@ class _Turn:
             classification = event.data.get("classification")
             if classification == "tokens" and text:
                 self._answer.append(text)
+                shown = self._markers.feed(text)  # no raw citation markers in progress
+                if not shown:
+                    return False
                 started_pending = not self._pending
-                self._pending.append(text)
-                self._pending_chars += len(text)
+                self._pending.append(shown)
+                self._pending_chars += len(shown)
                 # Coalescing spaces notifications at least `coalesce_seconds` apart; it does not
                 # delay text that arrives after a quieter spell (nor the first chunk: the moment the
                 # user sees the answer start), so a slow stream goes out token by token with no
@@ -237,6 +243,7 @@ class _Turn:
                 await self._send(status)
         if not event.is_terminal:
             return False
+        self._release_held()
         await self._flush()
         self.outcome.terminal = event
         message = event.data.get("message")
@@ -245,6 +252,13 @@ class _Turn:
         # (e.g. the stream was joined late), so prefer it when present.
         self.outcome.text = final if isinstance(final, str) and final else "".join(self._answer)
         return True
+
+    def _release_held(self) -> None:
+        """What the marker filter held back was not a marker after all: it goes out with the rest."""
+        held = self._markers.flush()
+        if held:
+            self._pending.append(held)
+            self._pending_chars += len(held)
 
     async def _paused(self, event: AgentEvent) -> bool:
         """Collect a pause event; at the last one of its step, True unless `on_pause` answered them."""
