@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bridge.domain.agents import AgentDirectory
+from bridge.domain.citations import Source, footnote, sources_in, strip_markers, with_sources
 from bridge.domain.relay import RelayOutcome
 from bridge.domain.replies import Reply, check_reply, not_pending, send_reply
 from bridge.domain.streaming import AnswerStreamer, Listener, StreamSettings, StreamTarget
@@ -111,6 +112,7 @@ class Answer:
     pending: list[PendingAction] = field(default_factory=list)
     # Why an answer given mid-stream did not reach Dust (the action is still pending).
     note: str | None = None
+    sources: list[Source] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -132,6 +134,7 @@ class Answer:
             "status": self.status,
             "answer": self.text,
             "pending": [pending_json(action) for action in self.pending],
+            "sources": [source.as_dict() for source in self.sources],
         }
 
 
@@ -610,8 +613,10 @@ class ConversationService:
         pending: list[PendingAction],
         note: str | None = None,
     ) -> Answer:
+        text, sources = _presented(outcome)
         return Answer(
-            text=outcome.text,
+            text=text,
+            sources=sources,
             handle=record.handle,
             agent=agent,
             dust_conversation_id=record.dust_conversation_id,
@@ -704,6 +709,17 @@ _NOT_FOUND = (
     "unknown or expired conversation handle; start a new conversation by calling ask_agent without"
     " conversation"
 )
+
+
+def _presented(outcome: RelayOutcome) -> tuple[str, list[Source]]:
+    """The answer as the user reads it: citations as footnotes over the sources listed under it
+    (for an unfinished answer, whose sources may be incomplete, without its markers)."""
+    if outcome.terminal is None:
+        return strip_markers(outcome.text), []
+    message = outcome.terminal.data.get("message")
+    actions = message.get("actions") if isinstance(message, dict) else None
+    text, sources = footnote(outcome.text, sources_in(actions if isinstance(actions, list) else []))
+    return with_sources(text, sources), sources
 
 
 def _terminal_of(message: AgentMessage) -> AgentEvent | None:

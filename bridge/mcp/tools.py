@@ -75,6 +75,9 @@ class AskAgentResult(BaseModel):
     pending: list[dict[str, Any]] = Field(
         default_factory=list, description="What the agent waits for: action_id, kind, tool, inputs, question"
     )
+    sources: list[dict[str, Any]] = Field(
+        default_factory=list, description="The sources the answer's [n] footnotes cite: number, title, url"
+    )
 
 
 @bridge_tool(ToolAnnotations(title="List Dust agents", read_only_hint=True, open_world_hint=True))
