@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from bridge.domain.agents import AgentDirectory
 from bridge.domain.citations import Source, footnote, sources_in, strip_markers, with_sources
+from bridge.domain.generated_files import GeneratedFile, generated_files
 from bridge.domain.relay import RelayOutcome
 from bridge.domain.replies import Reply, check_reply, not_pending, send_reply
 from bridge.domain.streaming import AnswerStreamer, Listener, StreamSettings, StreamTarget
@@ -113,6 +114,7 @@ class Answer:
     # Why an answer given mid-stream did not reach Dust (the action is still pending).
     note: str | None = None
     sources: list[Source] = field(default_factory=list)
+    files: list[GeneratedFile] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -135,6 +137,7 @@ class Answer:
             "answer": self.text,
             "pending": [pending_json(action) for action in self.pending],
             "sources": [source.as_dict() for source in self.sources],
+            "files": [made.as_dict() for made in self.files],
         }
 
 
@@ -595,10 +598,12 @@ class ConversationService:
         _raise_for_failed_answer(outcome, agent, record.handle)
         pending = [action for action in outcome.pauses if action.action_id not in answered]
         ended = outcome.terminal is not None
+        made = [file.file_id for file in generated_files(_actions_of(outcome))]
         kept = replace(
             record,
             stream_position=None if ended else outcome.last_event_id or record.stream_position,
             pending=tuple(action.to_json() for action in pending),
+            files=tuple(dict.fromkeys([*record.files, *made])),
         )
         if kept != record:
             await self._save(kept, None)
@@ -617,6 +622,7 @@ class ConversationService:
         return Answer(
             text=text,
             sources=sources,
+            files=generated_files(_actions_of(outcome)),
             handle=record.handle,
             agent=agent,
             dust_conversation_id=record.dust_conversation_id,
@@ -711,14 +717,19 @@ _NOT_FOUND = (
 )
 
 
+def _actions_of(outcome: RelayOutcome) -> list[Any]:
+    """The finished message's actions (their outputs and generated files)."""
+    message = outcome.terminal.data.get("message") if outcome.terminal is not None else None
+    actions = message.get("actions") if isinstance(message, dict) else None
+    return actions if isinstance(actions, list) else []
+
+
 def _presented(outcome: RelayOutcome) -> tuple[str, list[Source]]:
     """The answer as the user reads it: citations as footnotes over the sources listed under it
     (for an unfinished answer, whose sources may be incomplete, without its markers)."""
     if outcome.terminal is None:
         return strip_markers(outcome.text), []
-    message = outcome.terminal.data.get("message")
-    actions = message.get("actions") if isinstance(message, dict) else None
-    text, sources = footnote(outcome.text, sources_in(actions if isinstance(actions, list) else []))
+    text, sources = footnote(outcome.text, sources_in(_actions_of(outcome)))
     return with_sources(text, sources), sources
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent
 
 from bridge.domain.conversations import Answer
 from bridge.dust.pauses import PendingAction
@@ -25,11 +25,24 @@ def answer_result(answer: Answer) -> CallToolResult:
         texts.append(_waiting(answer))
     elif answer.status == "working":
         texts.append(_working(answer))
+    if answer.files:
+        texts.append(_files(answer))
     texts.append(_footer(answer))
-    return CallToolResult(
-        content=[TextContent(type="text", text=text) for text in texts],
-        structured_content=answer.structured(),
-    )
+    content: list[ContentBlock] = [TextContent(type="text", text=text) for text in texts]
+    # Links too, for clients that show resources (Claude Desktop does not: hence the text above).
+    content += [
+        ResourceLink(type="resource_link", uri=made.uri, name=made.title, mime_type=made.content_type)
+        for made in answer.files
+    ]
+    return CallToolResult(content=content, structured_content=answer.structured())
+
+
+def _files(answer: Answer) -> str:
+    lines = [f"[files] {answer.agent.name} made {len(answer.files)} file(s):"]
+    lines += [f"- {made.title} ({made.content_type}): {made.uri}" for made in answer.files]
+    where = f" or open them in Dust: {answer.url}" if answer.url else ""
+    lines.append(f"Read one with resources/read on its dust://files/ URI{where}.")
+    return "\n".join(lines)
 
 
 def _footer(answer: Answer) -> str:

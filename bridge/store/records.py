@@ -49,6 +49,8 @@ class ConversationRecord:
     stream_position: str | None = None
     # What that message waits for from the user (`PendingAction.to_json()` each), as last seen.
     pending: tuple[dict[str, Any], ...] = ()
+    # Dust file ids of the files its agents generated: what its owner may read through the bridge.
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
