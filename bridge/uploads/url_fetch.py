@@ -38,6 +38,7 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -388,8 +389,9 @@ async def fetch_url(url: str, policy: FetchPolicy) -> AsyncIterator[tuple[Fetche
             response.close()
 
 
-def _tls() -> bool:
-    """aiohttp's verified default TLS context (system CAs, host name checked); tests swap in theirs."""
+def _tls() -> ssl.SSLContext | bool:
+    """True: aiohttp's verified default TLS context (system CAs, host name checked, made at import, so
+    nothing blocks here). Tests swap in a context that trusts their own CA."""
     return True
 
 
