@@ -169,6 +169,52 @@ class Settings(BaseSettings):
     upload_dir: str = Field(
         default_factory=lambda: _default_upload_dir(), validation_alias=AliasChoices("BRIDGE_UPLOAD_DIR")
     )
+    # Uploads fetched from a URL (bridge/uploads/url_fetch.py): https only, public addresses only, the
+    # vetted address pinned for the connection, every redirect re-checked, the size and time bounded.
+    url_fetch_allow_http: bool = Field(
+        default=False, validation_alias=AliasChoices("BRIDGE_URL_FETCH_ALLOW_HTTP")
+    )
+    url_fetch_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, validation_alias=AliasChoices("BRIDGE_URL_FETCH_TIMEOUT_SECONDS")
+    )
+    # DANGEROUS: addresses in these networks may be fetched although they are private (tests, private
+    # deployments); every service listening there becomes reachable by whoever can call upload_file.
+    url_fetch_allow_networks: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = Field(default=(), validation_alias=AliasChoices("BRIDGE_URL_FETCH_ALLOW_NETWORKS"))
+
+    @field_validator("url_fetch_allow_http", mode="before")
+    @classmethod
+    def _url_fetch_allow_http(cls, value: Any) -> Any:
+        words = {"true", "false", "1", "0", "yes", "no", "on", "off", "t", "f", "y", "n"}
+        if isinstance(value, str) and value.strip().lower() not in words:
+            raise ValueError("must be true or false")
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("url_fetch_timeout_seconds", mode="before")
+    @classmethod
+    def _url_fetch_timeout(cls, value: Any) -> Any:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if not 0 < seconds <= 3600:  # also refuses nan
+            raise ValueError("must be a number of seconds above 0 and at most 3600, e.g. 60")
+        return seconds
+
+    @field_validator("url_fetch_allow_networks", mode="before")
+    @classmethod
+    def _url_fetch_networks(cls, value: Any) -> Any:
+        entries = _split_csv(value) if isinstance(value, str) else value
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{str(entry)!r} is not an IP network in CIDR form (e.g. 127.0.0.1/32 or fd12:3456::/48)"
+                ) from None
+        return tuple(networks)
 
     # MCP behaviour
     heartbeat_seconds: float = Field(
