@@ -34,6 +34,7 @@ from bridge.store.timed import timed_store
 from bridge.uploads.clamav import ClamdClient
 from bridge.uploads.mime import MimeSniffer, allowed_types
 from bridge.uploads.pipeline import UploadPipeline, UploadPolicy
+from bridge.uploads.url_fetch import FetchPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ class Runtime:
     def upload_roots(self) -> list[str]:
         """Folders path uploads may read (BRIDGE_UPLOAD_ROOTS)."""
         return self.settings.upload_roots
+
+    @property
+    def url_fetch_policy(self) -> FetchPolicy:
+        """How `upload_file(url=...)` fetches: https, public addresses only, the upload size cap."""
+        return FetchPolicy.from_settings(self.settings, max_bytes=self.settings.upload_max_bytes)
 
     @property
     def uptime_seconds(self) -> float:

@@ -1,5 +1,8 @@
 """Where a file given to the bridge comes from: the model's base64, the user's disk, or a URL.
 
+A URL is fetched by the bridge with its SSRF guard (https only by default, public addresses only,
+every redirect checked, size and time bounded), on any transport.
+
 A path is read only when the bridge runs on the user's own machine (stdio), from the folders the
 user allowed: `BRIDGE_UPLOAD_ROOTS` plus the roots the client shares (`roots/list`, handshake era).
 Over HTTP the server's disk is not the user's, so paths are refused there.
@@ -16,6 +19,7 @@ from bridge.mcp.calls import ToolCall
 from bridge.mcp.pauses import is_modern
 from bridge.store.records import UploadRecord
 from bridge.uploads.local_files import PathNotAllowed, allowed_file
+from bridge.uploads.url_fetch import fetch_url
 
 HTTP_PATHS_OFF = (
     "path uploads work only when the bridge runs on your own machine (stdio): over HTTP the server's"
@@ -61,6 +65,23 @@ async def upload_path(call: ToolCall, path: str) -> UploadRecord:
         )
 
 
+async def upload_url(call: ToolCall, url: str) -> UploadRecord:
+    """Fetch a file from the web (SSRF-guarded: bridge.uploads.url_fetch) through the pipeline.
+
+    Raises:
+        BridgeError: the URL is refused or fails, or the pipeline refuses the file.
+    """
+    async with fetch_url(url, call.services.url_fetch_policy) as (fetched, chunks):
+        return await call.services.uploads.ingest(
+            owner=call.principal, filename=fetched.filename, declared_type=fetched.content_type, chunks=chunks
+        )
+
+
+def is_url(reference: str) -> bool:
+    """A reference to a file on the web."""
+    return reference.lower().startswith(("https://", "http://"))
+
+
 def is_path(reference: str) -> bool:
     """A reference to a file on disk rather than an upload id or URI."""
     return reference.startswith(("/", "~", "file://")) or (
@@ -69,7 +90,7 @@ def is_path(reference: str) -> bool:
 
 
 async def resolve_files(call: ToolCall, references: list[str] | None) -> list[str] | None:
-    """ask_agent's `files`, with each path uploaded first (the upload id takes its place)."""
+    """ask_agent's `files`, each path or URL uploaded first (the upload id takes its place)."""
     if not references:
         return references
     resolved = []
@@ -77,5 +98,7 @@ async def resolve_files(call: ToolCall, references: list[str] | None) -> list[st
         reference = reference.strip()
         if is_path(reference):
             reference = (await upload_path(call, reference)).upload_id
+        elif is_url(reference):
+            reference = (await upload_url(call, reference)).upload_id
         resolved.append(reference)
     return resolved

@@ -15,6 +15,7 @@ from bridge.domain.conversations import ConversationService
 from bridge.observability.metrics import Metrics
 from bridge.security.ratelimit import Limiter
 from bridge.uploads.pipeline import UploadPipeline
+from bridge.uploads.url_fetch import FetchPolicy
 
 
 class Services(Protocol):
@@ -53,6 +54,11 @@ class Services(Protocol):
     @property
     def upload_roots(self) -> list[str]:
         """Folders path uploads may read (BRIDGE_UPLOAD_ROOTS; the client's roots are added per call)."""
+        ...
+
+    @property
+    def url_fetch_policy(self) -> FetchPolicy:
+        """How URL uploads are fetched (SSRF guard, size cap, time bound)."""
         ...
 
     @property

@@ -21,7 +21,7 @@ from bridge.domain.conversations import Answer, TurnListener
 from bridge.domain.replies import AnswerQuestion, Approve, Reply
 from bridge.mcp.caller import session_key
 from bridge.mcp.calls import BridgeTool, ToolCall, bridge_tool
-from bridge.mcp.file_sources import resolve_files, upload_path
+from bridge.mcp.file_sources import resolve_files, upload_path, upload_url
 from bridge.mcp.pauses import DECISIONS
 from bridge.mcp.services import ServicesProvider
 from bridge.mcp.turns import deliver
@@ -40,7 +40,7 @@ _CONVERSATION_ARG = (
 
 _FILES_ARG = (
     "Files to attach to this message: upload ids or bridge://uploads/... URIs (from upload_file or POST"
-    " /v1/uploads), or, when the bridge runs on the user's computer, full paths of the user's files"
+    " /v1/uploads), https:// URLs, or, when the bridge runs on the user's computer, full file paths"
 )
 
 
@@ -242,6 +242,7 @@ async def upload_file(
         str | None,
         Field(description="A file on the user's computer, by full path (~/ allowed); local bridges only"),
     ] = None,
+    url: Annotated[str | None, Field(description="An https:// URL of a file on the public web")] = None,
     filename: Annotated[
         str | None, Field(description="With content_base64: the file's name and extension (report.pdf)")
     ] = None,
@@ -253,14 +254,17 @@ async def upload_file(
     """Upload a file so a Dust agent can read it; pass the returned `uri` in ask_agent's `files`.
 
     Give exactly one source: `path`, a file on the user's computer inside the folders they allowed
-    (when the bridge runs locally, e.g. in Claude Desktop), or `filename` + `content_base64` for a
-    small file you hold. The file is type-checked and virus-scanned before it reaches Dust. Over
-    HTTP, large files go through the bridge's POST /v1/uploads (multipart, part `file`).
+    (when the bridge runs locally, e.g. in Claude Desktop); `url`, a file on the public web, fetched
+    by the bridge; or `filename` + `content_base64` for a small file you hold. The file is
+    type-checked and virus-scanned before it reaches Dust. Over HTTP, large files of the user's go
+    through the bridge's POST /v1/uploads (multipart, part `file`).
     """
-    if (path is None) == (content_base64 is None):
-        raise ToolError("give exactly one of path or content_base64 (with filename)")
+    if [path, url, content_base64].count(None) != 2:
+        raise ToolError("give exactly one of path, url or content_base64 (with filename)")
     if path is not None:
         return upload_json(await upload_path(call, path))
+    if url is not None:
+        return upload_json(await upload_url(call, url))
     if not filename or content_base64 is None:
         raise ToolError("content_base64 needs filename, the file's name with its extension")
     try:

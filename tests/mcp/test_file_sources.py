@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from mcp.client.context import ClientRequestContext
 from mcp.types import ListRootsResult, Root
 
 from tests.helpers import text_of
-from tests.procs import Proc, bridge_env
+from tests.procs import Proc, bridge_env, free_port, running, spawn, start_bridge, wait_for_http
 
 pytestmark = pytest.mark.usefixtures("reset_simulator")
 
@@ -113,4 +114,65 @@ async def test_a_call_with_no_source_or_two_sources_is_refused(bridge: Proc) -> 
         both = await client.call_tool(
             "upload_file", {"path": "/x", "filename": "a.txt", "content_base64": "YQ=="}
         )
-    assert none.is_error and both.is_error and "exactly one of" in text_of(none)
+    assert none.is_error and both.is_error and "exactly one of path, url or content_base64" in text_of(none)
+
+
+# --- files by URL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Proc]:
+    """A plain web server on loopback serving report.pdf (the SSRF guard lets it through only where
+    a test allows 127.0.0.1/32)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "report.pdf").write_bytes(PDF)
+    port = free_port()
+    args = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)]
+    proc = spawn(args, port, name="web")
+    with running(proc):
+        wait_for_http(f"http://127.0.0.1:{port}/", proc.popen)
+        yield proc
+
+
+async def test_a_url_is_fetched_scanned_and_attached_when_the_guard_allows_its_address(
+    simulator: Proc, clamd: Proc, web: Proc
+) -> None:
+    env = bridge_env(
+        simulator,
+        clamd=clamd,
+        BRIDGE_URL_FETCH_ALLOW_HTTP="true",
+        BRIDGE_URL_FETCH_ALLOW_NETWORKS="127.0.0.1/32",
+    )
+    with running(start_bridge(env)) as bridge:
+        async with Client(f"{bridge.url}/mcp") as client:
+            uploaded = await client.call_tool("upload_file", {"url": f"{web.url}/report.pdf"})
+            asked = await client.call_tool(
+                "ask_agent",
+                {"agent": "file-reader", "message": "and this?", "files": [f"{web.url}/report.pdf"]},
+            )
+    record = uploaded.structured_content or {}
+    assert not uploaded.is_error, text_of(uploaded)
+    assert (
+        record["filename"] == "report.pdf"
+        and record["mime_type"] == "application/pdf"
+        and record["scan"] == "clean"
+    )
+    assert text_of(asked).startswith("I can see 1 file(s): report.pdf (application/pdf)")
+
+
+async def test_a_url_to_a_private_address_or_over_plain_http_is_refused_by_default(
+    bridge: Proc, web: Proc
+) -> None:
+    async with Client(f"{bridge.url}/mcp") as client:
+        plain = await client.call_tool("upload_file", {"url": f"{web.url}/report.pdf"})
+        https_loopback = await client.call_tool(
+            "upload_file", {"url": f"https://127.0.0.1:{web.port}/report.pdf"}
+        )
+        metadata = await client.call_tool(
+            "ask_agent",
+            {"agent": "file-reader", "message": "hi", "files": ["https://169.254.169.254/latest"]},
+        )
+    assert plain.is_error and "http" in text_of(plain).lower()
+    for refused in (https_loopback, metadata):
+        assert refused.is_error and "only public addresses may be fetched" in text_of(refused)

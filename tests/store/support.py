@@ -79,6 +79,9 @@ STORED_CONVERSATION = (
     '"url":"https://dust.tt/w/x/assistant/cOnV123456","created_at":1700000000.5,"last_used_at":1700000100.25,'
     '"turns":3}'
 )
+# The same record as written since the fields of unfinished answers were added (stream position,
+# pending actions, generated files): only appended, with defaults, so older replicas still read it.
+STORED_CONVERSATION_NOW = STORED_CONVERSATION[:-1] + ',"stream_position":null,"pending":[],"files":[]}'
 CONVERSATION = ConversationRecord(
     handle="dmc_" + "A" * 32,
     owner="alice",
