@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace, TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 import anyio
@@ -38,6 +38,8 @@ from bridge import __version__
 from bridge.dust.breaker import CircuitBreaker
 from bridge.dust.errors import (
     DustError,
+    DustFileNotDownloadable,
+    DustFileTooLarge,
     DustNotFound,
     DustServerError,
     DustUnavailable,
@@ -51,6 +53,7 @@ from bridge.dust.models import (
     AgentMessage,
     ContentFragment,
     Conversation,
+    DownloadedFile,
     DustFile,
     MessageContext,
     UserMessage,
@@ -76,6 +79,10 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # How a connection the server has closed answers the request that meets it.
 _CLOSED_UNDER_US = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# How much of an error answer to a download is read (a Dust error body is far smaller).
+_ERROR_BODY_BYTES = 64 * 1024
+_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass
@@ -240,6 +247,9 @@ class DustClient:
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
+        # For signed storage URLs on another origin: no default headers, so no API key.
+        self._storage: aiohttp.ClientSession | None = None
+        self._user_agent = user_agent
 
     def _http(self) -> aiohttp.ClientSession:
         """The pooled session, made on first use: aiohttp binds it to the running event loop."""
@@ -262,11 +272,23 @@ class DustClient:
             )
         return self._session
 
+    def _storage_http(self) -> aiohttp.ClientSession:
+        """The session for another origin's signed URLs, made on first use: it sends no API key."""
+        if self._storage is None:
+            self._storage = aiohttp.ClientSession(
+                headers={"User-Agent": self._user_agent},
+                timeout=_timeouts(self._timeout, self._timeout),
+            )
+        return self._storage
+
     async def aclose(self) -> None:
         """Close the pooled HTTP connections."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._storage is not None:
+            await self._storage.close()
+            self._storage = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -528,6 +550,54 @@ class DustClient:
         except DustNotFound:
             return
 
+    async def download_file(self, file_id: str, *, max_bytes: int) -> DownloadedFile:
+        """The bytes of a file by sId: `GET files/{fileId}?action=download`, whose 302 to a signed
+        storage URL is followed (that one redirect, for this call only; the key goes to Dust's own
+        origin only). Not retried: ask again.
+
+        Dust serves an API key the files of use case `conversation` only: what a user uploaded, and
+        the images a tool returned. A file a tool made itself (a CSV of query results, say) is
+        refused; read it by its path in the conversation (`download_conversation_file`).
+
+        Raises:
+            DustFileNotDownloadable: Dust refuses this file to an API key (400 invalid_request_error).
+            DustFileTooLarge: the file is over `max_bytes` (reading stopped there).
+            DustNotFound: no such file, or it belongs to a conversation the key cannot read.
+            DustServerError: the signed URL failed or Dust answered something unreadable.
+            DustAuthError, DustRateLimited, DustUnavailable: see `DustError` subclasses.
+        """
+        url = f"{self._api}/files/{_seg(file_id)}"
+        try:
+            return await self._download(url, {"action": "download", "version": "original"}, max_bytes)
+        except DustError as exc:
+            if exc.status == 400 and exc.type == "invalid_request_error":
+                raise DustFileNotDownloadable(exc.message, status=exc.status, type=exc.type) from None
+            raise
+
+    async def download_conversation_file(
+        self, conversation_id: str, path: str, *, max_bytes: int
+    ) -> DownloadedFile:
+        """A file of a conversation's file system by its scoped path, `conversation/<name>`
+        (`GET assistant/conversations/{cId}/files/<path>`): Dust serves it to any key that can read
+        the conversation, whatever the file's use case. A generated file's path is
+        `conversation/<its title>`, unless an earlier file of the conversation had that name (Dust
+        then inserts the file's sId before the extension). Not retried: ask again.
+
+        Raises:
+            ValueError: `path` has an empty, `.` or `..` segment (it must name one file).
+            DustNotFound: no such conversation or file.
+            DustBadRequest: not a `conversation/` path.
+            DustFileTooLarge: the file is over `max_bytes` (reading stopped there).
+            DustError: any other failure.
+        """
+        segments = path.split("/")
+        if any(segment in ("", ".", "..") for segment in segments):
+            raise ValueError(f"not a file path: {path!r}")
+        rel = "/".join(_seg(segment) for segment in segments)
+        return await self._download(
+            f"{self._api}/assistant/conversations/{_seg(conversation_id)}/files/{rel}", None, max_bytes
+        )
+
     # --- events ---------------------------------------------------------------------------------
 
     def stream_agent_events(
@@ -704,6 +774,72 @@ class DustClient:
             trace.answered = True
             return _Answer(response.status, response.headers, await response.read())
 
+    async def _download(self, url: str, params: dict[str, str] | None, max_bytes: int) -> DownloadedFile:
+        """GET `url` from Dust: its body, or, for a redirect, the body of the URL it names; errors
+        become `DustError`s and feed the breaker (the storage's do not)."""
+        probe = self._breaker.acquire()
+        verdict = False
+        try:
+            started = time.monotonic()
+            try:
+                async with self._http().get(
+                    url, params=params, headers=_request_headers(), allow_redirects=False
+                ) as response:
+                    self._observe("GET", _path(url), response.status, time.monotonic() - started)
+                    verdict = True
+                    self._record_status(response.status)
+                    if response.status in _REDIRECTS:
+                        location = response.headers.get("location", "")
+                    elif response.status >= 400:
+                        body = await _read_capped(response, _ERROR_BODY_BYTES, truncate=True)
+                        raise self._error(_Answer(response.status, response.headers, body))
+                    else:
+                        return await _downloaded(response, max_bytes)
+            except aiohttp.ClientError as exc:
+                verdict = True
+                self._breaker.record_failure()
+                self._observe("GET", _path(url), 0, time.monotonic() - started)
+                raise self._unreachable(exc) from exc
+        finally:
+            if not verdict:
+                self._breaker.release(probe)
+        return await self._fetch_signed(self._redirect_target(url, location), max_bytes)
+
+    def _redirect_target(self, url: str, location: str) -> str:
+        """The absolute URL a redirect names: http(s) only, and never from https down to http."""
+        target = urljoin(url, location.strip())
+        scheme = urlsplit(target).scheme.lower()
+        if not location.strip() or scheme not in ("http", "https"):
+            raise DustServerError("Dust redirected the download nowhere usable", type="bad_redirect")
+        if scheme == "http" and urlsplit(url).scheme.lower() == "https":
+            raise DustServerError("Dust redirected the download to plain http", type="bad_redirect")
+        return target
+
+    async def _fetch_signed(self, target: str, max_bytes: int) -> DownloadedFile:
+        """The bytes at a signed URL. Dust's own origin gets the pooled session (and the key);
+        any other origin a session without it, through the proxy the environment names for it."""
+        same_origin = _origin_of(target) == _origin_of(self._origin)
+        session = self._http() if same_origin else self._storage_http()
+        proxy = None if same_origin else _env_proxy(target)
+        where = urlsplit(target).netloc
+        try:
+            async with session.get(
+                target,
+                headers=None if not same_origin else _request_headers(),
+                proxy=proxy,
+                allow_redirects=False,
+            ) as response:
+                if response.status != 200:
+                    raise DustServerError(
+                        f"the signed download URL at {where} answered {response.status}",
+                        status=response.status,
+                        type="download_failed",
+                    )
+                return await _downloaded(response, max_bytes)
+        except aiohttp.ClientError as exc:
+            detail = sanitize(str(exc), (self._api_key.get_secret_value(),)) or type(exc).__name__
+            raise DustUnavailable(f"could not download from {where}: {detail}", type="unreachable") from exc
+
     def _record_status(self, status: int) -> None:
         if status >= 500:
             self._breaker.record_failure()
@@ -759,6 +895,27 @@ async def _decode(response: aiohttp.ClientResponse) -> AsyncGenerator[SseFrame, 
     except (aiohttp.ClientError, SseTooLarge) as exc:
         # Read timeouts, resets, truncated or oversized bodies: the connection is gone.
         raise StreamBroken(type(exc).__name__) from exc
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int, *, truncate: bool = False) -> bytes:
+    """The body, up to `limit` bytes: beyond it, the first `limit` bytes (`truncate`) or
+    `DustFileTooLarge`, raised before reading when the Content-Length says so already."""
+    if not truncate and response.content_length is not None and response.content_length > limit:
+        raise DustFileTooLarge(f"{response.content_length} bytes, over the limit of {limit}")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+        body += chunk
+        if len(body) > limit:
+            if truncate:
+                return bytes(body[:limit])
+            raise DustFileTooLarge(f"over the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def _downloaded(response: aiohttp.ClientResponse, max_bytes: int) -> DownloadedFile:
+    data = await _read_capped(response, max_bytes)
+    filename = response.content_disposition.filename if response.content_disposition else None
+    return DownloadedFile(content_type=response.content_type, data=data, filename=filename)
 
 
 def read_created_conversation(body: dict[str, Any]) -> CreatedConversation:

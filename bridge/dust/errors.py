@@ -117,6 +117,32 @@ class DustRateLimited(DustError, LimitExceeded):
         return f"Dust is rate-limiting this workspace ({self.reason}); try again in a minute."
 
 
+class DustFileNotDownloadable(DustBadRequest):
+    """Dust refuses a file to an API key: `GET files/{fileId}` answers 400 `invalid_request_error`
+    for every use case but `conversation` (front-api/routes/v1/w/[wId]/files/[fileId].ts), so a
+    file a tool made itself (`tool_output`) cannot be fetched by its sId."""
+
+    code = "file_not_downloadable"
+
+    def for_user(self) -> str:
+        return (
+            f"Dust does not let an API key download this file ({self.reason}): "
+            "it is a file an agent's tool made, readable in Dust itself."
+        )
+
+
+class DustFileTooLarge(DustError):
+    """A download stopped at the caller's byte limit; nothing more was read."""
+
+    code = "file_too_large"
+
+    def __init__(self, message: str, *, status: int | None = None, type: str = "file_too_large") -> None:
+        super().__init__(message, status=status, type=type)
+
+    def for_user(self) -> str:
+        return f"The file is too large to fetch here ({self.message})."
+
+
 class DustServerError(DustError):
     """Dust answered 5xx (after the retries that were safe), or a response we cannot read."""
 

@@ -59,6 +59,36 @@ class UserMessage(_DustModel):
     mentions: list[Any] = Field(default_factory=list)
 
 
+def _objects(value: Any) -> Any:
+    """A list of content blocks: the objects in it, anything else dropped."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else value
+
+
+class GeneratedFile(_DustModel):
+    """A file an action generated (an entry of `generatedFiles`): a Dust file (`file_id`), or, on
+    servers that also list path-only files, a file of the conversation's file system (`file_id`
+    None, `file_path` set). `title` is the file's name; `hidden` files are not meant for the user."""
+
+    file_id: str | None = Field(default=None, alias="fileId")
+    file_path: str | None = Field(default=None, alias="filePath")
+    title: str = ""
+    content_type: str = Field(default="", alias="contentType")
+    snippet: str | None = None
+    hidden: bool = False
+
+
+class AgentAction(_DustModel):
+    """A tool call of an agent message (an entry of its `actions`); `output` keeps the tool's
+    content blocks as Dust sent them (search results carry the citation refs)."""
+
+    s_id: str = Field(default="", alias="sId")
+    tool_name: str = Field(default="", alias="toolName")
+    function_call_name: str = Field(default="", alias="functionCallName")
+    status: str = ""
+    output: Annotated[list[dict[str, Any]], BeforeValidator(_objects)] = Field(default_factory=list)
+    generated_files: list[GeneratedFile] = Field(default_factory=list, alias="generatedFiles")
+
+
 class AgentMessage(_DustModel):
     """An agent's answer; `content` is None (or partial) until the generation has finished."""
 
@@ -69,6 +99,7 @@ class AgentMessage(_DustModel):
     error: dict[str, Any] | None = None
     configuration_id: str | None = Field(default=None, alias="configurationId")
     created: Whole = 0
+    actions: list[AgentAction] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -142,6 +173,16 @@ class DustFile(_DustModel):
     file_size: Whole = Field(alias="fileSize")
     status: str = "created"
     upload_url: str | None = Field(default=None, alias="uploadUrl")
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    """A file's bytes as Dust served them: the media type (without parameters) and, when the answer
+    named one (the signed storage URL's Content-Disposition), the file name."""
+
+    content_type: str
+    data: bytes
+    filename: str | None = None
 
 
 @dataclass

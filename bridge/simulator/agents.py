@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
+
+from bridge.simulator.demo_files import chart_png, csv_snippet, report_csv
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,22 @@ ASK_USER = Tool(
     "ask_user_question",
 )
 RUN_AGENT = Tool("run_agent", "run_agent", "Run Agent", "ims_runagent01", "mcp_runagent01", "run_agent")
+# Dust's web search as its own tests name it (functionCallName "web_search_browse__websearch",
+# internalMCPServerName "web_search_&_browse", toolName "websearch"), and its data-source search
+# (the `search` server's `semantic_search`).
+WEBSEARCH = Tool(
+    "websearch",
+    "web_search_&_browse",
+    "Web Search & Browse",
+    "ims_websearch1",
+    "mcp_websearch02",
+    "web_search_browse",
+    labels=("Searching the web", "Searched the web"),
+)
+DATA_SEARCH = Tool("semantic_search", "search", "Search", "ims_search0001", "mcp_dssearch01", "search")
+# The file-maker's tool: a demo internal server (not one of Dust's) whose one call leaves both kinds of
+# generated file a Dust tool can leave (see ToolFile).
+MAKE_REPORT = Tool("make_report", "reports", "Reports", "ims_reports001", "mcp_mkreport01", "reports")
 
 
 @dataclass(frozen=True)
@@ -75,13 +95,48 @@ class Say:
 
 @dataclass(frozen=True)
 class UseTool:
-    """A tool call: started, params, optional progress notification, `wait_seconds` of silence, success."""
+    """A tool call: started, params, optional progress notification, `wait_seconds` of silence, success.
+
+    The action's output is `output` as one text block, or, when `blocks` are given, those content
+    blocks as they are (e.g. the resource blocks of search results).
+    """
 
     tool: Tool
     params: dict[str, Any]
     output: str
     wait_seconds: float = 0.0
     label: str | None = None
+    blocks: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolFile:
+    """A file a tool generates, in one of the two ways Dust stores such files.
+
+    `use_case="tool_output"`: the tool made the file itself, as Dust's own tools do through
+    front/lib/actions/action_file_helpers.ts (generateCSVFileAndSnippet: a `tool_output` file whose
+    DB snippet stays unset) and returned it as a `tool-output.file` resource block carrying `text`
+    and `snippet` (the tables_query tool's shape). `use_case="conversation"`: the tool returned an
+    MCP image block and Dust stored it (front/lib/actions/mcp_utils.ts handleBase64Upload:
+    use case `conversation`, the block rewritten to a `tool-output.file` resource whose text is
+    `Generated image: <name>`).
+    """
+
+    name: str
+    content_type: str
+    data: bytes
+    use_case: str
+    text: str
+    snippet: str | None = None
+
+
+@dataclass(frozen=True)
+class MakeFiles:
+    """A tool call whose output is the generated `files` (the action's `generatedFiles`)."""
+
+    tool: Tool
+    params: dict[str, Any]
+    files: tuple[ToolFile, ...]
 
 
 @dataclass(frozen=True)
@@ -135,7 +190,7 @@ class RunAgent:
     then: Callable[[str], list[Step]]
 
 
-Step = Say | UseTool | Fail | AskApproval | AskQuestion | NeedPersonalAuth | RunAgent
+Step = Say | UseTool | MakeFiles | Fail | AskApproval | AskQuestion | NeedPersonalAuth | RunAgent
 
 
 @dataclass(frozen=True)
@@ -321,6 +376,138 @@ def _long_script(inp: ScriptInput) -> list[Step]:
     return steps
 
 
+def filemaker_answer(message: str) -> str:
+    """The file-maker's answer."""
+    return f"I made a CSV and a chart for: {message}"
+
+
+def report_files(message: str) -> tuple[ToolFile, ToolFile]:
+    """What the file-maker's tool generates: `data.csv`, a file the tool made (`tool_output`), and
+    `chart.png`, an image block Dust stored (`conversation`)."""
+    data = report_csv(message)
+    return (
+        ToolFile(
+            "data.csv",
+            "text/csv",
+            data,
+            "tool_output",
+            "Your query results were generated successfully. They are available as a structured CSV file.",
+            csv_snippet(data),
+        ),
+        ToolFile("chart.png", "image/png", chart_png(message), "conversation", "Generated image: chart.png"),
+    )
+
+
+def _filemaker_script(inp: ScriptInput) -> list[Step]:
+    return [
+        Say("I will build the table, then chart it. ", "chain_of_thought"),
+        MakeFiles(MAKE_REPORT, {"topic": inp.message}, report_files(inp.message)),
+        Say(filemaker_answer(inp.message)),
+    ]
+
+
+# Dust draws citation refs from one seeded shuffle of every 3-character string of [a-z0-9]
+# (front/lib/api/assistant/citations.ts getRefs), each action taking the next `citationsAllocated`
+# of them. That order is V8's sort with a random comparator, which cannot be reproduced here: the
+# simulator draws its refs, of the same form, from a hash of the message.
+_REF_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+WEB_RESULTS, DOCUMENT_RESULTS = 2, 2
+
+
+def citation_refs(message: str, count: int) -> list[str]:
+    """`count` distinct refs `[a-z0-9]{3}` for `message`, always the same ones."""
+    refs: list[str] = []
+    salt = 0
+    while len(refs) < count:
+        digest = hashlib.sha256(f"{salt}:{message}".encode()).digest()
+        ref = "".join(_REF_ALPHABET[byte % len(_REF_ALPHABET)] for byte in digest[:3])
+        if ref not in refs:
+            refs.append(ref)
+        salt += 1
+    return refs
+
+
+def _slug(message: str) -> str:
+    return hashlib.sha256(message.encode("utf-8")).hexdigest()[:12]
+
+
+def citations_sources(message: str) -> list[tuple[str, str, str]]:
+    """The cite-sources agent's sources as (ref, title, url): its web results, then its documents."""
+    web_1, web_2, doc_1, doc_2, _ = citation_refs(message, WEB_RESULTS + DOCUMENT_RESULTS + 1)
+    query = quote(message)
+    return [
+        (web_1, f"{message}: an overview", f"https://en.example.org/wiki/overview?q={query}"),
+        (web_2, f"A practical guide to {message}", f"https://guides.example.com/{_slug(message)}"),
+        (doc_1, f"Team notes on {message}", f"https://www.notion.so/acme/notes-{_slug(message)}"),
+        (doc_2, f"Planning sheet: {message}", f"https://docs.google.com/document/d/{_slug(message)}"),
+    ]
+
+
+def citations_answer(message: str) -> str:
+    """The cite-sources agent's answer: one web result cited alone, a web result and a document
+    cited together, and a ref no source has (an agent's slip the reader must drop or flag)."""
+    web_1, web_2, doc_1, _, unknown = citation_refs(message, WEB_RESULTS + DOCUMENT_RESULTS + 1)
+    return (
+        f"Here is what I found about {message}. The overview explains the basics :cite[{web_1}]. "
+        f"The guide and the team notes agree on the next steps :cite[{web_2},{doc_1}]. "
+        f"One figure comes from a source I did not keep :cite[{unknown}]."
+    )
+
+
+def _websearch_blocks(message: str) -> tuple[dict[str, Any], ...]:
+    """The websearch tool's output (front/lib/actions/mcp_internal_actions/servers/webtools.ts):
+    one `websearch-result` resource per result (`title`, `text` the snippet, `uri` the link,
+    `reference` the ref)."""
+    return tuple(
+        {
+            "type": "resource",
+            "resource": {
+                "mimeType": "application/vnd.dust.tool-output.websearch-result",
+                "title": title,
+                "text": f"{title}. What matters about {message}, in a few lines.",
+                "uri": url,
+                "reference": ref,
+            },
+        }
+        for ref, title, url in citations_sources(message)[:WEB_RESULTS]
+    )
+
+
+def _document_blocks(message: str) -> tuple[dict[str, Any], ...]:
+    """The search tool's output (front/lib/actions/mcp_internal_actions/servers/search.ts): one
+    `data-source-search-result` resource per document (`uri` its source URL, `text` its title, `id`,
+    `tags`, `ref`, `chunks`, `source.provider` the connector)."""
+    providers = ("notion", "google_drive")
+    return tuple(
+        {
+            "type": "resource",
+            "resource": {
+                "mimeType": "application/vnd.dust.tool-output.data-source-search-result",
+                "uri": url,
+                "text": title,
+                "id": f"{provider}-{_slug(title)}",
+                "tags": [f"title:{title}"],
+                "ref": ref,
+                "chunks": [f"{title}: the next steps for {message} are agreed."],
+                "source": {"provider": provider},
+            },
+        }
+        for (ref, title, url), provider in zip(
+            citations_sources(message)[WEB_RESULTS:], providers, strict=True
+        )
+    )
+
+
+def _citations_script(inp: ScriptInput) -> list[Step]:
+    query = {"query": inp.message}
+    return [
+        Say("I will search the web, then the company documents. ", "chain_of_thought"),
+        UseTool(WEBSEARCH, query, "", blocks=_websearch_blocks(inp.message)),
+        UseTool(DATA_SEARCH, query, "", blocks=_document_blocks(inp.message)),
+        Say(citations_answer(inp.message)),
+    ]
+
+
 AGENTS: tuple[AgentSpec, ...] = (
     AgentSpec(
         1,
@@ -427,6 +614,22 @@ AGENTS: tuple[AgentSpec, ...] = (
         "Works for long_seconds (default 180) in 12 steps, tool calls and slow text, answering 'Starting "
         "the analysis of: <message>. Step 1 of 12 done. ... Step 12 of 12 done. Analysis complete.'.",
         _long_script,
+    ),
+    AgentSpec(
+        14,
+        "filemaker1",
+        "file-maker",
+        "Runs a tool that generates data.csv and chart.png (the action's generatedFiles), then answers "
+        "'I made a CSV and a chart for: <message>'.",
+        _filemaker_script,
+    ),
+    AgentSpec(
+        15,
+        "citations1",
+        "cite-sources",
+        "Searches the web and the company documents, then answers with Dust's citation markers "
+        "(:cite[ref] and :cite[ref1,ref2]), one of them to a ref no source has.",
+        _citations_script,
     ),
 )
 

@@ -198,6 +198,7 @@ class ConversationRoutes:
             model_selection=message.get("modelSelection"),
         )
         for reply in replies:
+            reply.api_base = _api_base(request)
             start_generation(self.sim, reply)
         if blocking:
             await wait_until_answered(replies)

@@ -2,7 +2,7 @@
 
 Mirrors front-api/routes/v1/w/[wId]/files/index.ts (create), files/[fileId].ts (upload, delete),
 front/lib/api/files/processing/index.ts processAndStoreFile and front/lib/api/files/utils.ts
-parseUploadRequest (formidable) in dust-tt/dust.
+parseUploadRequest (formidable) in dust-tt/dust. Downloads are bridge/simulator/api_downloads.py.
 """
 
 from __future__ import annotations
@@ -22,13 +22,32 @@ from bridge.simulator.ids import new_sid, now_ms
 from bridge.simulator.model import FileRecord
 from bridge.simulator.schemas import FileUploadUrlBody
 from bridge.simulator.state import Simulator
+from bridge.simulator.tool_files import mount
 
 PREFIX = "/api/v1/w/{wId}/files"
 _RATE_WINDOW_SECONDS = 60.0
+# The simulator keeps the bytes of uploads up to this size, so they can be downloaded again.
+KEPT_UPLOAD_BYTES = 1024 * 1024
 
 
 def _part_type(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
+
+
+def readable_file(sim: Simulator, file_id: str) -> FileRecord:
+    """The file a `/files/{fileId}` route may act on for an API key, checked in the routes' order:
+    FileResource.fetchById (404), the publicly supported use cases for a non-system key (400,
+    isPubliclySupportedUseCase: `conversation` only; the simulator's keys are never system keys),
+    then checkFileAccess (a file of a conversation the key cannot fetch is "not found")."""
+    file = sim.store.files.get(file_id)
+    if file is None:
+        raise ApiError(404, "file_not_found", "The file was not found.")
+    if file.use_case != "conversation":
+        raise ApiError(400, "invalid_request_error", "The file use case is not supported by the API.")
+    conversation_id = (file.use_case_metadata or {}).get("conversationId")
+    if conversation_id and conversation_id not in sim.store.conversations:
+        raise ApiError(404, "file_not_found", "File not found.")
+    return file
 
 
 class FileRoutes:
@@ -51,14 +70,7 @@ class FileRoutes:
         return str(request.base_url).rstrip("/")
 
     def _file(self, request: Request) -> FileRecord:
-        file = self.sim.store.files.get(request.path_params["fileId"])
-        if file is None:
-            raise ApiError(404, "file_not_found", "The file was not found.")
-        # checkFileAccess: a conversation file whose conversation the key cannot fetch is "not found".
-        conversation_id = (file.use_case_metadata or {}).get("conversationId")
-        if conversation_id and conversation_id not in self.sim.store.conversations:
-            raise ApiError(404, "file_not_found", "File not found.")
-        return file
+        return readable_file(self.sim, request.path_params["fileId"])
 
     def _check_rate(self) -> None:
         # rateLimiter({key: `workspace:${id}:file_uploads`, maxPerTimeframe: 40, timeframeSeconds: 60})
@@ -127,6 +139,13 @@ class FileRoutes:
         # Hash off the event loop: uploads can be tens of megabytes.
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         file.status, file.uploaded_size, file.sha256 = "ready", len(data), digest
+        if len(data) <= KEPT_UPLOAD_BYTES:
+            file.data = data
+            conversation = self.sim.store.conversations.get(
+                (file.use_case_metadata or {}).get("conversationId", "")
+            )
+            if conversation is not None:
+                mount(conversation, file)  # markAsReady: resolveAndSetMountFilePath
         if self.sim.options.file_upload_delay_seconds:
             # The file is ready in Dust, but the client has not heard so yet.
             await asyncio.sleep(self.sim.options.file_upload_delay_seconds)

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from bridge.simulator.api_actions import ActionRoutes
 from bridge.simulator.api_agents import AgentRoutes
 from bridge.simulator.api_conversations import ConversationRoutes
+from bridge.simulator.api_downloads import DownloadRoutes
 from bridge.simulator.api_events import EventRoutes
 from bridge.simulator.api_files import FileRoutes
 from bridge.simulator.capture import BodyCapture
@@ -39,6 +40,7 @@ def create_app(options: SimulatorOptions | None = None) -> Starlette:
             *ActionRoutes(sim).routes(),
             *EventRoutes(sim).routes(),
             *FileRoutes(sim).routes(),
+            *DownloadRoutes(sim).routes(),
         ],
         middleware=[Middleware(BodyCapture, sim=sim), Middleware(ApiGate, sim=sim)],
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},

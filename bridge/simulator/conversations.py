@@ -155,6 +155,7 @@ def inline_fragment_file(sim: Simulator, fragment: Mapping[str, Any]) -> str:
         status="ready",
         uploaded_size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
+        data=data,  # at most 512k characters (MAX_INLINE_CONTENT_CHARS)
     )
     sim.store.files[file.sid] = file
     return file.sid
@@ -310,6 +311,7 @@ def post_run_agent_conversation(
     )
     (child,) = replies
     child.agentic_parent = parent
+    child.api_base = parent.api_base
     return conversation, child
 
 

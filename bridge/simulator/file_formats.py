@@ -154,6 +154,51 @@ CONVERSATION_CONTENT_TYPES = frozenset(
 )
 
 
+# The FILE_FORMATS types marked `isSafeToDisplay: true` in front/types/files.ts (the stored version:
+# images jpeg/png/gif/webp, the delimited types, text, markdown, json, office documents, pdf,
+# audio). Every other type, the newer ones whose flag could not be read included, is treated as
+# unsafe, as that file says unknown types must be.
+SAFE_TO_DISPLAY = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "text/csv",
+        "text/comma-separated-values",
+        "text/tsv",
+        "text/tab-separated-values",
+        "application/vnd.ms-excel",
+        "application/vnd.google-apps.spreadsheet",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.dust.section.json",
+        "text/plain",
+        "text/markdown",
+        "text/vnd.dust.attachment.pasted",
+        "text/vnd.dust.attachment.slack.thread",
+        "text/calendar",
+        "application/json",
+        "application/msword",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/pdf",
+        "application/vnd.google-apps.document",
+        "application/vnd.google-apps.presentation",
+        "audio/mpeg",
+        "audio/x-m4a",
+        "audio/wav",
+        "audio/ogg",
+        "audio/webm",
+    }
+)
+
+
+def is_safe_to_display(content_type: str) -> bool:
+    """FileResource.isSafeToDisplay: may the file be shown inline (`action=view`)?"""
+    return content_type in SAFE_TO_DISPLAY
+
+
 def is_supported(content_type: str) -> bool:
     """isSupportedFileContentType: one of FILE_FORMATS, exactly (no parameters, no case folding)."""
     return content_type in FILE_FORMATS

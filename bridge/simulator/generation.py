@@ -8,6 +8,7 @@ from bridge.simulator.agents import (
     AskApproval,
     AskQuestion,
     Fail,
+    MakeFiles,
     NeedPersonalAuth,
     RunAgent,
     Say,
@@ -18,7 +19,17 @@ from bridge.simulator.ids import now_ms
 from bridge.simulator.model import AgentMessage
 from bridge.simulator.pauses import ask_approval, ask_question, need_personal_auth, run_agent
 from bridge.simulator.state import Simulator
+from bridge.simulator.tool_files import generated_file, output_block, store_tool_file
 from bridge.simulator.toolcalls import finish_tool_call, pace, publish, start_tool_call
+
+# The resource blocks that carry a citation ref (the SDK's SearchResultResourceSchema and
+# WebsearchResultResourceSchema): a call is allocated one ref per result.
+_CITED_MIME_TYPES = frozenset(
+    {
+        "application/vnd.dust.tool-output.data-source-search-result",
+        "application/vnd.dust.tool-output.websearch-result",
+    }
+)
 
 
 def start_generation(sim: Simulator, message: AgentMessage) -> None:
@@ -67,6 +78,9 @@ async def _run(sim: Simulator, message: AgentMessage, step: Step) -> list[Step]:
     if isinstance(step, UseTool):
         await _use_tool(sim, message, step)
         return []
+    if isinstance(step, MakeFiles):
+        await _make_files(sim, message, step)
+        return []
     if isinstance(step, AskApproval):
         return await ask_approval(sim, message, step)
     if isinstance(step, AskQuestion):
@@ -94,7 +108,8 @@ async def _say(sim: Simulator, message: AgentMessage, step: Say) -> None:
 
 
 async def _use_tool(sim: Simulator, message: AgentMessage, step: UseTool) -> None:
-    action = await start_tool_call(sim, message, step.tool, step.params)
+    cited = sum(1 for block in step.blocks if block.get("resource", {}).get("mimeType") in _CITED_MIME_TYPES)
+    action = await start_tool_call(sim, message, step.tool, step.params, citations=cited)
     if step.label is not None:
         await pace(sim)
         data = {"label": step.label}
@@ -102,7 +117,22 @@ async def _use_tool(sim: Simulator, message: AgentMessage, step: UseTool) -> Non
         publish(message, "tool_notification", action=dict(action), notification=notification)
     # The quiet part: a real long tool call sends nothing at all on the stream (no heartbeats).
     await asyncio.sleep(step.wait_seconds)
-    finish_tool_call(message, action, status="succeeded", output=step.output)
+    output = [dict(block) for block in step.blocks] if step.blocks else step.output
+    finish_tool_call(message, action, status="succeeded", output=output)
+
+
+async def _make_files(sim: Simulator, message: AgentMessage, step: MakeFiles) -> None:
+    """A tool call that generates files: each is stored, mounted in the conversation, and listed in
+    the action's output and `generatedFiles` (processToolResults)."""
+    action = await start_tool_call(sim, message, step.tool, step.params)
+    await pace(sim)
+    conversation = sim.store.conversations[message.conversation_sid]
+    blocks, generated = [], []
+    for spec in step.files:
+        file = store_tool_file(sim, conversation, spec)
+        blocks.append(output_block(file, spec, message.api_base, sim.options.workspace_id))
+        generated.append(generated_file(file))
+    finish_tool_call(message, action, status="succeeded", output=blocks, generated_files=generated)
 
 
 def _fail(message: AgentMessage, step: Fail) -> None:

@@ -17,7 +17,8 @@ from bridge.simulator.ids import now_ms
 
 @dataclass(eq=False)
 class FileRecord:
-    """A file resource; the bytes themselves are reduced to size and sha256."""
+    """A file resource; the bytes are reduced to size and sha256, and kept (`data`) only for the
+    files a tool generated and for uploads small enough to be downloaded again."""
 
     sid: str
     created_ms: int
@@ -30,6 +31,7 @@ class FileRecord:
     status: str = "created"  # "created", "ready" or "failed" (front/types/files.ts FileStatus)
     uploaded_size: int | None = None
     sha256: str | None = None
+    data: bytes | None = None
 
     def to_public_json(
         self, api_base: str, workspace_id: str, *, with_upload_url: bool = False
@@ -191,6 +193,9 @@ class AgentMessage:
     pauses: list[BlockedAction] = field(default_factory=list)
     # run_agent: the agent message whose tool started this one (Dust's agentic parent).
     agentic_parent: AgentMessage | None = None
+    # Dust's `config.getApiBaseUrl()` for the links its tools write: the base of the request that
+    # posted the message.
+    api_base: str = ""
 
     async def pause(self) -> None:
         """Wait, publishing nothing, until `resume`: the agent loop stops on an action blocked on
@@ -314,6 +319,9 @@ class Conversation:
     visibility: str
     depth: int = 0
     entries: list[Entry] = field(default_factory=list)
+    # The conversation's file mount (w/{wId}/conversations/{cId}/files/ in Dust's private bucket):
+    # path relative to it -> sId of the file copied there.
+    mount: dict[str, str] = field(default_factory=dict)
 
     @property
     def next_rank(self) -> int:

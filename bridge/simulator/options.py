@@ -24,6 +24,10 @@ class SimulatorOptions:
     api_key_role: ApiKeyRole = "builder"
     # Base of the web-app links (`conversation.url`); upload URLs use the request's own base URL.
     public_url: str = "http://127.0.0.1"
+    # Base of the signed download URLs (Dust's are https://storage.googleapis.com); None serves them
+    # from `/_storage` on the request's own base URL. Another host name of this simulator (localhost
+    # for 127.0.0.1, say) makes them another origin, as in production.
+    storage_url: str | None = None
     redirect_sse: bool = True
     handshake: bool = True
     events_per_connection: int = 50

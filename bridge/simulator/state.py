@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ class Stats:
     stream_connections: int = 0
     # Request bodies POSTed to /api/... (bridge.simulator.capture), oldest first.
     bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_MAX_RECORDED_BODIES))
+    # Requests to the signed storage URLs: path, status and whether an Authorization header came.
+    storage_requests: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=_MAX_RECORDED_REQUESTS)
+    )
 
 
 class Simulator:
@@ -68,6 +73,8 @@ class Simulator:
         # A gauge of live connections, deliberately kept across resets: streams still open decrement it.
         self.open_streams = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        # The key the signed storage URLs are signed with (the storage's own secret).
+        self.signing_key = secrets.token_bytes(32)
 
     def configure(self, patch: Mapping[str, object]) -> None:
         """Merge `patch` into the live options (raises ValueError if invalid)."""
@@ -134,6 +141,7 @@ class Simulator:
             "open_streams": self.open_streams,
             "stream_connections": self.stats.stream_connections,
             "generating": len(self.tasks),
+            "storage_requests": list(self.stats.storage_requests),
         }
 
     def _stop_generation(self) -> None:

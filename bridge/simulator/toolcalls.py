@@ -40,9 +40,15 @@ async def pace(sim: Simulator) -> None:
 
 
 def new_action(
-    sim: Simulator, message: AgentMessage, tool: Tool, params: dict[str, Any], status: str
+    sim: Simulator,
+    message: AgentMessage,
+    tool: Tool,
+    params: dict[str, Any],
+    status: str,
+    citations: int = 0,
 ) -> dict[str, Any]:
-    """The public AgentAction of a new tool call (SDK AgentActionTypeSchema)."""
+    """The public AgentAction of a new tool call (SDK AgentActionTypeSchema); `citations` is the
+    number of citation refs the call was given (`citationsAllocated`)."""
     created = now_ms()
     labels = {"running": tool.labels[0], "done": tool.labels[1]} if tool.labels else None
     return {
@@ -60,7 +66,7 @@ def new_action(
         "params": params,
         "step": message.step,
         "executionDurationMs": None,
-        "citationsAllocated": 0,
+        "citationsAllocated": citations,
         "output": None,
         "generatedFiles": [],
         "displayLabels": labels,
@@ -68,7 +74,12 @@ def new_action(
 
 
 async def start_tool_call(
-    sim: Simulator, message: AgentMessage, tool: Tool, params: dict[str, Any], status: str = "running"
+    sim: Simulator,
+    message: AgentMessage,
+    tool: Tool,
+    params: dict[str, Any],
+    status: str = "running",
+    citations: int = 0,
 ) -> dict[str, Any]:
     """The model calls `tool`: `tool_call_started`, then `tool_params` with the new action.
 
@@ -76,7 +87,7 @@ async def start_tool_call(
     stake gives (`blocked_validation_required` when it needs approval) and publishes `tool_params`
     with it, before any approval event.
     """
-    action = new_action(sim, message, tool, params, status)
+    action = new_action(sim, message, tool, params, status, citations)
     await pace(sim)
     call_id = action["functionCallId"]
     publish(message, "tool_call_started", toolName=tool.name, toolCallId=call_id, toolCallIndex=0)
@@ -85,16 +96,24 @@ async def start_tool_call(
     return action
 
 
-def finish_tool_call(message: AgentMessage, action: dict[str, Any], *, status: str, output: str) -> None:
+def finish_tool_call(
+    message: AgentMessage,
+    action: dict[str, Any],
+    *,
+    status: str,
+    output: str | list[dict[str, Any]],
+    generated_files: list[dict[str, Any]] | None = None,
+) -> None:
     """The tool call ends (`agent_action_success`, also for a rejected call: Dust's
-    handleMCPActionError with yieldAsError false); its output goes back to the model, so what
-    follows is generated in the next step."""
+    handleMCPActionError with yieldAsError false); its output (a text, or content blocks as they
+    are) goes back to the model, so what follows is generated in the next step."""
     finished = now_ms()
     action.update(
         status=status,
         updatedAt=finished,
         executionDurationMs=finished - action["createdAt"],
-        output=[{"type": "text", "text": output}],
+        output=[{"type": "text", "text": output}] if isinstance(output, str) else output,
+        generatedFiles=generated_files or [],
     )
     if not any(known is action for known in message.actions):
         message.actions.append(action)

@@ -70,6 +70,18 @@ def test_sdk_streams_pauses_lists_blocked_actions_and_answers_them(
     run_group(fresh_simulator, "pauses", tmp_path)
 
 
+def test_sdk_reads_generated_files_views_the_chart_and_is_refused_the_tool_made_csv(
+    fresh_simulator: Proc, tmp_path: Path
+) -> None:
+    run_group(fresh_simulator, "generated-files", tmp_path)
+
+
+def test_sdk_parses_search_results_and_their_refs_behind_the_cite_markers(
+    fresh_simulator: Proc, tmp_path: Path
+) -> None:
+    run_group(fresh_simulator, "citations", tmp_path)
+
+
 # --- the harness itself: a Dust that breaks the SDK's schema must fail it ---------------------
 
 

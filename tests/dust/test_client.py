@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -18,18 +19,24 @@ from pydantic import SecretStr
 from bridge.dust import (
     AgentEvent,
     CircuitBreaker,
+    DownloadedFile,
     DustAuthError,
     DustBadRequest,
     DustClient,
     DustError,
+    DustFileNotDownloadable,
+    DustFileTooLarge,
     DustNotFound,
     DustRateLimited,
     DustServerError,
     DustStreamError,
     DustUnavailable,
+    GeneratedFile,
     MessageContext,
 )
 from bridge.dust.pauses import PendingAction
+from bridge.simulator.agents import filemaker_answer
+from bridge.simulator.demo_files import chart_png, report_csv
 from tests.procs import Proc, free_port
 
 WORKSPACE = "demo"
@@ -600,6 +607,145 @@ async def test_second_upload_of_a_file_is_rejected(client: DustClient) -> None:
 
 
 # --- pauses: approvals, questions, blocked actions ------------------------------------------------
+
+
+# --- downloads ----------------------------------------------------------------------------------
+
+
+async def made_files(client: DustClient, message: str = "Q3 sales") -> tuple[str, dict[str, GeneratedFile]]:
+    """Ask the file-maker; (conversation sId, its generated files by title) read with the models."""
+    c_id, m_id = await ask(client, "filemaker1", message)
+    await collect(client.stream_agent_events(c_id, m_id))
+    conversation = await client.get_conversation(c_id)
+    answer = conversation.agent_message_for(conversation.current_messages()[0].s_id)
+    assert answer is not None and answer.content == filemaker_answer(message)
+    (action,) = answer.actions
+    return c_id, {f.title: f for f in action.generated_files}
+
+
+async def test_download_file_follows_dusts_redirect_to_the_signed_url(sim: Sim, client: DustClient) -> None:
+    _, files = await made_files(client)
+    chart = files["chart.png"]
+    assert chart.file_id is not None and chart.content_type == "image/png" and not chart.hidden
+    got = await client.download_file(chart.file_id, max_bytes=1_000_000)
+    assert got == DownloadedFile(content_type="image/png", data=chart_png("Q3 sales"), filename="chart.png")
+    assert await sim.requests("GET", f"/files/{chart.file_id}")
+    # Dust's own origin: the same pooled connections, key included.
+    assert [r["authorization"] for r in (await sim.stats())["storage_requests"]] == [True]
+
+
+async def test_a_signed_url_on_another_origin_never_gets_the_key(sim: Sim, client: DustClient) -> None:
+    _, files = await made_files(client)
+    port = urlsplit(sim.url).port
+    await sim.faults(storage_url=f"http://localhost:{port}/_storage")  # another host name: another origin
+    chart = files["chart.png"].file_id
+    assert chart is not None
+    got = await client.download_file(chart, max_bytes=1_000_000)
+    assert got.data == chart_png("Q3 sales")
+    (storage,) = (await sim.stats())["storage_requests"]
+    assert storage["authorization"] is False and storage["status"] == 200
+
+
+async def test_a_tool_output_file_is_refused_but_read_by_its_conversation_path(client: DustClient) -> None:
+    c_id, files = await made_files(client)
+    data = files["data.csv"]
+    assert data.file_id is not None and data.snippet is None
+    with pytest.raises(DustFileNotDownloadable) as refused:
+        await client.download_file(data.file_id, max_bytes=1_000_000)
+    assert refused.value.status == 400 and refused.value.type == "invalid_request_error"
+    assert refused.value.message == "The file use case is not supported by the API."
+    assert isinstance(refused.value, DustBadRequest) and refused.value.code == "file_not_downloadable"
+    assert "API key" in refused.value.for_user()
+
+    got = await client.download_conversation_file(c_id, f"conversation/{data.title}", max_bytes=10_000)
+    assert got == DownloadedFile(content_type="text/csv", data=report_csv("Q3 sales"), filename=None)
+
+
+async def test_downloads_stop_at_the_byte_limit(client: DustClient) -> None:
+    c_id, files = await made_files(client)
+    chart = files["chart.png"].file_id
+    assert chart is not None
+    size = len(chart_png("Q3 sales"))
+    assert (await client.download_file(chart, max_bytes=size)).data == chart_png("Q3 sales")
+    with pytest.raises(DustFileTooLarge) as caught:
+        await client.download_file(chart, max_bytes=size - 1)
+    assert caught.value.type == "file_too_large" and caught.value.code == "file_too_large"
+    with pytest.raises(DustFileTooLarge):
+        await client.download_conversation_file(c_id, "conversation/data.csv", max_bytes=10)
+
+
+async def test_download_refusals_are_dust_errors(client: DustClient) -> None:
+    c_id, _ = await made_files(client)
+    with pytest.raises(DustNotFound):
+        await client.download_file("fil_nothing00", max_bytes=100)
+    with pytest.raises(DustNotFound):
+        await client.download_conversation_file(c_id, "conversation/missing.csv", max_bytes=100)
+    with pytest.raises(DustBadRequest) as bad:
+        await client.download_conversation_file(c_id, "project/data.csv", max_bytes=100)
+    assert bad.value.status == 400 and not isinstance(bad.value, DustFileNotDownloadable)
+    for path in ("conversation/../x", "conversation//x", "./conversation/x", ""):
+        with pytest.raises(ValueError):
+            await client.download_conversation_file(c_id, path, max_bytes=100)
+
+
+@contextlib.asynccontextmanager
+async def fake_dust_and_storage(location: str | None = None) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A Dust whose file route redirects to a storage on another port (or to `location`); the
+    storage streams 5,000 bytes chunked, without a Content-Length. Yields (Dust's URL, storage heads)."""
+    heads: list[bytes] = []
+
+    async def storage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(5):
+            writer.write(b"3e8\r\n" + b"x" * 1000 + b"\r\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    storage_server = await asyncio.start_server(storage, "127.0.0.1", 0)
+    target = (
+        location
+        if location is not None
+        else f"http://127.0.0.1:{storage_server.sockets[0].getsockname()[1]}/obj?sig=1"
+    )
+
+    async def dust(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    dust_server = await asyncio.start_server(dust, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{dust_server.sockets[0].getsockname()[1]}", heads
+    finally:
+        for server in (dust_server, storage_server):
+            server.close()
+            await server.wait_closed()
+
+
+async def test_a_chunked_download_is_cut_at_the_limit_and_the_key_stays_home() -> None:
+    async with fake_dust_and_storage() as (url, heads), DustClient(url, WORKSPACE, SecretStr(KEY)) as client:
+        got = await client.download_file("fil_x", max_bytes=5000)
+        assert got == DownloadedFile(content_type="text/csv", data=b"x" * 5000, filename=None)
+        with pytest.raises(DustFileTooLarge):
+            await client.download_file("fil_x", max_bytes=2500)
+    assert len(heads) == 2
+    for head in heads:
+        assert b"authorization" not in head.lower() and KEY.encode() not in head
+        assert b"\r\nuser-agent: dust-mcp-bridge/" in head.lower()
+
+
+@pytest.mark.parametrize("location", ["ftp://files.example.net/x", "", "javascript:alert(1)"])
+async def test_a_redirect_to_anything_but_http_is_refused(location: str) -> None:
+    async with (
+        fake_dust_and_storage(location) as (url, heads),
+        DustClient(url, WORKSPACE, SecretStr(KEY)) as client,
+    ):
+        with pytest.raises(DustServerError) as caught:
+            await client.download_file("fil_x", max_bytes=5000)
+    assert caught.value.type == "bad_redirect" and not heads
 
 
 async def until_paused(

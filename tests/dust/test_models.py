@@ -26,6 +26,7 @@ from bridge.dust.client import read_created_conversation
 from bridge.dust.events import TERMINAL_TYPES, AgentEvent, parse_frame
 from bridge.dust.models import (
     Agent,
+    AgentAction,
     AgentMessage,
     ContentFragment,
     Conversation,
@@ -90,6 +91,26 @@ def check_agent_message(message: AgentMessage, raw: dict[str, Any]) -> None:
     assert message.error == raw["error"]
     assert message.configuration_id == raw["configuration"]["sId"]
     assert message.created == whole(raw["created"])
+    assert len(message.actions) == len(raw["actions"])
+    for action, raw_action in zip(message.actions, raw["actions"], strict=True):
+        check_action(action, raw_action)
+
+
+def check_action(action: AgentAction, raw: dict[str, Any]) -> None:
+    """A tool call: its ids, its output blocks as sent, and the files it generated."""
+    assert action.s_id == raw["sId"]
+    assert action.tool_name == raw["toolName"]
+    assert action.function_call_name == raw["functionCallName"]
+    assert action.status == raw["status"]
+    assert action.output == (raw.get("output") or [])  # the SDK defaults a missing output to []
+    assert len(action.generated_files) == len(raw["generatedFiles"])
+    for file, raw_file in zip(action.generated_files, raw["generatedFiles"], strict=True):
+        assert file.file_id == raw_file["fileId"]
+        assert file.file_path == raw_file.get("filePath")
+        assert file.title == raw_file["title"]
+        assert file.content_type == raw_file["contentType"]
+        assert file.snippet == raw_file["snippet"]
+        assert file.hidden == bool(raw_file.get("hidden"))
 
 
 def check_fragment(fragment: ContentFragment, raw: dict[str, Any]) -> None:
@@ -241,6 +262,16 @@ def test_agent_message_event(payload: dict[str, Any]) -> None:
     # The relay reads tool events' fields for its progress lines.
     status = tool_status(event)
     assert status is None or status.startswith("[")
+    # The action of a tool event, and the actions of a finished message, read as the models do.
+    if isinstance(payload["data"].get("action"), dict):
+        check_action(AgentAction.model_validate(payload["data"]["action"]), payload["data"]["action"])
+    if (
+        isinstance(payload["data"].get("message"), dict)
+        and payload["data"]["type"] == "agent_message_success"
+    ):
+        check_agent_message(
+            AgentMessage.model_validate(payload["data"]["message"]), payload["data"]["message"]
+        )
 
 
 def test_the_bridge_stops_on_the_events_the_sdk_stops_on() -> None:
@@ -284,3 +315,44 @@ def test_a_create_answer_with_no_user_message_at_all_is_an_unexpected_format() -
     with pytest.raises(DustServerError, match="holds no user message") as caught:
         read_created_conversation({"conversation": {"sId": "c1", "content": []}})
     assert caught.value.type == "unexpected_response_format"
+
+
+def test_actions_read_path_only_files_and_keep_only_object_blocks() -> None:
+    # The SDK's second ActionGeneratedFileSchema branch: a file of the conversation's file system
+    # with no Dust file (fileId null, filePath); output blocks that are not objects are dropped,
+    # a null output or no actions at all read as empty.
+    message = AgentMessage.model_validate(
+        {
+            "sId": "msgAGENT01",
+            "actions": [
+                {
+                    "sId": "act1",
+                    "toolName": "generate_file",
+                    "output": [{"type": "text", "text": "done"}, "stray", None],
+                    "generatedFiles": [
+                        {
+                            "contentType": "text/markdown",
+                            "fileId": None,
+                            "filePath": "conversation/report.md",
+                            "title": "report.md",
+                            "snippet": None,
+                            "hidden": True,
+                        },
+                        {"fileId": "fil_1", "title": "a.csv", "contentType": "text/csv", "snippet": "a,b"},
+                    ],
+                },
+                {"sId": "act2", "output": None, "generatedFiles": None},
+            ],
+        }
+    )
+    first, second = message.actions
+    assert first.output == [{"type": "text", "text": "done"}]
+    path_only, csv = first.generated_files
+    assert (path_only.file_id, path_only.file_path, path_only.hidden) == (
+        None,
+        "conversation/report.md",
+        True,
+    )
+    assert (csv.file_id, csv.snippet, csv.hidden, csv.file_path) == ("fil_1", "a,b", False, None)
+    assert second.output == [] and second.generated_files == []
+    assert AgentMessage.model_validate({"sId": "m"}).actions == []

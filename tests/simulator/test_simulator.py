@@ -79,6 +79,8 @@ async def test_agent_list_and_lookup(client: httpx2.AsyncClient) -> None:
         "auth000001",
         "delegate01",
         "longrun001",
+        "filemaker1",
+        "citations1",
     ]
     required = {
         "id", "sId", "version", "versionCreatedAt", "versionAuthorId", "name", "description", "instructions",

@@ -44,13 +44,28 @@ const {
   PostConversationsResponseSchema,
   PostUserMessageResponseSchema,
   RetryMessageResponseSchema,
+  SearchResultResourceSchema,
   ValidateActionResponseSchema,
+  WebsearchResultResourceSchema,
+  isSearchResultResourceType,
+  isToolGeneratedFile,
+  isWebsearchResultResourceType,
 } = sdk;
 
 // The SDK does not export its agent-message schema on its own; this response schema is exactly it.
 const AgentMessageSchema = RetryMessageResponseSchema.shape.message;
 
-const GROUPS = ["agents", "user-only-views", "conversations", "streaming", "cancel", "files", "pauses"];
+const GROUPS = [
+  "agents",
+  "user-only-views",
+  "conversations",
+  "streaming",
+  "cancel",
+  "files",
+  "pauses",
+  "generated-files",
+  "citations",
+];
 const ECHO = "echo000001";
 const SLOW = "slow000001";
 const RESEARCHER = "research01";
@@ -60,6 +75,8 @@ const APPROVER = "approve001";
 const ASKER = "question01";
 const NEEDS_AUTH = "auth000001";
 const DELEGATOR = "delegate01";
+const FILE_MAKER = "filemaker1";
+const CITER = "citations1";
 const TERMINAL = new Set([
   "agent_message_success",
   "agent_message_gracefully_stopped",
@@ -1050,6 +1067,221 @@ async function pausesSubAgent(G) {
   );
 }
 
+// --- generated files -------------------------------------------------------------------------
+
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+const NOT_FOR_API = "The file use case is not supported by the API.";
+
+/** JSON with every object's keys sorted: equal values compare equal whatever order zod left them in. */
+function canonical(value) {
+  return JSON.stringify(value, (_, v) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : v,
+  );
+}
+
+/** The conversation (GetConversationResponseSchema) and the agent message answering `userMessageId`. */
+async function readConversation(f, conversationId, userMessageId, what) {
+  const conversation = unwrap(
+    await api.getConversation({ conversationId }),
+    f,
+    /conversations\/[^/]+$/,
+    "GetConversationResponseSchema",
+    GetConversationResponseSchema,
+    what,
+  );
+  const message = agentMessageFor(conversation, userMessageId);
+  check(message, `${what}: no agent message answers the user message`);
+  return { conversation, message };
+}
+
+async function generatedFiles() {
+  const G = "generated-files";
+  await sim("faults", { token_delay_ms: 1 });
+  const made = await report.op(
+    "an agent's tool generates two files: the action's generatedFiles and tool-output.file blocks",
+    meta(G, "createConversation + streamAgentAnswerEvents", "AgentMessageEventDataSchema per event"),
+    async (f) => {
+      const c = await createConversation(f, "POST assistant/conversations", {
+        message: newMessage("Q3 sales", FILE_MAKER),
+      });
+      const events = await sdkStream(c.conversation, c.message.sId, "stream of the file-maker");
+      const done = events.find((e) => e.type === "agent_action_success");
+      check(done, "no agent_action_success event");
+      const files = done.action.generatedFiles;
+      check(
+        files.map((x) => `${x.title} ${x.contentType}`).join(", ") === "data.csv text/csv, chart.png image/png",
+        "generatedFiles are not data.csv and chart.png",
+        [JSON.stringify(files)],
+      );
+      check(
+        done.action.output.length === 2 && done.action.output.every((block) => isToolGeneratedFile(block)),
+        "the output blocks are not the SDK's tool-generated files (isToolGeneratedFile)",
+        [JSON.stringify(done.action.output).slice(0, 800)],
+      );
+      const answer = events.at(-1).message.content;
+      check(answer === "I made a CSV and a chart for: Q3 sales", `content ${JSON.stringify(answer)}`);
+      const byTitle = Object.fromEntries(files.map((x) => [x.title, x]));
+      return { ...c, action: done.action, csv: byTitle["data.csv"], png: byTitle["chart.png"] };
+    },
+  );
+  await report.op(
+    "the conversation shows the action with its generated files",
+    meta(G, "getConversation", "GetConversationResponseSchema"),
+    async (f) => {
+      const { message } = await readConversation(f, made.conversation.sId, made.message.sId, "GET conversation");
+      check(
+        canonical(message.actions) === canonical([made.action]),
+        "the conversation's action differs from the streamed one",
+        [JSON.stringify(message.actions).slice(0, 800)],
+      );
+    },
+    made,
+  );
+  await generatedFileDownloads(G, made);
+}
+
+async function generatedFileDownloads(G, made) {
+  await report.op(
+    "getFileContent (action=view) of the chart: the PNG bytes",
+    meta(G, "getFileContent", "(bytes, image/png)"),
+    async (f) => {
+      const result = await api.getFileContent({ fileId: made.png.fileId });
+      check(result.isOk(), `getFileContent failed: ${result.isErr() ? result.error.message : ""}`);
+      const record = lastFetch(f, /\/files\/[^/]+$/);
+      expectStatus(record, (s) => s === 200, "GET files/{chart}?action=view");
+      const bytes = new Uint8Array(await result.value.arrayBuffer());
+      check(
+        PNG_SIGNATURE.every((b, i) => bytes[i] === b),
+        "the body is not a PNG",
+        [`first bytes: ${Array.from(bytes.slice(0, 8)).join(",")}`],
+      );
+    },
+    made,
+  );
+  await report.op(
+    "downloadFile (action=download) of the chart: redirected to a signed URL the SDK only trusts on GCS",
+    meta(G, "downloadFile", "(302 to the signed URL, then the SDK's storage.googleapis.com check)"),
+    async (f) => {
+      const result = await api.downloadFile({ fileID: made.png.fileId });
+      const record = lastFetch(f, /\/files\/[^/]+$/);
+      check(record?.redirected && record.status === 200, "the download was not redirected to a 200", [
+        JSON.stringify({ status: record?.status, finalUrl: record?.finalUrl }),
+      ]);
+      check(
+        new URL(record.finalUrl).pathname.endsWith(`/files/w/${workspaceId}/${made.png.fileId}/original`),
+        `redirected to ${record.finalUrl}`,
+      );
+      // The SDK fetched the signed URL and then refuses any host but storage.googleapis.com.
+      check(
+        result?.isErr() && result.error.message.startsWith("Invalid redirect URL format"),
+        "the SDK did not refuse the simulator's storage host",
+        [JSON.stringify(result?.isErr() ? result.error : "Ok")],
+      );
+    },
+    made,
+  );
+  await report.op(
+    "the CSV a tool made is refused to an API key: 400 invalid_request_error",
+    meta(G, "getFileContent + downloadFile", "APIErrorSchema", { expectsApiError: true }),
+    async (f) => {
+      const viewed = await api.getFileContent({ fileId: made.csv.fileId });
+      // getFileContent does not look at the status: the error body comes back as the content.
+      check(viewed.isOk(), "getFileContent failed");
+      const error = expectApiError(lastFetch(f, /\/files\/[^/]+$/), 400, "GET files/{csv}?action=view");
+      check(error.type === "invalid_request_error" && error.message === NOT_FOR_API, JSON.stringify(error));
+      const downloaded = await api.downloadFile({ fileID: made.csv.fileId });
+      expectApiError(lastFetch(f, /\/files\/[^/]+$/), 400, "GET files/{csv}?action=download");
+      // downloadFile returns nothing at all for a 4xx (files.download then throws "no response").
+      check(downloaded === undefined, `downloadFile answered ${JSON.stringify(downloaded)}`);
+    },
+    made,
+  );
+  await report.op(
+    "the CSV is read by its conversation path (conversation/data.csv)",
+    meta(G, "request(GET assistant/conversations/{cId}/files/conversation/data.csv)", "(bytes, text/csv)"),
+    async (f) => {
+      const res = await api.request({
+        method: "GET",
+        path: `assistant/conversations/${made.conversation.sId}/files/conversation/${made.csv.title}`,
+      });
+      check(res.isOk(), "request failed");
+      const record = lastFetch(f, /\/files\/conversation\//);
+      expectStatus(record, (s) => s === 200, "GET .../files/conversation/data.csv");
+      check(record.text.startsWith("month,topic,value\n"), "not the CSV", [record.text.slice(0, 200)]);
+    },
+    made,
+  );
+}
+
+// --- citations -------------------------------------------------------------------------------
+
+const CITE = /:cite\[([a-zA-Z0-9, ]+)\]/g; // connectors' Slack annotateCitations
+
+/** The refs of an agent message's search results, read with the SDK's resource guards. */
+function citationRefs(actions) {
+  const refs = new Map();
+  for (const action of actions) {
+    for (const block of action.output ?? []) {
+      if (isWebsearchResultResourceType(block)) refs.set(block.resource.reference, block.resource.uri);
+      if (isSearchResultResourceType(block)) refs.set(block.resource.ref, block.resource.uri);
+    }
+  }
+  return refs;
+}
+
+function checkCitations(actions, content, what) {
+  const blocks = actions.flatMap((a) => a.output ?? []);
+  for (const block of blocks) {
+    const schema =
+      block.resource?.mimeType === "application/vnd.dust.tool-output.websearch-result"
+        ? ["WebsearchResultResourceSchema", WebsearchResultResourceSchema]
+        : ["SearchResultResourceSchema", SearchResultResourceSchema];
+    expectSchema(...schema, block.resource, `${what}: a search result`);
+  }
+  const refs = citationRefs(actions);
+  check(refs.size === 4, `${what}: ${refs.size} cited sources, expected 4`);
+  const markers = [...content.matchAll(CITE)].map((m) => m[1].split(",").map((k) => k.trim()));
+  check(markers.length === 3, `${what}: ${markers.length} :cite markers`, [content]);
+  const [single, pair, unknown] = markers;
+  check(single.length === 1 && refs.has(single[0]), `${what}: the first marker is not one known ref`);
+  check(pair.length === 2 && pair.every((k) => refs.has(k)), `${what}: the second marker is not two known refs`);
+  check(unknown.length === 1 && !refs.has(unknown[0]), `${what}: the third marker's ref is known`);
+}
+
+async function citations() {
+  const G = "citations";
+  await sim("faults", { token_delay_ms: 1 });
+  const made = await report.op(
+    "an agent searches the web and the documents, then cites them with :cite markers",
+    meta(
+      G,
+      "createConversation + streamAgentAnswerEvents",
+      "AgentMessageEventDataSchema, WebsearchResultResourceSchema, SearchResultResourceSchema",
+    ),
+    async (f) => {
+      const c = await createConversation(f, "POST assistant/conversations", {
+        message: newMessage("Q3 sales", CITER),
+      });
+      const events = await sdkStream(c.conversation, c.message.sId, "stream of the citing agent");
+      const last = events.at(-1);
+      check(last.type === "agent_message_success", `terminal event ${last.type}`);
+      checkCitations(last.message.actions, last.message.content, "the finished message");
+      return c;
+    },
+  );
+  await report.op(
+    "the conversation's agent message carries the same sources and markers",
+    meta(G, "getConversation", "GetConversationResponseSchema"),
+    async (f) => {
+      const { message } = await readConversation(f, made.conversation.sId, made.message.sId, "GET conversation");
+      checkCitations(message.actions, message.content, "the conversation");
+    },
+    made,
+  );
+}
+
 // --- run -------------------------------------------------------------------------------------
 
 const RUNNERS = {
@@ -1060,6 +1292,8 @@ const RUNNERS = {
   cancel,
   files,
   pauses,
+  "generated-files": generatedFiles,
+  citations,
 };
 
 try {
