@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     upload_allowed_types: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("BRIDGE_UPLOAD_ALLOWED_TYPES")
     )
+    # Largest file an agent made that resources/read returns (the whole file goes into the answer).
+    file_read_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        le=100 * 1024 * 1024,
+        validation_alias=AliasChoices("BRIDGE_FILE_READ_MAX_BYTES"),
+    )
     upload_ttl_seconds: int = Field(
         default=86400, ge=60, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_UPLOAD_TTL_SECONDS")
     )

@@ -82,6 +82,11 @@ class Runtime:
         return FetchPolicy.from_settings(self.settings, max_bytes=self.settings.upload_max_bytes)
 
     @property
+    def file_read_max_bytes(self) -> int:
+        """Largest generated file read back for a client."""
+        return self.settings.file_read_max_bytes
+
+    @property
     def uptime_seconds(self) -> float:
         """Seconds since start-up."""
         return time.time() - self.started_at

@@ -16,14 +16,27 @@ from typing import Any, Protocol
 
 from bridge.domain.agents import AgentDirectory
 from bridge.domain.citations import Source, footnote, sources_in, strip_markers, with_sources
-from bridge.domain.generated_files import GeneratedFile, generated_files
+from bridge.domain.generated_files import (
+    FileNotFound,
+    GeneratedFile,
+    download_generated,
+    generated_files,
+)
 from bridge.domain.relay import RelayOutcome
 from bridge.domain.replies import Reply, check_reply, not_pending, send_reply
 from bridge.domain.streaming import AnswerStreamer, Listener, StreamSettings, StreamTarget
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustError, DustNotFound
 from bridge.dust.events import AgentEvent
-from bridge.dust.models import Agent, AgentMessage, ContentFragment, Conversation, MessageContext, UserMessage
+from bridge.dust.models import (
+    Agent,
+    AgentMessage,
+    ContentFragment,
+    Conversation,
+    DownloadedFile,
+    MessageContext,
+    UserMessage,
+)
 from bridge.dust.pauses import PendingAction
 from bridge.errors import BridgeError, InvalidInput, NotFound, UpstreamFailure
 from bridge.observability.metrics import Metrics
@@ -172,6 +185,7 @@ class TranscriptEntry:
     agent: str | None = None
     status: str | None = None
     message_id: str | None = None
+    files: list[dict[str, Any]] | None = None  # what an agent message generated
 
 
 @dataclass
@@ -207,6 +221,9 @@ class Transcript:
                 if entry.status == "in_progress":
                     suffix = " [in progress: the agent is still working; call wait_for_answer]"
                 lines.append(f"{entry.agent or 'Agent'}{suffix}: {entry.content}")
+                lines.extend(
+                    f"[file] {made['name']} ({made['type']}): {made['uri']}" for made in entry.files or []
+                )
         return "\n\n".join(lines)
 
 
@@ -393,6 +410,7 @@ class ConversationService:
                         # Dust's "created" is a message still being written (or waiting for the user).
                         status="in_progress" if item.status == "created" else item.status,
                         message_id=item.s_id,
+                        files=_made_by(item) or None,
                     )
                 )
             elif isinstance(item, ContentFragment):
@@ -404,6 +422,22 @@ class ConversationService:
             url=conversation.url or record.url,
             entries=entries,
         )
+
+    async def read_file(self, principal: str, file_id: str, max_bytes: int) -> DownloadedFile:
+        """A file an agent made in one of the principal's conversations.
+
+        Raises:
+            FileNotFound: no conversation of the principal's made it (or the handle expired).
+            FileNotServed: Dust will not serve it to the bridge's key (the message has the link).
+            BridgeError: too large, or a Dust failure.
+        """
+        records = await self._store.list_for_owner(principal)
+        record = next((item for item in records if file_id in item.files), None)
+        if record is None:
+            raise FileNotFound(
+                f"unknown file {file_id!r}: not a file an agent made in one of your conversations"
+            )
+        return await download_generated(self._dust, record, file_id, max_bytes)
 
     async def end(self, principal: str, handle: str) -> None:
         """Forget the handle (the Dust conversation itself stays in Dust).
@@ -724,6 +758,11 @@ def _actions_of(outcome: RelayOutcome) -> list[Any]:
     return actions if isinstance(actions, list) else []
 
 
+def _made_by(message: AgentMessage) -> list[dict[str, Any]]:
+    actions = [action.model_dump(by_alias=True) for action in message.actions]
+    return [made.as_dict() for made in generated_files(actions)]
+
+
 def _presented(outcome: RelayOutcome) -> tuple[str, list[Source]]:
     """The answer as the user reads it: citations as footnotes over the sources listed under it
     (for an unfinished answer, whose sources may be incomplete, without its markers)."""
@@ -743,7 +782,9 @@ def _terminal_of(message: AgentMessage) -> AgentEvent | None:
     kind = kinds.get(message.status)
     if kind is None:
         return None
-    return AgentEvent(event_id="", type=kind, data={"type": kind, "error": message.error or {}})
+    actions = [action.model_dump(by_alias=True) for action in message.actions]
+    data = {"type": kind, "error": message.error or {}, "message": {"actions": actions}}
+    return AgentEvent(event_id="", type=kind, data=data)
 
 
 def _raise_for_failed_answer(outcome: RelayOutcome, agent: Agent, handle: str) -> None:

@@ -55,6 +55,11 @@ class HookedMCPServer(MCPServer[Any]):
         """The answer to `resources/list` for this request (default: the registered resources)."""
         return await self.list_resources()
 
+    async def resource_reading(self, ctx: ServerRequestContext[Any], uri: str) -> ReadResourceResult | None:
+        """The answer to `resources/read` of `uri` when the subclass builds it itself (each content
+        with its own MIME type, which a registered template cannot give); None: the SDK's."""
+        return None
+
     async def _handle_call_tool(
         self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
     ) -> CallToolResult | InputRequiredResult:
@@ -66,9 +71,10 @@ class HookedMCPServer(MCPServer[Any]):
     async def _handle_read_resource(
         self, ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
     ) -> ReadResourceResult | InputRequiredResult:
-        """`resources/read` in `request_scope`, for the same reason."""
+        """`resources/read` in `request_scope`, for the same reason; `resource_reading` first."""
         with self.request_scope(ctx):
-            return await super()._handle_read_resource(ctx, params)
+            own = await self.resource_reading(ctx, str(params.uri))
+            return own if own is not None else await super()._handle_read_resource(ctx, params)
 
     async def _handle_list_resources(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None

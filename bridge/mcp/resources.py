@@ -1,20 +1,23 @@
-"""The bridge's resources: an upload's record, an agent's card, a conversation's transcript.
+"""The bridge's resources: an upload's record, an agent's card, a conversation's transcript, a file
+an agent made.
 
-The three are resource templates; `resources/list` shows the concrete ones the caller may read
+All are resource templates; `resources/list` shows the concrete ones the caller may read
 (`listed_resources`: their conversations and uploads, the workspace's agents).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.types import Resource
+from mcp.types import BlobResourceContents, ReadResourceResult, Resource, TextResourceContents
 
 from bridge.dust.errors import DustError
+from bridge.dust.models import DownloadedFile
 from bridge.errors import BridgeError
 from bridge.mcp.caller import principal_of
 from bridge.mcp.services import Services, ServicesProvider
@@ -24,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def register_resources(mcp: MCPServer[Any], services: ServicesProvider) -> None:
-    """Register the three resource templates on `mcp`."""
+    """Register the resource templates on `mcp`."""
 
     @mcp.resource(
         "bridge://uploads/{upload_id}",
@@ -47,6 +50,18 @@ def register_resources(mcp: MCPServer[Any], services: ServicesProvider) -> None:
         return await agent_card_json(services(), s_id)
 
     @mcp.resource(
+        "dust://files/{file_id}",
+        name="generated-file",
+        title="A file an agent made",
+        description="A file an agent generated in one of your conversations (chart, CSV, report)",
+        mime_type="application/octet-stream",
+    )
+    async def generated_file(file_id: str, ctx: Context) -> bytes:
+        # resources/read itself goes through `generated_file_contents` (BridgeMCPServer), which
+        # gives each file its own type; this serves in-process reads of the template.
+        return (await generated_file_bytes(services(), principal_of(ctx), file_id)).data
+
+    @mcp.resource(
         "dust://conversations/{handle}",
         name="conversation",
         title="Conversation transcript",
@@ -66,6 +81,35 @@ async def upload_record(services: Services, principal: str, upload_id: str) -> s
     if record is None:
         raise ResourceError(f"unknown or expired upload {upload_id}")
     return json.dumps(upload_json(record))
+
+
+FILE_URI_PREFIX = "dust://files/"
+
+
+async def generated_file_bytes(services: Services, principal: str, file_id: str) -> DownloadedFile:
+    """The bytes of a file an agent made in one of the caller's conversations."""
+    try:
+        return await services.conversations.read_file(principal, file_id, services.file_read_max_bytes)
+    except BridgeError as exc:
+        raise ResourceError(exc.for_user()) from None
+
+
+async def generated_file_contents(services: Services, principal: str, uri: str) -> ReadResourceResult:
+    """`dust://files/{file_id}` with the file's own type: text for text, else base64."""
+    downloaded = await generated_file_bytes(services, principal, uri.removeprefix(FILE_URI_PREFIX))
+    mime = downloaded.content_type or "application/octet-stream"
+    if mime.startswith("text/") or mime in _TEXT_TYPES:
+        try:
+            text = downloaded.data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return ReadResourceResult(contents=[TextResourceContents(uri=uri, mime_type=mime, text=text)])
+    blob = base64.b64encode(downloaded.data).decode("ascii")
+    return ReadResourceResult(contents=[BlobResourceContents(uri=uri, mime_type=mime, blob=blob)])
+
+
+_TEXT_TYPES = frozenset({"application/json", "application/xml", "application/x-yaml", "application/yaml"})
 
 
 async def agent_card_json(services: Services, s_id: str) -> str:

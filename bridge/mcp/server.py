@@ -13,8 +13,10 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.request_state import RequestStateSecurity
-from mcp.types import Icon, Resource, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR, Icon, ReadResourceResult, Resource, ToolAnnotations
 
 from bridge import __version__
 from bridge.mcp.caller import bound_to_request, principal_of
@@ -22,7 +24,12 @@ from bridge.mcp.cancellations import CancelReasons
 from bridge.mcp.internals import HookedMCPServer
 from bridge.mcp.listing_cache import FixedListingCache
 from bridge.mcp.prompts import register_prompts
-from bridge.mcp.resources import listed_resources, register_resources
+from bridge.mcp.resources import (
+    FILE_URI_PREFIX,
+    generated_file_contents,
+    listed_resources,
+    register_resources,
+)
 from bridge.mcp.services import ServicesProvider
 from bridge.mcp.tools import DEMO_NOTE, register_tools
 
@@ -98,6 +105,16 @@ class BridgeMCPServer(HookedMCPServer):
     def request_scope(self, ctx: ServerRequestContext[Any]) -> AbstractContextManager[None]:
         """The request's id and principal, bound for the logs and Dust calls of its handler."""
         return bound_to_request(ctx)
+
+    async def resource_reading(self, ctx: ServerRequestContext[Any], uri: str) -> ReadResourceResult | None:
+        """A file an agent made, with its own type; anything else as the SDK reads it."""
+        if not uri.startswith(FILE_URI_PREFIX):
+            return None
+        try:
+            return await generated_file_contents(self._services(), principal_of(ctx), uri)
+        except ResourceError as exc:
+            # As the SDK reports a resource that failed to read.
+            raise MCPError(code=INTERNAL_ERROR, message=str(exc), data={"uri": uri}) from None
 
     async def resource_listing(self, ctx: ServerRequestContext[Any]) -> list[Resource]:
         """The registered resources, then the caller's conversations and uploads and the agents."""

@@ -62,6 +62,11 @@ class Services(Protocol):
         ...
 
     @property
+    def file_read_max_bytes(self) -> int:
+        """Largest generated file read back for a client (BRIDGE_FILE_READ_MAX_BYTES)."""
+        ...
+
+    @property
     def instance_id(self) -> str:
         """This process's random id: stdio is one session per process."""
         ...

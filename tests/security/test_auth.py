@@ -148,6 +148,17 @@ async def test_only_the_owner_of_a_conversation_answers_what_its_agent_waits_for
     assert (done.structured_content or {})["answer"] == "Email sent to team@example.com: alice's report"
 
 
+async def test_a_generated_file_is_readable_by_its_conversations_owner_only(bridge: Proc) -> None:
+    async with mcp_client(bridge, ALICE) as alice:
+        made = await alice.call_tool("ask_agent", {"agent": "file-maker", "message": "alice's numbers"})
+        (chart,) = [f["uri"] for f in (made.structured_content or {})["files"] if f["name"] == "chart.png"]
+        mine = await alice.read_resource(chart)
+    async with mcp_client(bridge, BOB) as bob:
+        with pytest.raises(MCPError, match="not a file an agent made in one of your conversations"):
+            await bob.read_resource(chart)
+    assert mine.contents
+
+
 async def test_uploads_are_private_to_their_principal(bridge: Proc) -> None:
     async with mcp_client(bridge, ALICE) as alice:
         uploaded = await alice.call_tool(
