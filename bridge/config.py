@@ -462,9 +462,7 @@ class Settings(BaseSettings):
     @field_validator("upload_roots")
     @classmethod
     def _upload_roots(cls, value: list[str]) -> list[str]:
-        missing = [root for root in value if not Path(root).expanduser().is_dir()]
-        if missing:
-            raise ValueError(f"not a folder: {', '.join(missing)}")
+        # A folder that does not exist (yet) allows nothing; a path upload then says which one.
         return [str(Path(root).expanduser()) for root in value]
 
     @field_validator("upload_allowed_types")

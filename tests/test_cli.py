@@ -34,7 +34,7 @@ def test_agents_and_check_against_dust(simulator: Proc) -> None:
     assert "echo000001\techo\t" in agents.stdout
     assert check.returncode == 0, check.stdout + check.stderr
     # The same listing the tools use, and the single-agent read agent resolution falls back to.
-    assert "dust agents: ok (7 active with view=all in " in check.stdout
+    assert "dust agents: ok (14 active with view=all in " in check.stdout
     assert "dust agent: ok (read " in check.stdout
     assert "store: ok" in check.stdout
     assert "scanner: ok (off: BRIDGE_SCAN_MODE=off" in check.stdout

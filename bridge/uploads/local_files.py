@@ -71,9 +71,11 @@ async def open_allowed(path: str, roots: Iterable[str]) -> LocalFile:
         PathNotAllowed: no roots, a malformed path, or a path (after resolving) outside them.
         FileUnreadable: missing, unreadable, or not a regular file.
     """
-    allowed = await anyio.to_thread.run_sync(_resolve_roots, list(roots))
+    named = list(roots)
+    allowed = await anyio.to_thread.run_sync(_resolve_roots, named)
     if not allowed:
-        raise PathNotAllowed(no_roots_message())
+        missing = f" (these are not folders on this computer: {', '.join(named)})" if named else ""
+        raise PathNotAllowed(no_roots_message() + missing)
     return await anyio.to_thread.run_sync(_open_checked, path, allowed)
 
 

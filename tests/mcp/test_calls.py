@@ -84,6 +84,8 @@ class FakeServices:
             note=None,
             status="complete",
             pending=[],
+            files=[],
+            sources=[],
             structured=lambda: {"answer": "the answer"},
         )
 

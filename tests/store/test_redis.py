@@ -20,6 +20,7 @@ from tests.store.support import (
     LONG_TTL,
     PENDING_UPLOAD,
     STORED_CONVERSATION,
+    STORED_CONVERSATION_NOW,
     STORED_PENDING,
     STORED_UPLOAD,
     UPLOAD,
@@ -63,13 +64,14 @@ async def test_records_stored_by_earlier_versions_load_and_list(
         assert await store.get_upload(UPLOAD.upload_id, "alice") == UPLOAD
         assert await store.list_uploads("alice") == [UPLOAD]
         assert await store.list_pending_uploads() == [PENDING_UPLOAD]
-        # And what this version writes is what the previous one would read: same keys, same JSON.
+        # And what this version writes is what the previous one would read: same keys, the same JSON
+        # with the fields added since appended (an older replica ignores them).
         await raw.flushdb()
         await store.save(CONVERSATION)
         await store.remember("s:1", "agent/x", CONVERSATION.handle)
         await store.put_upload(UPLOAD)
         await store.put_pending_upload(PENDING_UPLOAD, LONG_TTL)
-        assert await raw.get(f"dmb:conv:{CONVERSATION.handle}") == STORED_CONVERSATION
+        assert await raw.get(f"dmb:conv:{CONVERSATION.handle}") == STORED_CONVERSATION_NOW
         assert await raw.get(f"dmb:upload:{UPLOAD.upload_id}") == STORED_UPLOAD
         assert await raw.get(f"dmb:pending:{PENDING_UPLOAD.upload_id}") == STORED_PENDING
         assert await raw.get("dmb:sess:s%3A1:agent%2Fx") == CONVERSATION.handle
