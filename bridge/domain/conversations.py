@@ -9,10 +9,13 @@ that never passes the handle still gets continuity.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+import anyio
 
 from bridge.domain.agents import AgentDirectory
 from bridge.domain.citations import Source, footnote, sources_in, strip_markers, with_sources
@@ -607,12 +610,21 @@ class ConversationService:
         async def on_pause(blocked: list[PendingAction]) -> bool:
             if listener.ask_user is None:
                 return False
-            replies = await listener.ask_user(blocked, current)
-            try:
-                remaining = await self._send_replies(current, blocked, replies or [], save=False)
-            except BridgeError as exc:
-                refused.append(exc.for_user())
-                return False
+            # The user gets one deadline's time to answer; a client that never does leaves the
+            # actions pending (approve_action still works later).
+            with anyio.move_on_after(listener.deadline or math.inf):
+                replies = await listener.ask_user(blocked, current)
+                return await send(blocked, replies)
+            refused.append(f"nobody answered within {listener.deadline:g} s")
+            return False
+
+        async def send(blocked: list[PendingAction], replies: list[Reply] | None) -> bool:
+            with anyio.CancelScope(shield=True):  # an answer half-sent to Dust is not cut off
+                try:
+                    remaining = await self._send_replies(current, blocked, replies or [], save=False)
+                except BridgeError as exc:
+                    refused.append(f"the answer did not reach Dust: {exc.for_user()}")
+                    return False
             answered.extend(reply.action_id for reply in replies or [])
             return not remaining
 

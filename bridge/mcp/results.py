@@ -20,7 +20,7 @@ def answer_result(answer: Answer) -> CallToolResult:
     """The tool result of a turn, whatever state it is in."""
     texts = [answer.text] if answer.text else []
     if answer.note:
-        texts.append(f"[not recorded in Dust: {answer.note}]")
+        texts.append(f"[note] {answer.note}; what the agent waits for is still pending.")
     if answer.status == "waiting_for_user":
         texts.append(_waiting(answer))
     elif answer.status == "working":

@@ -392,3 +392,29 @@ async def test_the_input_required_retry_may_land_on_another_replica_but_not_with
                 allow_input_required=True,
             )
     assert isinstance(done, CallToolResult) and structured(done)["answer"] == SENT
+
+
+async def test_a_client_that_never_answers_the_form_gets_the_pending_action_at_the_deadline(
+    patient: Proc,
+) -> None:
+    async def silent(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with Client(f"{patient.url}/mcp", mode="legacy", elicitation_callback=silent) as client:
+        with anyio.fail_after(20):
+            first = await client.call_tool(
+                "ask_agent", {"agent": "needs-approval", "message": "weekly report"}
+            )
+        paused = structured(first)
+        assert paused["status"] == "waiting_for_user" and "nobody answered within 3 s" in text_of(first)
+        (pending,) = paused["pending"]
+        done = await client.call_tool(
+            "approve_action",
+            {
+                "conversation": paused["conversation"],
+                "action_id": pending["action_id"],
+                "decision": "approve",
+            },
+        )
+    assert structured(done)["answer"] == SENT
