@@ -401,6 +401,10 @@ def test_claude_code_without_the_key_it_should_fill_in_lists_the_bridge_failed(
     listed = claude.run(["mcp", "list"])
     assert "✘ Failed to connect" in listed.stdout, listed.report()
     assert "Missing environment variables: DUST_API_KEY" in listed.stdout
+    # The bridge said why, in Claude Code's MCP log (which masks what follows "KEY:" itself).
+    logs = "".join(log.read_text() for log in claude.home.glob(".cache/claude-cli-nodejs/*/mcp-logs-dust/*"))
+    assert "dust-mcp-bridge: configuration error: DUST_API_KEY: " in logs
+    assert "is a reference the MCP client did not fill in" in logs
 
 
 def test_claude_code_adds_the_printed_http_bridge_and_lists_it_connected_with_the_client_key(

@@ -266,6 +266,8 @@ def test_a_key_reference_the_client_did_not_fill_in_is_a_start_up_error(
 ) -> None:
     monkeypatch.setenv("DUST_API_KEY", reference)
     monkeypatch.setenv("DUST_WORKSPACE_ID", "w0rkspace1")
-    with pytest.raises(ConfigError, match=r"DUST_API_KEY: holds a \$\{\.\.\.\} reference the MCP client") as err:
+    with pytest.raises(
+        ConfigError, match=r"DUST_API_KEY: \$\{\.\.\.\} is a reference the MCP client did not fill in"
+    ) as err:
         load_settings()
     assert reference not in str(err.value)
