@@ -74,15 +74,11 @@ class Request:
 
 @dataclass
 class Snippet:
-    """Blocks for stdout, each with a label that says where it goes (stderr), and notes (stderr)."""
+    """Blocks for stdout (a blank line between two), each with a label for stderr that says where it
+    goes, and notes for stderr."""
 
     blocks: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """What goes to stdout: the blocks, a blank line between two."""
-        return "\n\n".join(text for _, text in self.blocks)
 
 
 @dataclass(frozen=True)
