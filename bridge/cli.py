@@ -1,11 +1,10 @@
-"""Command line: `dust-mcp-bridge serve | stdio | demo | simulator | agents | check | claude-config`."""
+"""Command line: `dust-mcp-bridge serve | stdio | demo | simulator | agents | check | client-config`."""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import gc
-import json
 import signal
 import socket
 import sys
@@ -18,7 +17,6 @@ import uvicorn
 
 from bridge import __version__
 from bridge.config import (
-    ENV_FILE_VARIABLE,
     ConfigError,
     Settings,
     describe_env_file,
@@ -212,33 +210,26 @@ def cmd_check(args: argparse.Namespace) -> None:
     raise SystemExit(anyio.run(run))
 
 
-def claude_config(
-    settings: Settings, env_file: Path | None, name: str = "dust", demo: bool = False
-) -> dict[str, Any]:
-    """A `claude_desktop_config.json` entry that starts this bridge over stdio.
+def cmd_client_config(args: argparse.Namespace) -> None:
+    """Print what an MCP client needs to start this bridge, or to reach one over HTTP (never a key)."""
+    from bridge.client_configs import ClientConfigError, Request, build
 
-    It runs this very interpreter (`python -m bridge stdio`), so it works from a virtualenv that is
-    not on Claude Desktop's PATH. The key is never printed: with a key in `env_file` the entry points
-    at that file, else it holds a placeholder. `demo` makes an entry for the bundled simulator.
-    """
-    env: dict[str, str] = {}
-    if demo:
-        env["BRIDGE_DEMO"] = "on"
-    elif settings.dust_api_key is not None and env_file is not None:
-        env[ENV_FILE_VARIABLE] = str(env_file)
-    else:
-        env["DUST_API_KEY"] = "<your Dust API key, sk-...>"
-        env["DUST_WORKSPACE_ID"] = settings.dust_workspace_id or "<your workspace sId>"
-        if settings.dust_base_url != "https://dust.tt":
-            env["DUST_BASE_URL"] = settings.dust_base_url
-    return {"mcpServers": {name: {"command": sys.executable, "args": ["-m", "bridge", "stdio"], "env": env}}}
-
-
-def cmd_claude_config(args: argparse.Namespace) -> None:
-    """Print a working Claude Desktop config entry (never the real key)."""
-    # Demo on for reading only: the entry is printed whether or not the credentials are complete.
+    # Demo on for reading only: the snippet is printed whether or not the credentials are complete.
     settings, env_file = _settings_and_source(BRIDGE_DEMO="on")
-    print(json.dumps(claude_config(settings, env_file, args.name, demo=args.demo), indent=2))
+    url = args.url if args.url is not None else args.http
+    try:
+        snippet = build(Request(args.client, args.name, args.demo, url), settings, env_file)
+    except ClientConfigError as exc:
+        print(f"dust-mcp-bridge: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # Labels and notes on stderr, so that stdout is only what goes into the client.
+    for number, (label, text) in enumerate(snippet.blocks):
+        if number:
+            print(flush=True)
+        print(label, file=sys.stderr, flush=True)
+        print(text, flush=True)
+    for note in snippet.notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def cmd_keys_new_store_key(args: argparse.Namespace) -> None:
@@ -283,6 +274,17 @@ _RUNTIME_ENV = """\
                       else tcp://127.0.0.1:3310)
   BRIDGE_SCAN_MODE    required (default: no clamd, no upload) or off
 every setting, with its default: .env.example
+"""
+_CLIENT_CONFIG_HELP = """\
+clients:
+  claude-desktop  the claude_desktop_config.json entry (stdio)
+  claude-code     the `claude mcp add` command line (stdio, or --http)
+  cursor          the ~/.cursor/mcp.json entry and Cursor's install link (stdio, or --http)
+  vscode          VS Code's mcp.json and its `code --add-mcp` one-liner (stdio, or --http)
+  remote          any client and a bridge served over HTTP: URL, client-key header, mcp-remote entry
+stdout holds only the snippet; stderr says where it goes. No key is ever printed: a key kept in a
+.env file stays there (the entry names the file), else the snippet refers to it the client's way.
+docs/clients/ has a page per client.
 """
 
 
@@ -329,12 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
     new = keys_sub.add_parser("new", help="print a fresh client key and its config line")
     new.add_argument("name", help="the principal name (e.g. alice or ci-bot)")
     keys_sub.add_parser("new-store-key", help="print a fresh BRIDGE_STORE_ENCRYPTION_KEY key")
-    cc = sub.add_parser("claude-config", help="print a claude_desktop_config.json entry")
-    cc.add_argument("--name", default="dust", help="server name in Claude Desktop (default: dust)")
-    cc.add_argument(
-        "--demo", action="store_true", help="an entry for demo mode (the bundled Dust simulator, no key)"
-    )
+    _add_client_config(sub, helpful)
     return parser
+
+
+def _add_client_config(sub: Any, helpful: dict[str, Any]) -> None:
+    """`client-config CLIENT` and its alias `claude-config` (= `client-config claude-desktop`)."""
+    from bridge.client_configs import CLIENTS
+
+    cc = sub.add_parser(
+        "client-config",
+        help="print what an MCP client needs to start this bridge, or to reach one over HTTP",
+        epilog=_CLIENT_CONFIG_HELP,
+        **helpful,
+    )
+    cc.add_argument("client", metavar="CLIENT", choices=CLIENTS, help=", ".join(CLIENTS))
+    cc.add_argument(
+        "--http",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help="connect to a bridge served over HTTP (claude-code, cursor, vscode); URL defaults to"
+        " BRIDGE_PUBLIC_URL/mcp, else http://BRIDGE_HOST:BRIDGE_PORT/mcp",
+    )
+    cc.add_argument("--url", default=None, help="the bridge's MCP URL (for remote; implies --http)")
+    alias = sub.add_parser("claude-config", help="the same as `client-config claude-desktop`")
+    alias.set_defaults(client="claude-desktop", http=None, url=None)
+    for parser in (cc, alias):
+        parser.add_argument("--name", default="dust", help="the server's name in the client (default: dust)")
+        parser.add_argument(
+            "--demo", action="store_true", help="an entry for demo mode (the bundled Dust simulator, no key)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -356,8 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd_agents(args)
     elif args.command == "check":
         cmd_check(args)
-    elif args.command == "claude-config":
-        cmd_claude_config(args)
+    elif args.command in ("client-config", "claude-config"):
+        cmd_client_config(args)
     elif args.command == "keys" and args.keys_command == "new-store-key":
         cmd_keys_new_store_key(args)
     elif args.command == "keys":

@@ -480,6 +480,14 @@ class Settings(BaseSettings):
     def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or value.get_secret_value().strip() == "":
             return None
+        if "${" in value.get_secret_value():
+            # `${DUST_API_KEY}` from a client config (client-config) that the client did not fill in.
+            # Worded so that a client masking "KEY: <value>" in its log (Claude Code does) masks the
+            # reference, not the sentence.
+            raise ValueError(
+                "${...} is a reference the MCP client did not fill in: set the variable where the client"
+                " runs, or keep the key in a .env file named by BRIDGE_ENV_FILE"
+            )
         return value
 
     @field_validator("dust_workspace_id")

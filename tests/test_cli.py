@@ -1,4 +1,4 @@
-"""The command line: Claude Desktop config, agents and check against the simulator, config errors."""
+"""The command line: client configs (claude-config), agents and check against the simulator, config errors."""
 
 from __future__ import annotations
 
@@ -24,6 +24,32 @@ def test_claude_config_is_a_working_stdio_entry_without_the_real_key() -> None:
     assert entry["args"] == ["-m", "bridge", "stdio"]
     assert entry["env"]["DUST_WORKSPACE_ID"] == "ws1"
     assert "sk-realsecret12345" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "env"),
+    [
+        ([], {"DUST_API_KEY": "sk-realsecret12345", "DUST_WORKSPACE_ID": "ws1"}),
+        ([], {"DUST_WORKSPACE_ID": "ws1", "DUST_BASE_URL": "https://eu.dust.tt"}),
+        (["--demo"], {"DUST_WORKSPACE_ID": "ws1"}),
+        (["--name", "dust-eu"], {}),
+    ],
+)
+def test_claude_config_prints_exactly_what_client_config_claude_desktop_prints(
+    options: list[str], env: dict[str, str]
+) -> None:
+    old = run_cli("claude-config", *options, env=env)
+    new = run_cli("client-config", "claude-desktop", *options, env=env)
+    assert old.returncode == new.returncode == 0, old.stderr + new.stderr
+    assert old.stdout == new.stdout
+    assert json.loads(old.stdout)["mcpServers"]  # one JSON document, nothing else on stdout
+
+
+def test_client_config_help_lists_the_clients_and_the_options() -> None:
+    done = run_cli("client-config", "--help")
+    assert done.returncode == 0
+    for word in ("claude-desktop", "claude-code", "cursor", "vscode", "remote", "--http", "--demo", "--name"):
+        assert word in done.stdout
 
 
 def test_agents_and_check_against_dust(simulator: Proc) -> None:

@@ -258,3 +258,16 @@ def test_an_empty_clamd_url_means_the_default() -> None:
     from bridge.config import default_clamd_url
 
     assert load_settings(CLAMD_URL="").clamd_url == default_clamd_url()
+
+
+@pytest.mark.parametrize("reference", ["${DUST_API_KEY}", "${env:DUST_API_KEY}", "sk-${KEY}"])
+def test_a_key_reference_the_client_did_not_fill_in_is_a_start_up_error(
+    monkeypatch: pytest.MonkeyPatch, reference: str
+) -> None:
+    monkeypatch.setenv("DUST_API_KEY", reference)
+    monkeypatch.setenv("DUST_WORKSPACE_ID", "w0rkspace1")
+    with pytest.raises(
+        ConfigError, match=r"DUST_API_KEY: \$\{\.\.\.\} is a reference the MCP client did not fill in"
+    ) as err:
+        load_settings()
+    assert reference not in str(err.value)
