@@ -22,6 +22,16 @@ import anyio.to_thread
 from bridge.errors import InvalidInput, NotFound
 
 _CHUNK = 256 * 1024
+# O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: no symlink swapped in. Windows has
+# neither (nor FIFOs in the file system), and needs O_BINARY, without which os.read translates line
+# ends and stops at Ctrl-Z.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 
 
 class PathNotAllowed(InvalidInput):
@@ -104,8 +114,7 @@ def _open_checked(path: str, roots: list[Path]) -> LocalFile:
     if not _inside(resolved, roots):
         raise PathNotAllowed(f"{path!r} is outside the folders the bridge may read ({_names(roots)})")
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: no symlink swapped in.
-        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(resolved, _OPEN_FLAGS)
     except OSError as exc:
         raise FileUnreadable(f"cannot open {path!r}: {exc.strerror}") from None
     try:
@@ -140,7 +149,8 @@ def _checked_file(fd: int, path: str, resolved: Path, roots: list[Path]) -> Loca
     real = _real_path_of(fd) or resolved
     if not _inside(real, roots):
         raise PathNotAllowed(f"{path!r} is outside the folders the bridge may read ({_names(roots)})")
-    os.set_blocking(fd, True)
+    if hasattr(os, "O_NONBLOCK"):
+        os.set_blocking(fd, True)
     return LocalFile(name=resolved.name, size=info.st_size, fd=fd)
 
 
