@@ -17,7 +17,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # Entry points, settings and the wiring of every part.
     (
         "root",
-        ("bridge.__main__", "bridge.cli", "bridge.check", "bridge.runtime", "bridge.app", "bridge.config"),
+        (
+            "bridge.__main__",
+            "bridge.cli",
+            "bridge.check",
+            "bridge.runtime",
+            "bridge.app",
+            "bridge.config",
+            "bridge.desktop",
+        ),
     ),
     ("http", ("bridge.http",)),  # the Starlette face: routes, problem+json, middleware
     ("mcp", ("bridge.mcp",)),  # the MCP face: server, tools, resources, prompts, /mcp

@@ -70,7 +70,8 @@ def no_roots_message() -> str:
     return (
         "no folder is allowed for path uploads: set BRIDGE_UPLOAD_ROOTS to the folders the bridge may"
         " read (comma-separated, e.g. BRIDGE_UPLOAD_ROOTS=~/Documents; in Claude Desktop, in the `env`"
-        " of the bridge's entry or the extension's settings), or share a folder as a root from your client"
+        " of the bridge's entry, or \"Folders the bridge may read\" in the extension's settings), or share"
+        " a folder as a root from your client"
     )
 
 
@@ -81,10 +82,16 @@ async def open_allowed(path: str, roots: Iterable[str]) -> LocalFile:
         PathNotAllowed: no roots, a malformed path, or a path (after resolving) outside them.
         FileUnreadable: missing, unreadable, or not a regular file.
     """
-    allowed = await anyio.to_thread.run_sync(_resolve_roots, list(roots))
+    allowed, missing = await anyio.to_thread.run_sync(_resolve_roots, list(roots))
+    # Folders that do not exist allow nothing; a refusal says which, so a typo or a moved folder in
+    # the settings is found without reading logs.
+    skipped = f" (skipped, because they do not exist: {', '.join(missing)})" if missing else ""
     if not allowed:
-        raise PathNotAllowed(no_roots_message())
-    return await anyio.to_thread.run_sync(_open_checked, path, allowed)
+        raise PathNotAllowed(no_roots_message() + skipped)
+    try:
+        return await anyio.to_thread.run_sync(_open_checked, path, allowed)
+    except PathNotAllowed as exc:
+        raise PathNotAllowed(f"{exc}{skipped}") from None
 
 
 @asynccontextmanager
@@ -97,16 +104,20 @@ async def allowed_file(path: str, roots: Iterable[str]) -> AsyncIterator[LocalFi
         local.close()
 
 
-def _resolve_roots(roots: list[str]) -> list[Path]:
-    resolved = []
+def _resolve_roots(roots: list[str]) -> tuple[list[Path], list[str]]:
+    """The roots that are folders, resolved; and the others, as given."""
+    resolved, missing = [], []
     for root in roots:
         try:
             candidate = Path(root).expanduser().resolve(strict=True)
         except (OSError, RuntimeError):
-            continue  # a root that does not exist allows nothing
+            missing.append(root)  # a root that does not exist allows nothing
+            continue
         if candidate.is_dir():
             resolved.append(candidate)
-    return resolved
+        else:
+            missing.append(root)
+    return resolved, missing
 
 
 def _open_checked(path: str, roots: list[Path]) -> LocalFile:
