@@ -35,7 +35,7 @@ APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus $
 APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
 
 .PHONY: run demo test lint typecheck unit system-deps run-deps bench-deps node-tools bench chaos clean
-.PHONY: lock lock-check test-latest fresh-check audit image-test bundle
+.PHONY: lock lock-check test-latest fresh-check audit image-test
 
 # uv, pinned with the hash of every wheel of its release (tools/uv.txt). pip's venv module needs Debian's
 # python3-venv (ensurepip), installed here when missing; --only-binary: uv's sdist would need Rust.
