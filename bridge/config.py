@@ -229,9 +229,17 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _drop_unsubstituted(cls, data: Any) -> Any:
-        """A `${user_config.NAME}` left by Claude Desktop is no value: the setting keeps its default."""
+        """A `${user_config.NAME}` left by Claude Desktop is no value, and neither is an emptied field of
+        the extension's form: the setting keeps its default."""
         if isinstance(data, dict):
-            return {key: value for key, value in data.items() if not _is_placeholder(value)}
+            return {
+                key: value
+                for key, value in data.items()
+                if not _is_placeholder(value)
+                and not (
+                    str(key).upper() in _EMPTY_MEANS_DEFAULT and isinstance(value, str) and not value.strip()
+                )
+            }
         return data
 
     @field_validator("url_fetch_allow_http", mode="before")
@@ -611,6 +619,10 @@ class Settings(BaseSettings):
             hashlib.sha256(b"dust-mcp-bridge/request-state\0" + secret.encode()).hexdigest()
             for secret in secrets
         ]
+
+
+# Form fields whose empty value would otherwise be an error (the others already read empty as unset).
+_EMPTY_MEANS_DEFAULT = frozenset({"DUST_BASE_URL", "BRIDGE_SCAN_MODE"})
 
 
 def _is_placeholder(value: Any) -> bool:

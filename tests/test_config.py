@@ -318,3 +318,12 @@ def test_a_missing_upload_folder_stops_the_start_unless_the_extension_configures
     assert settings.configured_in is ConfiguredIn.CLAUDE_DESKTOP_EXTENSION
     # Kept: skipped when a path upload looks (and named in its refusal), allowed once it exists.
     assert settings.upload_roots == [str(tmp_path), str(tmp_path / "gone")]
+
+
+def test_an_emptied_region_or_scan_mode_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.config import ScanMode
+
+    monkeypatch.setenv("DUST_BASE_URL", "")
+    monkeypatch.setenv("BRIDGE_SCAN_MODE", " ")
+    settings = load_settings()
+    assert settings.dust_base_url == "https://dust.tt" and settings.scan_mode is ScanMode.REQUIRED
