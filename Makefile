@@ -138,6 +138,14 @@ unit: $(DEVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 contract: $(DEVSTAMP) $(NODE_TOOLSTAMP)
 	$(BIN)/pytest tests/contract
 
+## make bundle: the Claude Desktop extension, dist/dust-mcp-bridge-<version>.mcpb, packed by the pinned MCPB
+## tooling (`mcpb pack`, tools/node) from bundle/manifest.json, the source, pyproject.toml and uv.lock
+## (tools/build_bundle.py). Server type uv: Claude Desktop's own uv installs Python and the locked
+## dependencies on first start. tests/deploy/test_bundle.py unpacks and drives it (docs/claude-desktop.md).
+.PHONY: bundle
+bundle: $(NODE_TOOLSTAMP)
+	$(PYTHON) tools/build_bundle.py
+
 ## make image-test: only the image test (tests/deploy/test_image.py, also part of `make test`): the
 ## Dockerfile built with podman from uv.lock on a Debian bookworm base made with mmdebstrap, then run
 ## read-only beside Redis, clamd and the Dust simulator and driven over /mcp; prints the build time,
@@ -159,7 +167,7 @@ chaos: system-deps $(STAMP)
 	$(BIN)/python bench/chaos.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(UVENV) $(LATEST) $(AUDIT) $(NODE_TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(UVENV) $(LATEST) $(AUDIT) $(NODE_TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache dist build/mcpb
 
 # --- the lock files ------------------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import gc
+import json
+import os
 import signal
 import socket
 import sys
@@ -21,8 +23,11 @@ from bridge.config import (
     Settings,
     describe_env_file,
     find_env_file,
+    is_unsubstituted,
     load_settings,
+    unsubstituted_variables,
 )
+from bridge.desktop import configured_in_extension, for_extension, serve_unconfigured
 from bridge.observability.logging import configure_logging
 
 
@@ -144,9 +149,39 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _stdio_settings(upload_roots: list[str]) -> Settings:
+    """The settings, with the folders of `--upload-root` added to BRIDGE_UPLOAD_ROOTS.
+
+    Raises:
+        ConfigError: as `load_settings`.
+    """
+    env_file = find_env_file()
+    settings = load_settings(env_file)
+    roots = [root for root in upload_roots if not is_unsubstituted(root)]
+    if roots:
+        settings = load_settings(env_file, BRIDGE_UPLOAD_ROOTS=[*settings.upload_roots, *roots])
+    print(f"dust-mcp-bridge: settings from {describe_env_file(env_file)}", file=sys.stderr, flush=True)
+    left = unsubstituted_variables(os.environ)
+    if left:
+        print(f"dust-mcp-bridge: unset (no value in the settings form): {', '.join(left)}", file=sys.stderr)
+    return settings
+
+
 def cmd_stdio(args: argparse.Namespace) -> None:
-    """MCP over stdin/stdout for Claude Desktop; nothing but protocol goes to stdout."""
-    settings = _settings()
+    """MCP over stdin/stdout for Claude Desktop; nothing but protocol goes to stdout.
+
+    Invalid settings exit with status 2 and one line on stderr, except in the Claude Desktop
+    extension, which shows the user no log: there every tool call answers with the error instead.
+    """
+    try:
+        settings = _stdio_settings(args.upload_root)
+    except ConfigError as exc:
+        print(f"dust-mcp-bridge: configuration error: {exc}", file=sys.stderr, flush=True)
+        if not configured_in_extension(os.environ):
+            raise SystemExit(2) from None
+        print("dust-mcp-bridge: answering every tool call with it", file=sys.stderr, flush=True)
+        serve_unconfigured(for_extension(str(exc)))
+        return
     _configure_logging(settings)
     from bridge.mcp.server import build_mcp_server
     from bridge.runtime import start_runtime
@@ -301,8 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, epilog=_DUST_ENV + _RUNTIME_ENV, **helpful)
         p.add_argument("--host", default=None, help="listen address (BRIDGE_HOST, default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="listen port (BRIDGE_PORT, default 8080)")
-    sub.add_parser(
+    stdio = sub.add_parser(
         "stdio", help="serve MCP over stdio (Claude Desktop)", epilog=_DUST_ENV + _RUNTIME_ENV, **helpful
+    )
+    # Claude Desktop passes a multiple-folder setting as one argument per folder (an environment
+    # variable cannot hold the list): `--upload-root A B` and `--upload-root A --upload-root B` both work.
+    stdio.add_argument(
+        "--upload-root",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="FOLDER",
+        help="a folder path uploads may read, added to BRIDGE_UPLOAD_ROOTS (repeatable, several per use)",
     )
     # Its own options (--port, fault knobs, --help) belong to the simulator's parser: see main().
     sub.add_parser(

@@ -12,7 +12,9 @@ import enum
 import hashlib
 import ipaddress
 import os
+import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -51,6 +53,32 @@ class DemoMode(enum.StrEnum):
     OFF = "off"  # production: a missing Dust key is a start-up error
 
 
+class ConfiguredIn(enum.StrEnum):
+    """Where the user edits the settings, so that what the bridge says points there."""
+
+    ENVIRONMENT = "environment"  # variables or a .env file: messages name the variables
+    # The Claude Desktop extension's settings form (bundle/manifest.json sets this): messages name its
+    # fields, a folder that does not exist is skipped (with a word in the refusal of a path upload), a
+    # configuration error is the answer of every tool call instead of an exit, and a missing clamd
+    # is explained with how to install it or switch scanning off.
+    CLAUDE_DESKTOP_EXTENSION = "claude-desktop-extension"
+
+
+# What Claude Desktop leaves in an extension's variable when a setting has no value and no default:
+# the manifest's `${user_config.NAME}` itself. It means "unset", never a value.
+_UNSUBSTITUTED = re.compile(r"^\$\{user_config\.[^}]*\}$")
+
+
+def is_unsubstituted(value: str) -> bool:
+    """Whether `value` is a `${user_config.NAME}` placeholder Claude Desktop left as it was."""
+    return bool(_UNSUBSTITUTED.match(value.strip()))
+
+
+def unsubstituted_variables(environ: Mapping[str, str]) -> list[str]:
+    """The variables of `environ` that hold such a placeholder (they count as unset)."""
+    return sorted(name for name, value in environ.items() if is_unsubstituted(value))
+
+
 # Where Debian's and Ubuntu's clamav-daemon package puts clamd's socket (/var/run links to /run).
 PACKAGED_CLAMD_SOCKETS = ("/var/run/clamav/clamd.ctl", "/run/clamav/clamd.ctl")
 FALLBACK_CLAMD_URL = "tcp://127.0.0.1:3310"
@@ -62,6 +90,10 @@ def default_clamd_url(candidates: tuple[str, ...] = PACKAGED_CLAMD_SOCKETS) -> s
         if Path(path).is_socket():
             return f"unix://{path}"
     return FALLBACK_CLAMD_URL
+
+
+# Dust's regions, by the host of their web app and API.
+DUST_REGIONS = ("dust.tt", "eu.dust.tt")
 
 
 def _env(name: str) -> Any:
@@ -142,6 +174,10 @@ class Settings(BaseSettings):
         default=3600, ge=1, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_CONTEXT_TTL_SECONDS")
     )
 
+    configured_in: ConfiguredIn = Field(
+        default=ConfiguredIn.ENVIRONMENT, validation_alias=AliasChoices("BRIDGE_CONFIGURED_IN")
+    )
+
     # Uploads
     # Folders whose files `upload_file(path=...)` may read, on the user's own machine (stdio only).
     upload_roots: Annotated[list[str], NoDecode] = Field(
@@ -189,6 +225,22 @@ class Settings(BaseSettings):
     url_fetch_allow_networks: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
     ] = Field(default=(), validation_alias=AliasChoices("BRIDGE_URL_FETCH_ALLOW_NETWORKS"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unsubstituted(cls, data: Any) -> Any:
+        """A `${user_config.NAME}` left by Claude Desktop is no value, and neither is an emptied field of
+        the extension's form: the setting keeps its default."""
+        if isinstance(data, dict):
+            return {
+                key: value
+                for key, value in data.items()
+                if not _is_placeholder(value)
+                and not (
+                    str(key).upper() in _EMPTY_MEANS_DEFAULT and isinstance(value, str) and not value.strip()
+                )
+            }
+        return data
 
     @field_validator("url_fetch_allow_http", mode="before")
     @classmethod
@@ -314,9 +366,16 @@ class Settings(BaseSettings):
     @field_validator("dust_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
+        value = value.strip()
+        # A region as its host (the extension's "Region" field): dust.tt or eu.dust.tt.
+        if value.lower().rstrip("/") in DUST_REGIONS:
+            return f"https://{value.lower().rstrip('/')}"
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http(s) URL such as https://dust.tt or https://eu.dust.tt")
+            raise ValueError(
+                "must be dust.tt or eu.dust.tt (the host of your Dust URL), or an http(s) URL such as"
+                " https://dust.tt or https://eu.dust.tt"
+            )
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
@@ -461,9 +520,15 @@ class Settings(BaseSettings):
 
     @field_validator("upload_roots")
     @classmethod
-    def _upload_roots(cls, value: list[str]) -> list[str]:
-        # A folder that does not exist (yet) allows nothing; a path upload then says which one.
-        return [str(Path(root).expanduser()) for root in value]
+    def _upload_roots(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        roots = [root for root in value if not is_unsubstituted(root)]
+        missing = [root for root in roots if not Path(root).expanduser().is_dir()]
+        # A settings form cannot be checked before the bridge starts: there a folder that does not
+        # exist is skipped, and a path upload's refusal says so (bridge/uploads/local_files.py).
+        in_form = info.data.get("configured_in") is ConfiguredIn.CLAUDE_DESKTOP_EXTENSION
+        if missing and not in_form:
+            raise ValueError(f"not a folder: {', '.join(missing)}")
+        return [str(Path(root).expanduser()) for root in roots]
 
     @field_validator("upload_allowed_types")
     @classmethod
@@ -562,6 +627,14 @@ class Settings(BaseSettings):
             hashlib.sha256(b"dust-mcp-bridge/request-state\0" + secret.encode()).hexdigest()
             for secret in secrets
         ]
+
+
+# Form fields whose empty value would otherwise be an error (the others already read empty as unset).
+_EMPTY_MEANS_DEFAULT = frozenset({"DUST_BASE_URL", "BRIDGE_SCAN_MODE"})
+
+
+def _is_placeholder(value: Any) -> bool:
+    return isinstance(value, str) and is_unsubstituted(value)
 
 
 def _is_loopback(host: str) -> bool:

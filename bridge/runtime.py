@@ -18,7 +18,8 @@ import anyio
 import uvicorn
 from pydantic import SecretStr
 
-from bridge.config import ScanMode, Settings
+from bridge.config import ConfiguredIn, ScanMode, Settings
+from bridge.desktop import scanner_help
 from bridge.domain.agents import AgentDirectory
 from bridge.domain.conversations import ConversationService
 from bridge.dust.breaker import CircuitBreaker
@@ -139,12 +140,14 @@ def _upload_pipeline(
         logger.warning(
             "BRIDGE_SCAN_MODE=off: uploads are NOT virus-scanned; every upload record says scan: skipped"
         )
+    in_extension = settings.configured_in is ConfiguredIn.CLAUDE_DESKTOP_EXTENSION
     policy = UploadPolicy(
         max_bytes=settings.upload_max_bytes,
         allowed_types=allowed_types(settings.upload_allowed_types),
         scan_required=scanner is not None,
         ttl_seconds=settings.upload_ttl_seconds,
         temp_dir=Path(settings.upload_dir),
+        scanner_help=scanner_help() if in_extension else "",
     )
     return UploadPipeline(policy, dust, store, scanner, MimeSniffer(), metrics)
 

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "bridge.runtime",
             "bridge.app",
             "bridge.config",
+            "bridge.desktop",
         ),
     ),
     ("http", ("bridge.http",)),  # the Starlette face: routes, problem+json, middleware

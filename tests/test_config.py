@@ -38,7 +38,7 @@ def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("DUST_BASE_URL", "ftp://dust.tt", "DUST_BASE_URL: must be an http(s) URL"),
+        ("DUST_BASE_URL", "ftp://dust.tt", "or an http(s) URL such as https://dust.tt or https://eu.dust.tt"),
         ("BRIDGE_CONTEXT_TTL_SECONDS", "abc", "BRIDGE_CONTEXT_TTL_SECONDS:"),
         (
             "BRIDGE_CONTEXT_TTL_SECONDS",
@@ -156,6 +156,8 @@ def test_every_list_setting_accepts_a_comma_separated_value(monkeypatch: pytest.
         monkeypatch.setenv(variable, samples.get(variable, "a,b"))
     for variable in ("BRIDGE_API_KEYS",):
         monkeypatch.delenv(variable, raising=False)
+    for folder in ("a", "b"):  # BRIDGE_UPLOAD_ROOTS: folders that exist (relative to the test's cwd)
+        Path(folder).mkdir()
     settings = load_settings()
     assert settings.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
@@ -271,3 +273,68 @@ def test_a_key_reference_the_client_did_not_fill_in_is_a_start_up_error(
     ) as err:
         load_settings()
     assert reference not in str(err.value)
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("dust.tt", "https://dust.tt"),
+        (" eu.dust.tt ", "https://eu.dust.tt"),
+        ("EU.dust.tt/", "https://eu.dust.tt"),
+        ("https://eu.dust.tt/", "https://eu.dust.tt"),
+    ],
+)
+def test_a_region_may_be_given_as_its_host(monkeypatch: pytest.MonkeyPatch, value: str, url: str) -> None:
+    monkeypatch.setenv("DUST_BASE_URL", value)
+    assert load_settings().dust_base_url == url
+
+
+@pytest.mark.parametrize("value", ["eu", "europe", "dust", "eu.dust.tt/w/abc"])
+def test_another_bare_word_is_no_region(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DUST_BASE_URL", value)
+    with pytest.raises(ConfigError, match=r"^DUST_BASE_URL: must be dust.tt or eu.dust.tt"):
+        load_settings()
+
+
+def test_a_placeholder_claude_desktop_left_unsubstituted_counts_as_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge.config import ScanMode, unsubstituted_variables
+
+    placeholders = {
+        "DUST_API_KEY": "${user_config.dust_api_key}",
+        "DUST_WORKSPACE_ID": " ${user_config.workspace_id}",
+        "DUST_BASE_URL": "${user_config.region}",
+        "BRIDGE_SCAN_MODE": "${user_config.scan_mode}",
+        "BRIDGE_UPLOAD_ROOTS": "${user_config.upload_roots}",
+    }
+    for name, value in placeholders.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.dust_api_key is None and settings.dust_workspace_id is None and settings.demo_active
+    assert settings.dust_base_url == "https://dust.tt" and settings.scan_mode is ScanMode.REQUIRED
+    assert settings.upload_roots == []
+    assert unsubstituted_variables(placeholders) == sorted(placeholders)
+    assert unsubstituted_variables({"A": "${HOME}/x", "B": "${user_config.x} and more"}) == []
+
+
+def test_a_missing_upload_folder_stops_the_start_unless_the_extension_configures_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bridge.config import ConfiguredIn
+
+    monkeypatch.setenv("BRIDGE_UPLOAD_ROOTS", f"{tmp_path},{tmp_path / 'gone'}")
+    with pytest.raises(ConfigError, match=r"BRIDGE_UPLOAD_ROOTS: not a folder: .*gone"):
+        load_settings()
+    monkeypatch.setenv("BRIDGE_CONFIGURED_IN", "claude-desktop-extension")
+    settings = load_settings()
+    assert settings.configured_in is ConfiguredIn.CLAUDE_DESKTOP_EXTENSION
+    # Kept: skipped when a path upload looks (and named in its refusal), allowed once it exists.
+    assert settings.upload_roots == [str(tmp_path), str(tmp_path / "gone")]
+
+
+def test_an_emptied_region_or_scan_mode_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.config import ScanMode
+
+    monkeypatch.setenv("DUST_BASE_URL", "")
+    monkeypatch.setenv("BRIDGE_SCAN_MODE", " ")
+    settings = load_settings()
+    assert settings.dust_base_url == "https://dust.tt" and settings.scan_mode is ScanMode.REQUIRED

@@ -8,7 +8,8 @@ as the description clients see, and marked with `@bridge_tool(...)`. Registered 
 - counts the call in `tool_calls`, with outcome "ok" or the failure's `BridgeError.code`;
 - for an audited tool, writes the `tool_call` audit event with the fields the tool noted;
 - turns a `BridgeError` into the tool error the client sees (`exc.for_user()`): the MCP face's one
-  translation (bridge/errors.py).
+  translation (bridge/errors.py); so does a services provider that raises one (a bridge whose
+  settings are invalid answers every call with that).
 
 Anything else a tool raises (a `ToolError` for bad input it found itself, a bug) passes through
 uncounted, to the SDK's own handling.
@@ -65,7 +66,12 @@ class BridgeTool:
 
         @functools.wraps(body)
         async def run_tool(ctx: Context, **arguments: Any) -> Any:
-            call = ToolCall(services(), principal_of(ctx), ctx, demo)
+            try:
+                live = services()
+            except BridgeError as exc:
+                # No runtime to count in: the bridge could not start (bridge.desktop.serve_unconfigured).
+                raise ToolError(exc.for_user()) from None
+            call = ToolCall(live, principal_of(ctx), ctx, demo)
             try:
                 result = await body(call, **arguments)
             except BridgeError as exc:

@@ -19,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, Icon, ReadResourceResult, Resource, ToolAnnotations
 
 from bridge import __version__
+from bridge.errors import BridgeError
 from bridge.mcp.caller import bound_to_request, principal_of
 from bridge.mcp.cancellations import CancelReasons
 from bridge.mcp.internals import HookedMCPServer
@@ -56,15 +57,22 @@ class BridgeMCPServer(HookedMCPServer):
     agents, and whose handlers run with the request's id and principal bound for the logs."""
 
     def __init__(
-        self, services: ServicesProvider, *, demo: bool = False, state_keys: list[str] | None = None
+        self,
+        services: ServicesProvider,
+        *,
+        demo: bool = False,
+        state_keys: list[str] | None = None,
+        notice: str | None = None,
     ) -> None:
         self.cancel_reasons = CancelReasons()
+        # Clients show the instructions to the model, so a demo (or a bridge that cannot work, with
+        # `notice` saying why) says so before any answer does.
+        notes = [note for note in (notice, DEMO_NOTE if demo else None) if note]
         super().__init__(
             "dust-mcp-bridge",
             title="Dust agents",
             version=__version__,
-            # Clients show the instructions to the model, so a demo says so before any answer does.
-            instructions=f"{DEMO_NOTE}\n{INSTRUCTIONS}" if demo else INSTRUCTIONS,
+            instructions="\n".join([*notes, INSTRUCTIONS]),
             website_url="https://dust.tt",
             middleware=[FixedListingCache(), self.cancel_reasons],
             # Sealed with keys every replica shares, bound to the principal: a retry of an
@@ -119,7 +127,11 @@ class BridgeMCPServer(HookedMCPServer):
     async def resource_listing(self, ctx: ServerRequestContext[Any]) -> list[Resource]:
         """The registered resources, then the caller's conversations and uploads and the agents."""
         registered = await self.list_resources()
-        return [*registered, *await listed_resources(self._services(), principal_of(ctx))]
+        try:
+            services = self._services()
+        except BridgeError:
+            return registered  # the bridge could not start: its tools say why
+        return [*registered, *await listed_resources(services, principal_of(ctx))]
 
 
 def build_mcp_server(
@@ -128,12 +140,14 @@ def build_mcp_server(
     agent_tools: list[str] | None = None,
     demo: bool = False,
     state_keys: list[str] | None = None,
+    notice: str | None = None,
 ) -> BridgeMCPServer:
     """The bridge's MCP server; `services()` returns the live runtime once the lifespan has started.
     `demo` says so in the instructions and in every agent listing; `agent_tools` adds an
     `ask_<agent>` tool per agent named; `state_keys` seal the 2026-07-28 request state
-    (Settings.request_state_keys; none: a key of this process only)."""
-    mcp = BridgeMCPServer(services, demo=demo, state_keys=state_keys)
+    (Settings.request_state_keys; none: a key of this process only); `notice` goes first in the
+    instructions."""
+    mcp = BridgeMCPServer(services, demo=demo, state_keys=state_keys, notice=notice)
     register_tools(mcp, services, agent_tools=agent_tools or [], demo=demo)
     register_resources(mcp, services)
     register_prompts(mcp)

@@ -22,6 +22,16 @@ import anyio.to_thread
 from bridge.errors import InvalidInput, NotFound
 
 _CHUNK = 256 * 1024
+# O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: no symlink swapped in. Windows has
+# neither (nor FIFOs in the file system), and needs O_BINARY, without which os.read translates line
+# ends and stops at Ctrl-Z.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 
 
 class PathNotAllowed(InvalidInput):
@@ -60,7 +70,8 @@ def no_roots_message() -> str:
     return (
         "no folder is allowed for path uploads: set BRIDGE_UPLOAD_ROOTS to the folders the bridge may"
         " read (comma-separated, e.g. BRIDGE_UPLOAD_ROOTS=~/Documents; in Claude Desktop, in the `env`"
-        " of the bridge's entry or the extension's settings), or share a folder as a root from your client"
+        " of the bridge's entry, or \"Folders the bridge may read\" in the extension's settings), or share"
+        " a folder as a root from your client"
     )
 
 
@@ -71,12 +82,16 @@ async def open_allowed(path: str, roots: Iterable[str]) -> LocalFile:
         PathNotAllowed: no roots, a malformed path, or a path (after resolving) outside them.
         FileUnreadable: missing, unreadable, or not a regular file.
     """
-    named = list(roots)
-    allowed = await anyio.to_thread.run_sync(_resolve_roots, named)
+    allowed, missing = await anyio.to_thread.run_sync(_resolve_roots, list(roots))
+    # Folders that do not exist allow nothing; a refusal says which, so a typo or a moved folder in
+    # the settings is found without reading logs.
+    skipped = f" (skipped, because they do not exist: {', '.join(missing)})" if missing else ""
     if not allowed:
-        missing = f" (these are not folders on this computer: {', '.join(named)})" if named else ""
-        raise PathNotAllowed(no_roots_message() + missing)
-    return await anyio.to_thread.run_sync(_open_checked, path, allowed)
+        raise PathNotAllowed(no_roots_message() + skipped)
+    try:
+        return await anyio.to_thread.run_sync(_open_checked, path, allowed)
+    except PathNotAllowed as exc:
+        raise PathNotAllowed(f"{exc}{skipped}") from None
 
 
 @asynccontextmanager
@@ -89,16 +104,20 @@ async def allowed_file(path: str, roots: Iterable[str]) -> AsyncIterator[LocalFi
         local.close()
 
 
-def _resolve_roots(roots: list[str]) -> list[Path]:
-    resolved = []
+def _resolve_roots(roots: list[str]) -> tuple[list[Path], list[str]]:
+    """The roots that are folders, resolved; and the others, as given."""
+    resolved, missing = [], []
     for root in roots:
         try:
             candidate = Path(root).expanduser().resolve(strict=True)
         except (OSError, RuntimeError):
-            continue  # a root that does not exist allows nothing
+            missing.append(root)  # a root that does not exist allows nothing
+            continue
         if candidate.is_dir():
             resolved.append(candidate)
-    return resolved
+        else:
+            missing.append(root)
+    return resolved, missing
 
 
 def _open_checked(path: str, roots: list[Path]) -> LocalFile:
@@ -106,8 +125,7 @@ def _open_checked(path: str, roots: list[Path]) -> LocalFile:
     if not _inside(resolved, roots):
         raise PathNotAllowed(f"{path!r} is outside the folders the bridge may read ({_names(roots)})")
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: no symlink swapped in.
-        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(resolved, _OPEN_FLAGS)
     except OSError as exc:
         raise FileUnreadable(f"cannot open {path!r}: {exc.strerror}") from None
     try:
@@ -142,7 +160,8 @@ def _checked_file(fd: int, path: str, resolved: Path, roots: list[Path]) -> Loca
     real = _real_path_of(fd) or resolved
     if not _inside(real, roots):
         raise PathNotAllowed(f"{path!r} is outside the folders the bridge may read ({_names(roots)})")
-    os.set_blocking(fd, True)
+    if hasattr(os, "O_NONBLOCK"):
+        os.set_blocking(fd, True)
     return LocalFile(name=resolved.name, size=info.st_size, fd=fd)
 
 

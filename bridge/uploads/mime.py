@@ -7,15 +7,20 @@ its server's `FILE_FORMATS` / `MAX_FILE_SIZES` (reference/dust-api.md §7).
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
+from typing import Any
 
 import anyio.to_thread
-import magic
+
+from bridge.uploads import pure_sniffer
+
+logger = logging.getLogger(__name__)
 
 SNIFF_BYTES = 8192
 MAX_FILENAME_CHARS = 200
@@ -479,33 +484,60 @@ def _confirmed_binary_type(claim: str, sniffed: str, filename: str) -> str:
     raise TypeMismatch(claim, sniffed)
 
 
+def _import_libmagic() -> ModuleType | None:
+    """python-magic, or None where libmagic is not installed (it raises ImportError then; a library
+    that is found but cannot be loaded raises OSError)."""
+    try:
+        import magic
+    except (ImportError, OSError) as exc:
+        logger.info("libmagic is not available (%s): MIME types are sniffed without it", exc)
+        return None
+    return magic
+
+
 class MimeSniffer:
-    """libmagic MIME detection off the event loop, one `magic.Magic` per worker thread.
+    """MIME detection off the event loop: libmagic where it is installed, else `pure_sniffer`.
 
     libmagic's handle is not thread-safe; python-magic serialises calls on one instance with a
-    lock, so per-thread instances (created lazily) let concurrent sniffs run in parallel.
+    lock, so per-thread instances (created lazily) let concurrent sniffs run in parallel. When
+    libmagic is missing, or its handle cannot be made (no magic database), the pure-Python sniffer
+    answers instead, with libmagic's names for the same bytes (see bridge/uploads/pure_sniffer.py).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, use_libmagic: bool = True) -> None:
         self._local = threading.local()
+        self._libmagic = _import_libmagic() if use_libmagic else None
 
-    def _magic(self) -> magic.Magic:
-        instance: magic.Magic | None = getattr(self._local, "magic", None)
-        if instance is None:
-            instance = magic.Magic(mime=True)
+    @property
+    def backend(self) -> str:
+        """What sniffs: `libmagic`, or `pure-python` where libmagic is missing or broken."""
+        return "libmagic" if self._libmagic is not None else "pure-python"
+
+    def _magic(self) -> Any:
+        instance = getattr(self._local, "magic", None)
+        if instance is None and self._libmagic is not None:
+            try:
+                instance = self._libmagic.Magic(mime=True)
+            except self._libmagic.MagicException as exc:
+                logger.warning("libmagic cannot start (%s): MIME types are sniffed without it", exc)
+                self._libmagic = None
+                return None
             self._local.magic = instance
         return instance
 
     def _sniff_sync(self, head: bytes) -> str:
-        return self._magic().from_buffer(head).lower()
+        instance = self._magic()
+        if instance is None:
+            return pure_sniffer.sniff(head)
+        return str(instance.from_buffer(head)).lower()
 
     async def sniff(self, head: bytes) -> str:
-        """The MIME type libmagic sees in the first 8 KB of `head` (lowercased, e.g. `application/pdf`).
+        """The MIME type of the first 8 KB of `head` (lowercased, e.g. `application/pdf`).
 
         Only 8 KB are examined: libmagic's text analysis walks up to 7 MiB otherwise, and every
         format it identifies is recognisable from its start.
 
         Raises:
-            magic.MagicException: libmagic failed (broken magic database).
+            magic.MagicException: libmagic failed on these bytes (broken magic database).
         """
         return await anyio.to_thread.run_sync(self._sniff_sync, bytes(head[:SNIFF_BYTES]))

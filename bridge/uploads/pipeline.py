@@ -89,6 +89,9 @@ class UploadPolicy:
     scan_required: bool
     ttl_seconds: int
     temp_dir: Path
+    # Said after "the virus scanner is unavailable ...": how to get one, or to do without (the
+    # Claude Desktop extension's settings); empty where an operator runs clamd.
+    scanner_help: str = ""
 
 
 class UploadPipeline:
@@ -294,8 +297,9 @@ class UploadPipeline:
         except ScanTooLarge:
             raise _too_large(size, "what the virus scanner accepts") from None
         except ScannerUnavailable as exc:
+            help_text = f". {self._policy.scanner_help}" if self._policy.scanner_help else ""
             raise ScannerUnavailable(
-                f"the virus scanner is unavailable ({exc}); the file was not accepted"
+                f"the virus scanner is unavailable ({exc}); the file was not accepted{help_text}"
             ) from None
         if not result.clean:
             exceeded = result.limits_exceeded

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 
 def process_host() -> str:
@@ -23,6 +24,9 @@ def process_host() -> str:
 
 def process_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this host (one we may not signal counts as running)."""
+    if sys.platform == "win32":
+        # Never os.kill there: on Windows it terminates the process, whatever the signal number.
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -30,3 +34,19 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    """OpenProcess + GetExitCodeProcess: alive while the exit code is STILL_ACTIVE (259); a process
+    we may not open (access denied) counts as running, as on POSIX."""
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return bool(ctypes.get_last_error() == 5)  # type: ignore[attr-defined,unused-ignore]
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259
+    finally:
+        kernel32.CloseHandle(handle)

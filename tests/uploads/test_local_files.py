@@ -85,3 +85,13 @@ async def test_with_no_folder_allowed_the_error_says_how_to_allow_one(tree: Path
 async def test_an_empty_relative_or_nul_path_is_refused(tree: Path, path: str) -> None:
     with pytest.raises(PathNotAllowed):
         await read(path, [str(tree / "docs")])
+
+
+async def test_a_folder_that_does_not_exist_is_named_when_a_path_is_refused(tree: Path) -> None:
+    gone = str(tree / "Gone Folder")
+    skipped = r"skipped, because they do not exist: .*Gone"
+    with pytest.raises(PathNotAllowed, match=rf"BRIDGE_UPLOAD_ROOTS.*{skipped}"):
+        await read(str(tree / "docs" / "report.txt"), [gone])
+    with pytest.raises(PathNotAllowed, match=rf"outside the folders .*{skipped}"):
+        await read(str(tree / "secret.txt"), [str(tree / "docs"), gone])
+    assert await read(str(tree / "docs" / "report.txt"), [str(tree / "docs"), gone]) == b"quarterly report\n"
