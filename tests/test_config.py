@@ -273,6 +273,8 @@ def test_a_key_reference_the_client_did_not_fill_in_is_a_start_up_error(
     ) as err:
         load_settings()
     assert reference not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("value", "url"),
     [
