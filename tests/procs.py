@@ -169,7 +169,14 @@ def bridge_env(
     simulator: Proc | None, redis_port: int | None = None, clamd: Proc | None = None, **extra: str
 ) -> dict[str, str]:
     """Environment for a bridge talking to `simulator` (demo mode when None), optionally Redis and clamd."""
-    env = {"BRIDGE_LOG_LEVEL": "INFO", "BRIDGE_HEARTBEAT_SECONDS": "1", "BRIDGE_COALESCE_MS": "20"}
+    env = {
+        "BRIDGE_LOG_LEVEL": "INFO",
+        "BRIDGE_HEARTBEAT_SECONDS": "1",
+        "BRIDGE_COALESCE_MS": "20",
+        # The test bridges share one Redis, so one request budget for the principal `local`: the
+        # default 300 a minute would be the whole run's, not one test's. Rate-limit tests set theirs.
+        "BRIDGE_RATE_LIMIT": "100000/minute",
+    }
     if simulator is not None:
         env.update(
             {
