@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from bridge.domain.conversations import TurnListener
+from bridge.domain.answers import TurnListener
 from bridge.dust.client import LISTING_VIEW
 from bridge.dust.errors import DustError
 from bridge.errors import BridgeError

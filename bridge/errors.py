@@ -16,7 +16,7 @@ into a tool error, the HTTP face into problem+json with the status of its catego
     ├── Unavailable      a dependency cannot serve now; retrying may work        503
     │     StoreUnavailable, ScannerUnavailable, DustUnavailable, DustStreamError
     └── UpstreamFailure  Dust refused or failed what was asked of it             502
-          DustError and its kinds (dust/errors.py), AgentFailed
+          DustError and its kinds (dust/errors.py), AgentFailed (domain/answers.py)
 
 Catch `BridgeError` at a boundary; a category where the code can act on it (retry what is
 Unavailable); a leaf only where that one cause changes the flow.

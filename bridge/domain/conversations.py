@@ -12,33 +12,37 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import anyio
 
 from bridge.domain.agents import AgentDirectory
-from bridge.domain.citations import Source, footnote, sources_in, strip_markers, with_sources
+from bridge.domain.answers import (
+    Answer,
+    TurnListener,
+    actions_of,
+    presented,
+    raise_for_failed_answer,
+    terminal_of,
+)
 from bridge.domain.generated_files import (
     FileNotFound,
-    GeneratedFile,
     download_generated,
     generated_files,
 )
 from bridge.domain.relay import RelayOutcome
 from bridge.domain.replies import Reply, check_reply, not_pending, send_reply
 from bridge.domain.streaming import AnswerStreamer, Listener, StreamSettings, StreamTarget
+from bridge.domain.transcripts import Transcript, entries_of
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustError, DustNotFound
-from bridge.dust.events import AgentEvent
 from bridge.dust.models import (
     Agent,
     AgentMessage,
-    ContentFragment,
     Conversation,
     DownloadedFile,
     MessageContext,
-    UserMessage,
 )
 from bridge.dust.pauses import PendingAction
 from bridge.errors import BridgeError, InvalidInput, NotFound, UpstreamFailure
@@ -49,10 +53,6 @@ from bridge.store.records import ConversationRecord, UploadRecord, is_valid_hand
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
-
-AskUser = Callable[[list[PendingAction], "ConversationRecord"], Awaitable[list[Reply] | None]]
-"""Put what the agent waits for to the user now (elicitation): their replies, or None when this
-client cannot ask or the user would not answer (the actions then stay pending)."""
 
 _MAX_FILES = 20
 _UPLOAD_URI_PREFIX = "bridge://uploads/"
@@ -91,143 +91,6 @@ class ConversationNotFound(NotFound):
     """Malformed, unknown, expired or foreign handle (deliberately indistinguishable)."""
 
     code = "conversation_not_found"
-
-
-class AgentFailed(UpstreamFailure):
-    """Dust reported an error for the agent's answer."""
-
-    code = "agent_error"
-
-
-@dataclass
-class TurnListener:
-    """How the caller of a turn listens to it."""
-
-    progress: Progress | None = None
-    ask_user: AskUser | None = None
-    # Seconds after which the call returns what it has while the agent works on (None: to the end).
-    deadline: float | None = None
-    # Asked after a cancellation: True when the client only gave up waiting (the Dust work goes on).
-    client_timed_out: Callable[[], Awaitable[bool]] | None = None
-
-
-@dataclass
-class Answer:
-    """Where an agent turn stands when a call returns: complete, paused on the user, or still working."""
-
-    text: str
-    handle: str
-    agent: Agent
-    dust_conversation_id: str
-    message_id: str
-    url: str | None
-    continued: bool
-    outcome: RelayOutcome
-    # Why the handle of a new conversation could not be stored (the answer came all the same);
-    # None when it was, or when the turn continued a conversation the store already holds.
-    unremembered: str | None = None
-    pending: list[PendingAction] = field(default_factory=list)
-    # Why an answer given mid-stream did not reach Dust (the action is still pending).
-    note: str | None = None
-    sources: list[Source] = field(default_factory=list)
-    files: list[GeneratedFile] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        """ "complete", "waiting_for_user" (see `pending`) or "working" (call wait_for_answer)."""
-        if self.pending:
-            return "waiting_for_user"
-        return "complete" if self.outcome.terminal is not None else "working"
-
-    def structured(self) -> dict[str, Any]:
-        """The `structured_content` of the tool result."""
-        return {
-            "conversation": self.handle,
-            "agent": {"sId": self.agent.s_id, "name": self.agent.name},
-            "dust_conversation_id": self.dust_conversation_id,
-            "message_id": self.message_id,
-            "url": self.url,
-            "continued": self.continued,
-            "remembered": self.unremembered is None,
-            "status": self.status,
-            "answer": self.text,
-            "pending": [pending_json(action) for action in self.pending],
-            "sources": [source.as_dict() for source in self.sources],
-            "files": [made.as_dict() for made in self.files],
-        }
-
-
-def pending_json(action: PendingAction) -> dict[str, Any]:
-    """A pending action as a client sees it (ids to reply with, what it is about)."""
-    data: dict[str, Any] = {
-        "action_id": action.action_id,
-        "kind": action.kind,
-        "tool": action.tool,
-        "server": action.server,
-        "inputs": action.inputs,
-        "stake": action.stake,
-    }
-    if action.question is not None:
-        data["question"] = action.question.text
-        data["options"] = [
-            {"index": index, "label": option.label, "description": option.description}
-            for index, option in enumerate(action.question.options)
-        ]
-        data["multi_select"] = action.question.multi_select
-    if action.auth_message is not None:
-        data["message"] = action.auth_message
-    return data
-
-
-@dataclass
-class TranscriptEntry:
-    """One message of a conversation as a client sees it."""
-
-    role: str  # "user", "agent" or "file"
-    content: str
-    agent: str | None = None
-    status: str | None = None
-    message_id: str | None = None
-    files: list[dict[str, Any]] | None = None  # what an agent message generated
-
-
-@dataclass
-class Transcript:
-    """A conversation's messages so far."""
-
-    handle: str
-    dust_conversation_id: str
-    title: str | None
-    url: str | None
-    entries: list[TranscriptEntry] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (structured content and the conversation resource)."""
-        return {
-            "conversation": self.handle,
-            "dust_conversation_id": self.dust_conversation_id,
-            "title": self.title,
-            "url": self.url,
-            "messages": [{k: v for k, v in vars(entry).items() if v is not None} for entry in self.entries],
-        }
-
-    def as_text(self) -> str:
-        """A readable transcript for the model."""
-        lines = [f"Conversation {self.handle}" + (f" — {self.title}" if self.title else "")]
-        for entry in self.entries:
-            if entry.role == "user":
-                lines.append(f"User: {entry.content}")
-            elif entry.role == "file":
-                lines.append(f"[file] {entry.content}")
-            else:
-                suffix = f" [{entry.status}]" if entry.status and entry.status != "succeeded" else ""
-                if entry.status == "in_progress":
-                    suffix = " [in progress: the agent is still working; call wait_for_answer]"
-                lines.append(f"{entry.agent or 'Agent'}{suffix}: {entry.content}")
-                lines.extend(
-                    f"[file] {made['name']} ({made['type']}): {made['uri']}" for made in entry.files or []
-                )
-        return "\n\n".join(lines)
 
 
 class ConversationService:
@@ -397,33 +260,12 @@ class ConversationService:
             names = {agent.s_id: agent.name for agent in await self._agents.list()}
         except DustError:
             names = {}
-        entries: list[TranscriptEntry] = []
-        for item in conversation.current_messages():
-            if isinstance(item, UserMessage):
-                entries.append(TranscriptEntry(role="user", content=item.content, message_id=item.s_id))
-            elif isinstance(item, AgentMessage):
-                content = item.content or ""
-                if item.status == "failed" and item.error:
-                    content = content or f"(failed: {item.error.get('message', 'error')})"
-                entries.append(
-                    TranscriptEntry(
-                        role="agent",
-                        content=content,
-                        agent=names.get(item.configuration_id or "", item.configuration_id),
-                        # Dust's "created" is a message still being written (or waiting for the user).
-                        status="in_progress" if item.status == "created" else item.status,
-                        message_id=item.s_id,
-                        files=_made_by(item) or None,
-                    )
-                )
-            elif isinstance(item, ContentFragment):
-                entries.append(TranscriptEntry(role="file", content=f"{item.title} ({item.content_type})"))
         return Transcript(
             handle=record.handle,
             dust_conversation_id=record.dust_conversation_id,
             title=conversation.title,
             url=conversation.url or record.url,
-            entries=entries,
+            entries=entries_of(conversation, names),
         )
 
     async def read_file(self, principal: str, file_id: str, max_bytes: int) -> DownloadedFile:
@@ -641,10 +483,10 @@ class ConversationService:
         outcome = await self._streamer.follow(
             target, Listener(listener.progress, on_pause, listener.deadline, keep)
         )
-        _raise_for_failed_answer(outcome, agent, record.handle)
+        raise_for_failed_answer(outcome, agent, record.handle)
         pending = [action for action in outcome.pauses if action.action_id not in answered]
         ended = outcome.terminal is not None
-        made = [file.file_id for file in generated_files(_actions_of(outcome))]
+        made = [file.file_id for file in generated_files(actions_of(outcome))]
         kept = replace(
             record,
             stream_position=None if ended else outcome.last_event_id or record.stream_position,
@@ -664,11 +506,11 @@ class ConversationService:
         pending: list[PendingAction],
         note: str | None = None,
     ) -> Answer:
-        text, sources = _presented(outcome)
+        text, sources = presented(outcome)
         return Answer(
             text=text,
             sources=sources,
-            files=generated_files(_actions_of(outcome)),
+            files=generated_files(actions_of(outcome)),
             handle=record.handle,
             agent=agent,
             dust_conversation_id=record.dust_conversation_id,
@@ -705,9 +547,9 @@ class ConversationService:
 
     def _finished(self, record: ConversationRecord, agent: Agent, message: AgentMessage) -> Answer:
         """The answer of a message Dust has finished, read from the conversation."""
-        terminal = _terminal_of(message)
+        terminal = terminal_of(message)
         outcome = RelayOutcome(text=message.content or "", terminal=terminal)
-        _raise_for_failed_answer(outcome, agent, record.handle)
+        raise_for_failed_answer(outcome, agent, record.handle)
         return self._answer(record, agent, True, outcome, [])
 
     async def _still_pending(self, record: ConversationRecord) -> list[PendingAction]:
@@ -761,57 +603,3 @@ _NOT_FOUND = (
     "unknown or expired conversation handle; start a new conversation by calling ask_agent without"
     " conversation"
 )
-
-
-def _actions_of(outcome: RelayOutcome) -> list[Any]:
-    """The finished message's actions (their outputs and generated files)."""
-    message = outcome.terminal.data.get("message") if outcome.terminal is not None else None
-    actions = message.get("actions") if isinstance(message, dict) else None
-    return actions if isinstance(actions, list) else []
-
-
-def _made_by(message: AgentMessage) -> list[dict[str, Any]]:
-    actions = [action.model_dump(by_alias=True) for action in message.actions]
-    return [made.as_dict() for made in generated_files(actions)]
-
-
-def _presented(outcome: RelayOutcome) -> tuple[str, list[Source]]:
-    """The answer as the user reads it: citations as footnotes over the sources listed under it
-    (for an unfinished answer, whose sources may be incomplete, without its markers)."""
-    if outcome.terminal is None:
-        return strip_markers(outcome.text), []
-    text, sources = footnote(outcome.text, sources_in(_actions_of(outcome)))
-    return with_sources(text, sources), sources
-
-
-def _terminal_of(message: AgentMessage) -> AgentEvent | None:
-    """The terminal event a finished message's status stands for (None while it runs)."""
-    kinds = {
-        "succeeded": "agent_message_success",
-        "failed": "agent_error",
-        "cancelled": "agent_generation_cancelled",
-    }
-    kind = kinds.get(message.status)
-    if kind is None:
-        return None
-    actions = [action.model_dump(by_alias=True) for action in message.actions]
-    data = {"type": kind, "error": message.error or {}, "message": {"actions": actions}}
-    return AgentEvent(event_id="", type=kind, data=data)
-
-
-def _raise_for_failed_answer(outcome: RelayOutcome, agent: Agent, handle: str) -> None:
-    """Raise AgentFailed when the answer ended in an error or a cancellation rather than an answer."""
-    terminal = outcome.terminal
-    if terminal is None:
-        return
-    error = terminal.data.get("error") or {}
-    reason = (
-        str(error.get("message") or "unknown error")[:300] if isinstance(error, dict) else "unknown error"
-    )
-    if terminal.type == "agent_error":
-        code = (error.get("code") if isinstance(error, dict) else None) or "agent_error"
-        raise AgentFailed(f"agent {agent.name} failed: {reason} ({code}). Conversation handle: {handle}")
-    if terminal.type == "user_message_error":
-        raise AgentFailed(f"Dust rejected the message: {reason}")
-    if terminal.type == "agent_generation_cancelled":
-        raise AgentFailed(f"the answer was cancelled in Dust. Conversation handle: {handle}")

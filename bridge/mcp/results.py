@@ -11,7 +11,7 @@ import json
 
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent
 
-from bridge.domain.conversations import Answer
+from bridge.domain.answers import Answer
 from bridge.dust.pauses import PendingAction
 from bridge.mcp.pauses import describe
 

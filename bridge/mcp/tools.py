@@ -17,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.domain.conversations import Answer, TurnListener
+from bridge.domain.answers import Answer, TurnListener
 from bridge.domain.replies import AnswerQuestion, Approve, Reply
 from bridge.mcp.caller import session_key
 from bridge.mcp.calls import BridgeTool, ToolCall, bridge_tool

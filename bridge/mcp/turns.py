@@ -14,7 +14,7 @@ from dataclasses import replace
 from mcp.server.session import ServerSession
 from mcp.types import CallToolResult, InputRequiredResult
 
-from bridge.domain.conversations import Answer, TurnListener
+from bridge.domain.answers import Answer, TurnListener
 from bridge.domain.replies import Reply
 from bridge.dust.pauses import PendingAction
 from bridge.mcp.calls import ToolCall

@@ -17,13 +17,8 @@ import uvicorn
 from pydantic import SecretStr
 
 from bridge.domain.agents import AgentDirectory, UnknownAgent
-from bridge.domain.conversations import (
-    AgentFailed,
-    ConversationNotFound,
-    ConversationService,
-    InvalidMessage,
-    TurnListener,
-)
+from bridge.domain.answers import AgentFailed, TurnListener
+from bridge.domain.conversations import ConversationNotFound, ConversationService, InvalidMessage
 from bridge.dust.client import DustClient
 from bridge.observability.metrics import Metrics
 from bridge.simulator import SimulatorOptions, create_app

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from bridge.domain.conversations import ConversationNotFound, Transcript
+from bridge.domain.conversations import ConversationNotFound
+from bridge.domain.transcripts import Transcript
 from bridge.dust.errors import DustError
 from bridge.dust.models import Agent
 from bridge.errors import BridgeError
