@@ -82,6 +82,9 @@ $(NODE_TOOLSTAMP): $(NODE_TOOLS)/package.json $(NODE_TOOLS)/package-lock.json
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; }
 	cd $(NODE_TOOLS) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	# Scripts stay off, but Claude Code's own postinstall puts its native binary (from the locked
+	# platform package) in place of the stub that `claude` otherwise is.
+	cd $(NODE_TOOLS) && node node_modules/@anthropic-ai/claude-code/install.cjs
 	touch $@
 
 ## make node-tools: tools/node/node_modules from the lockfile (a no-op when it is up to date)
