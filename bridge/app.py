@@ -27,6 +27,7 @@ from bridge.http.health import Readiness, healthz
 from bridge.http.metrics import metrics_route
 from bridge.http.middleware.client_auth import ClientKeyMiddleware
 from bridge.http.middleware.cors import cors_middleware
+from bridge.http.middleware.forwarded import ForwardedMiddleware
 from bridge.http.middleware.http_metrics import HttpMetricsMiddleware
 from bridge.http.middleware.jsonrpc_guard import JsonRpcGuardMiddleware
 from bridge.http.middleware.rate_limit import RateLimitMiddleware
@@ -174,9 +175,10 @@ def _middleware(
     """The middleware, outermost first (a request meets them in this order)."""
     # The open legacy SSE streams: recorded by the JSON-RPC guard, answered on by it and the rate limit.
     sessions = SseSessionTap()
-    # Outermost: header values trimmed before anything reads them; every request counted, refused
-    # ones included.
+    # Outermost: the connecting peer written down before X-Forwarded-For replaces it; header values
+    # trimmed before anything reads them; every request counted, refused ones included.
     stack = [
+        Middleware(ForwardedMiddleware, trusted_proxies=settings.trusted_proxies),
         Middleware(TrimHeaderValuesMiddleware),
         Middleware(HttpMetricsMiddleware, metrics=metrics),
         Middleware(RequestContextMiddleware),
