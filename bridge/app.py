@@ -47,6 +47,7 @@ from bridge.observability.metrics import Metrics
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
 from bridge.security.auth import parse_keys, principal_of_scope
 from bridge.security.oauth import JwtVerifier, OAuthSettings
+from bridge.security.proxy_identity import ProxyIdentity, parse_networks
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -208,9 +209,15 @@ def _middleware(
 
 
 def _client_auth(settings: Settings, oauth: OAuthSettings | None) -> list[Middleware]:
-    """The key (or JWT) check, when client keys or OAuth are configured; none otherwise."""
+    """The key, JWT and proxy-user check, when client keys, OAuth or an authenticating proxy are
+    configured; none otherwise."""
     keys = parse_keys(settings.api_keys)
-    if not keys and oauth is None:
+    proxy = (
+        ProxyIdentity(settings.principal_header, parse_networks(settings.principal_proxies))
+        if settings.principal_header is not None
+        else None
+    )
+    if not keys and oauth is None and proxy is None:
         return []
     return [
         Middleware(
@@ -218,6 +225,7 @@ def _client_auth(settings: Settings, oauth: OAuthSettings | None) -> list[Middle
             keys=keys,
             jwt_verifier=JwtVerifier(oauth) if oauth is not None else None,
             resource_metadata_url=_metadata_url(oauth) if oauth is not None else None,
+            proxy=proxy,
         )
     ]
 
