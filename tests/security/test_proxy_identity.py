@@ -254,6 +254,23 @@ async def test_uploads_belong_to_the_proxy_user_that_sent_them(proxied: Proc) ->
     assert over_http.json()["uri"] in bob_listed and over_http.json()["uri"] not in alice_listed
 
 
+def test_an_mcp_session_is_bound_to_the_proxy_user_that_opened_it(proxied: Proc) -> None:
+    opened = _initialize(proxied, [(HEADER, ALICE)])
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+
+    def list_tools(user: str) -> httpx2.Response:
+        return httpx2.post(
+            f"{proxied.url}/mcp",
+            headers={**MCP_ACCEPT, **session, HEADER: user},
+            json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            timeout=10,
+        )
+
+    assert opened.status_code == 200
+    assert list_tools(BOB).status_code == 404
+    assert list_tools(ALICE).status_code == 200
+
+
 async def test_the_audit_log_names_the_proxy_user(proxied: Proc) -> None:
     async with as_user(proxied, ALICE) as alice:
         await alice.call_tool("ask_agent", {"agent": "echo", "message": "audited"})
