@@ -27,6 +27,7 @@ from bridge.http.health import Readiness, healthz
 from bridge.http.metrics import metrics_route
 from bridge.http.middleware.client_auth import ClientKeyMiddleware
 from bridge.http.middleware.cors import cors_middleware
+from bridge.http.middleware.forwarded import ForwardedMiddleware
 from bridge.http.middleware.http_metrics import HttpMetricsMiddleware
 from bridge.http.middleware.jsonrpc_guard import JsonRpcGuardMiddleware
 from bridge.http.middleware.rate_limit import RateLimitMiddleware
@@ -46,6 +47,7 @@ from bridge.observability.metrics import Metrics
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
 from bridge.security.auth import parse_keys, principal_of_scope
 from bridge.security.oauth import JwtVerifier, OAuthSettings
+from bridge.security.proxy_identity import ProxyIdentity, parse_networks
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -174,9 +176,10 @@ def _middleware(
     """The middleware, outermost first (a request meets them in this order)."""
     # The open legacy SSE streams: recorded by the JSON-RPC guard, answered on by it and the rate limit.
     sessions = SseSessionTap()
-    # Outermost: header values trimmed before anything reads them; every request counted, refused
-    # ones included.
+    # Outermost: the connecting peer written down before X-Forwarded-For replaces it; header values
+    # trimmed before anything reads them; every request counted, refused ones included.
     stack = [
+        Middleware(ForwardedMiddleware, trusted_proxies=settings.trusted_proxies),
         Middleware(TrimHeaderValuesMiddleware),
         Middleware(HttpMetricsMiddleware, metrics=metrics),
         Middleware(RequestContextMiddleware),
@@ -206,9 +209,15 @@ def _middleware(
 
 
 def _client_auth(settings: Settings, oauth: OAuthSettings | None) -> list[Middleware]:
-    """The key (or JWT) check, when client keys or OAuth are configured; none otherwise."""
+    """The key, JWT and proxy-user check, when client keys, OAuth or an authenticating proxy are
+    configured; none otherwise."""
     keys = parse_keys(settings.api_keys)
-    if not keys and oauth is None:
+    proxy = (
+        ProxyIdentity(settings.principal_header, parse_networks(settings.principal_proxies))
+        if settings.principal_header is not None
+        else None
+    )
+    if not keys and oauth is None and proxy is None:
         return []
     return [
         Middleware(
@@ -216,6 +225,7 @@ def _client_auth(settings: Settings, oauth: OAuthSettings | None) -> list[Middle
             keys=keys,
             jwt_verifier=JwtVerifier(oauth) if oauth is not None else None,
             resource_metadata_url=_metadata_url(oauth) if oauth is not None else None,
+            proxy=proxy,
         )
     ]
 

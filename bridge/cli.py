@@ -114,9 +114,10 @@ def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
         # On SIGTERM uvicorn stops accepting, lets in-flight answers finish for this long, then
         # cancels them (each cancelled ask_agent cancels its generation at Dust).
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        # X-Forwarded-For/-Proto are believed only from BRIDGE_TRUSTED_PROXIES (none by default).
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or "",
+        # Off here: the app believes X-Forwarded-For/-Proto (only from BRIDGE_TRUSTED_PROXIES), after
+        # writing down the connecting peer that uvicorn's own handling would overwrite
+        # (bridge/http/middleware/forwarded.py).
+        proxy_headers=False,
         lifespan="on",
     )
     uvicorn.Server(config).run(sockets=[listener])

@@ -301,6 +301,15 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("BRIDGE_API_KEYS")
     )
 
+    # Behind an authenticating proxy (docs/security.md): the header it names its user in, believed only
+    # on connections from these addresses (bridge/security/proxy_identity.py). Both or neither.
+    principal_header: str | None = Field(
+        default=None, validation_alias=AliasChoices("BRIDGE_PRINCIPAL_HEADER")
+    )
+    principal_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("BRIDGE_PRINCIPAL_PROXIES")
+    )
+
     metrics_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_METRICS_KEY"))
     oauth_issuer: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_ISSUER"))
     oauth_audience: str | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_OAUTH_AUDIENCE"))
@@ -355,6 +364,7 @@ class Settings(BaseSettings):
         "upload_allowed_types",
         "upload_roots",
         "api_keys",
+        "principal_proxies",
         "trusted_proxies",
         "cors_origins",
         mode="before",
@@ -482,14 +492,31 @@ class Settings(BaseSettings):
     def _audience(cls, value: str | None) -> str | None:
         return value.strip() if value and value.strip() else None
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "principal_proxies")
     @classmethod
-    def _proxies(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    def _proxies(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        from bridge.security.proxy_identity import parse_networks
+
+        networks = parse_networks(value)
+        if info.field_name == "principal_proxies" and any(net.prefixlen == 0 for net in networks):
+            raise ValueError(
+                "must not trust every address: anyone who reaches the bridge could then name any user;"
+                " list the authenticating proxy's own addresses"
+            )
+        return value
+
+    @field_validator("principal_header")
+    @classmethod
+    def _principal_header(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError("must be an HTTP header name, e.g. X-Auth-Request-Email or X-Forwarded-User")
+        if value.lower() in _HEADERS_READ_OTHERWISE:
+            raise ValueError(
+                f"{value} already means something else to the bridge; name the header the proxy sets"
+            )
         return value
 
     @field_validator("cors_origins")
@@ -606,6 +633,20 @@ class Settings(BaseSettings):
             raise ValueError("BRIDGE_PUBLIC_URL (how clients reach this bridge) is required with OAuth")
         return self
 
+    @model_validator(mode="after")
+    def _principal_header_and_proxies(self) -> Settings:
+        if self.principal_header is not None and not self.principal_proxies:
+            raise ValueError(
+                "BRIDGE_PRINCIPAL_HEADER needs BRIDGE_PRINCIPAL_PROXIES: the addresses of the authenticating"
+                " proxy, the only peers whose header is believed"
+            )
+        if self.principal_proxies and self.principal_header is None:
+            raise ValueError(
+                "BRIDGE_PRINCIPAL_PROXIES has no effect without BRIDGE_PRINCIPAL_HEADER (the header in"
+                " which the proxy names the user)"
+            )
+        return self
+
     @property
     def demo_active(self) -> bool:
         """True when the bridge talks to the bundled simulator instead of Dust."""
@@ -628,6 +669,25 @@ class Settings(BaseSettings):
             for secret in secrets
         ]
 
+
+# RFC 9110 field names (tokens), and the ones the bridge reads for something else.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+_HEADERS_READ_OTHERWISE = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "host",
+        "origin",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-request-id",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "content-type",
+        "content-length",
+    }
+)
 
 # Form fields whose empty value would otherwise be an error (the others already read empty as unset).
 _EMPTY_MEANS_DEFAULT = frozenset({"DUST_BASE_URL", "BRIDGE_SCAN_MODE"})

@@ -18,6 +18,7 @@ from tests.procs import Proc, bridge_env, free_port, running, start_bridge, star
 
 # The middleware, outermost first, with every optional one configured (CORS, client keys).
 MIDDLEWARE_ORDER = [
+    "ForwardedMiddleware",
     "TrimHeaderValuesMiddleware",
     "HttpMetricsMiddleware",
     "RequestContextMiddleware",

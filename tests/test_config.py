@@ -143,6 +143,7 @@ def test_every_list_setting_accepts_a_comma_separated_value(monkeypatch: pytest.
 
     samples = {
         "BRIDGE_TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1",
+        "BRIDGE_PRINCIPAL_PROXIES": "10.1.2.3,fd00::/8",
         "BRIDGE_CORS_ORIGINS": "https://a.example,https://b.example",
         "BRIDGE_UPLOAD_ALLOWED_TYPES": "application/pdf,image/png",
     }
@@ -156,10 +157,12 @@ def test_every_list_setting_accepts_a_comma_separated_value(monkeypatch: pytest.
         monkeypatch.setenv(variable, samples.get(variable, "a,b"))
     for variable in ("BRIDGE_API_KEYS",):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("BRIDGE_PRINCIPAL_HEADER", "X-Auth-Request-Email")  # the proxies need it
     for folder in ("a", "b"):  # BRIDGE_UPLOAD_ROOTS: folders that exist (relative to the test's cwd)
         Path(folder).mkdir()
     settings = load_settings()
     assert settings.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
+    assert settings.principal_proxies == ["10.1.2.3", "fd00::/8"]
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
 
 
@@ -340,3 +343,40 @@ def test_an_emptied_region_or_scan_mode_means_the_default(monkeypatch: pytest.Mo
     monkeypatch.setenv("BRIDGE_SCAN_MODE", " ")
     settings = load_settings()
     assert settings.dust_base_url == "https://dust.tt" and settings.scan_mode is ScanMode.REQUIRED
+
+
+def test_a_principal_header_comes_with_the_proxies_that_may_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_PRINCIPAL_HEADER", "X-Auth-Request-Email")
+    with pytest.raises(ConfigError, match="BRIDGE_PRINCIPAL_HEADER needs BRIDGE_PRINCIPAL_PROXIES"):
+        load_settings()
+    monkeypatch.setenv("BRIDGE_PRINCIPAL_PROXIES", "10.0.0.7, 10.1.0.0/16")
+    settings = load_settings()
+    assert settings.principal_header == "X-Auth-Request-Email"
+    assert settings.principal_proxies == ["10.0.0.7", "10.1.0.0/16"]
+    monkeypatch.setenv("BRIDGE_PRINCIPAL_HEADER", " ")  # emptied: off, and the proxies alone mean nothing
+    with pytest.raises(ConfigError, match="BRIDGE_PRINCIPAL_PROXIES has no effect without"):
+        load_settings()
+    monkeypatch.delenv("BRIDGE_PRINCIPAL_PROXIES")
+    assert load_settings().principal_header is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("BRIDGE_PRINCIPAL_HEADER", "X Auth", "must be an HTTP header name"),
+        ("BRIDGE_PRINCIPAL_HEADER", "X-Auth:", "must be an HTTP header name"),
+        ("BRIDGE_PRINCIPAL_HEADER", "Authorization", "already means something else to the bridge"),
+        ("BRIDGE_PRINCIPAL_HEADER", "x-api-key", "already means something else to the bridge"),
+        ("BRIDGE_PRINCIPAL_PROXIES", "proxy.internal", "'proxy.internal' is not an IP address or network"),
+        ("BRIDGE_PRINCIPAL_PROXIES", "0.0.0.0/0", "must not trust every address"),
+        ("BRIDGE_PRINCIPAL_PROXIES", "10.0.0.1,::/0", "must not trust every address"),
+    ],
+)
+def test_bad_proxy_identity_settings(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("BRIDGE_PRINCIPAL_HEADER", "X-Forwarded-User")
+    monkeypatch.setenv("BRIDGE_PRINCIPAL_PROXIES", "127.0.0.1")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()

@@ -518,6 +518,14 @@ def test_every_rendered_environment_name_is_one_of_env_example(renders: dict[str
             [*MINIMAL, "--set", "ingress.enabled=true"],
             "ingress.enabled needs at least one entry in ingress.hosts",
         ),
+        (
+            [*MINIMAL, "--set", "config.principalHeader=X-Auth-Request-Email"],
+            "config.principalHeader needs config.principalProxies",
+        ),
+        (
+            [*MINIMAL, "--set", "config.principalProxies={10.0.0.0/8}"],
+            "config.principalProxies has no effect without config.principalHeader",
+        ),
     ],
 )
 def test_render_stops_with_a_clear_message(
@@ -559,6 +567,8 @@ def test_full_values_render_every_optional_object(full: Render) -> None:
     config = full.one("ConfigMap")["data"]
     assert "bridge.example.com" in config["BRIDGE_ALLOWED_HOSTS"].split(",")
     assert config["BRIDGE_SHOW_CHAIN_OF_THOUGHT"] == "true"  # extraEnv wins over config.showChainOfThought
+    assert config["BRIDGE_PRINCIPAL_HEADER"] == "X-Auth-Request-Email"
+    assert config["BRIDGE_PRINCIPAL_PROXIES"] == "10.0.0.0/8"
     # The Redis URL carries a password: Secret, not ConfigMap.
     assert "REDIS_URL" not in config
     secret = full.one("Secret")["stringData"]

@@ -145,6 +145,12 @@ unix:///run/clamav/clamd.sock
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) -}}
 {{- fail "dust-mcp-bridge: autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- if and $v.config.principalHeader (not $v.config.principalProxies) -}}
+{{- fail "dust-mcp-bridge: config.principalHeader needs config.principalProxies: the addresses of the authenticating proxy (e.g. the ingress controller's pod network), the only peers whose header is believed" -}}
+{{- end -}}
+{{- if and $v.config.principalProxies (not $v.config.principalHeader) -}}
+{{- fail "dust-mcp-bridge: config.principalProxies has no effect without config.principalHeader (the header in which the proxy names the user, e.g. X-Auth-Request-Email)" -}}
+{{- end -}}
 {{- if and $v.config.oauthIssuer $v.config.oauthAudience (not $v.config.publicUrl) -}}
 {{- fail "dust-mcp-bridge: OAuth (config.oauthIssuer and config.oauthAudience) needs config.publicUrl, e.g. https://bridge.example.com" -}}
 {{- end -}}
