@@ -173,6 +173,28 @@ class Settings(BaseSettings):
     context_ttl_seconds: int = Field(
         default=3600, ge=1, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_CONTEXT_TTL_SECONDS")
     )
+    # The process's one pool of Redis connections, shared by the store, the request counter and the
+    # answer slots (bridge/store/pool.py; the same defaults as its PoolLimits). A connection is held
+    # for one round trip, never for a whole answer, so the pool is sized for round trips in flight at
+    # once: 64 covers 8 principals starting all 8 of their answers (the default
+    # BRIDGE_MAX_CONCURRENT_ANSWERS) in the same instant, each with its slot lease or context read in
+    # flight; more wait (BRIDGE_REDIS_POOL_TIMEOUT_SECONDS) for a connection that comes free. Even
+    # at 30 ms per round trip (a CPU-bound event loop) 64 connections carry about 2,000 round trips a
+    # second, several times what one process makes at its CPU-bound peak (docs/performance.md).
+    redis_max_connections: int = Field(
+        default=64, ge=1, le=10_000, validation_alias=AliasChoices("BRIDGE_REDIS_MAX_CONNECTIONS")
+    )
+    # A connection unused this long is closed: a burst's extra connections go within a minute, while
+    # a conversation's next turn usually finds one open. Below the idle cut-off of the usual proxies
+    # and load balancers in front of Redis, so a reused connection has rarely been dropped under it.
+    redis_idle_seconds: float = Field(
+        default=60.0, gt=0, le=86400, validation_alias=AliasChoices("BRIDGE_REDIS_IDLE_SECONDS")
+    )
+    # How long a command waits for a free connection before the store answers that Redis is busy
+    # (and the limiter takes its Redis-is-down path); as long as a command may take itself.
+    redis_pool_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=60, validation_alias=AliasChoices("BRIDGE_REDIS_POOL_TIMEOUT_SECONDS")
+    )
 
     configured_in: ConfiguredIn = Field(
         default=ConfiguredIn.ENVIRONMENT, validation_alias=AliasChoices("BRIDGE_CONFIGURED_IN")
