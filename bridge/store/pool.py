@@ -26,7 +26,8 @@ Per `REDIS_URL` form (`bridge.store.connection`):
   (a command that finds none fails at once, as `MaxConnectionsError`) nor say which connection was
   idle for how long. So each node holds at most `max_connections` for the store and the slots (one
   shared client), and as many again for the request counter, whose `limits` client cannot be
-  handed ours; idle connections stay open until the process ends.
+  handed ours; each client also keeps the connection to the first startup node that learnt the
+  slot map. Idle connections stay open until the process ends.
 """
 
 from __future__ import annotations
