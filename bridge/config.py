@@ -176,13 +176,15 @@ class Settings(BaseSettings):
     # The process's one pool of Redis connections, shared by the store, the request counter and the
     # answer slots (bridge/store/pool.py; the same defaults as its PoolLimits). A connection is held
     # for one round trip, never for a whole answer, so the pool is sized for round trips in flight at
-    # once: 64 covers 8 principals starting all 8 of their answers (the default
-    # BRIDGE_MAX_CONCURRENT_ANSWERS) in the same instant, each with its slot lease or context read in
-    # flight; more wait (BRIDGE_REDIS_POOL_TIMEOUT_SECONDS) for a connection that comes free. Even
-    # at 30 ms per round trip (a CPU-bound event loop) 64 connections carry about 2,000 round trips a
-    # second, several times what one process makes at its CPU-bound peak (docs/performance.md).
+    # once. Request counts cost little (a busy principal pays up to 64 hits per round trip) and a
+    # streaming answer one lease renewal every 10 s; what comes at once is answers starting: each
+    # leases a slot and reads its context first. 128 lets 16 principals start all 8 of their answers
+    # (the default BRIDGE_MAX_CONCURRENT_ANSWERS) in the same instant without waiting; on a saturated
+    # core a round trip holds its connection much longer, and the 500-client load run needs more
+    # than 64 there (docs/performance.md, "Redis connections"). 78 replicas at 128 stay under
+    # Redis's default maxclients (10,000).
     redis_max_connections: int = Field(
-        default=64, ge=1, le=10_000, validation_alias=AliasChoices("BRIDGE_REDIS_MAX_CONNECTIONS")
+        default=128, ge=1, le=10_000, validation_alias=AliasChoices("BRIDGE_REDIS_MAX_CONNECTIONS")
     )
     # A connection unused this long is closed: a burst's extra connections go within a minute, while
     # a conversation's next turn usually finds one open. Below the idle cut-off of the usual proxies

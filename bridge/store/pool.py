@@ -55,7 +55,7 @@ from bridge.store.connection import PoolExhausted, RedisKind, RedisTarget, parse
 logger = logging.getLogger(__name__)
 
 # The defaults of the settings (bridge/config.py says why these values).
-DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_MAX_CONNECTIONS = 128
 DEFAULT_IDLE_SECONDS = 60.0
 DEFAULT_WAIT_SECONDS = 2.0
 # Connections to each sentinel: one short query per new master connection.
