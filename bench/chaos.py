@@ -87,6 +87,8 @@ OVERALL_TIMEOUT = 2400.0
 FAULT_TIMEOUT = 240.0  # seconds one fault may take (plus --slow-seconds)
 # The bridge's Dust keep-alive time in these runs (BRIDGE_DUST_KEEPALIVE_SECONDS, left at its default).
 DUST_KEEPALIVE_SECONDS: float = Settings.model_fields["dust_keepalive_seconds"].default
+# The bound of the bridge's one pool of Redis connections in these runs (BRIDGE_REDIS_MAX_CONNECTIONS).
+REDIS_MAX_CONNECTIONS: int = Settings.model_fields["redis_max_connections"].default
 ALL_FAULTS = (
     "redis",
     "dust_5xx",
@@ -658,8 +660,7 @@ async def fault_disconnect(ctx: Ctx, clients: int = 100) -> FaultReport:
         "no_leaked_streams": after["active_streams"] == 0 and after["sim_open_streams"] == 0,
         "no_leaked_tasks": after["tasks"] <= warm["tasks"] + 2,
         # Sockets of clients that left, or to Dust beyond the pool the first round warmed up, or
-        # anything else (files, pipes). Redis connections are pooled per concurrency (redis-py
-        # keeps idle ones), so they are reported but not judged here.
+        # anything else (files, pipes).
         # (the load keeps one keep-alive connection per client, this run one for /status)
         "no_leaked_client_sockets": after["client_sockets"] <= len(ctx.load.clients) + 1
         and after["client_sockets_close_wait"] == 0,
@@ -668,6 +669,10 @@ async def fault_disconnect(ctx: Ctx, clients: int = 100) -> FaultReport:
         "no_leaked_dust_sockets": after["dust_sockets"] - warm["dust_sockets"] < max(3, clients // 10)
         and after["dust_sockets_close_wait"] == 0,
         "no_leaked_other_fds": after["other"] <= warm["other"] + 2,
+        # The process's one Redis pool keeps idle connections for BRIDGE_REDIS_IDLE_SECONDS (60 s, longer
+        # than the count waits), but never more than its bound, and none half-open.
+        "redis_sockets_within_the_pool_bound": after.get("redis_sockets", 0) <= REDIS_MAX_CONNECTIONS
+        and after.get("redis_sockets_close_wait", 0) == 0,
     }
     return report
 

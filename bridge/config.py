@@ -173,6 +173,30 @@ class Settings(BaseSettings):
     context_ttl_seconds: int = Field(
         default=3600, ge=1, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_CONTEXT_TTL_SECONDS")
     )
+    # The process's one pool of Redis connections, shared by the store, the request counter and the
+    # answer slots (bridge/store/pool.py; the same defaults as its PoolLimits). A connection is held
+    # for one round trip, never for a whole answer, so the pool is sized for round trips in flight at
+    # once. Request counts cost little (a busy principal pays up to 64 hits per round trip) and a
+    # streaming answer one lease renewal every 10 s; what comes at once is answers starting: each
+    # leases a slot and reads its context first. 128 lets 16 principals start all 8 of their answers
+    # (the default BRIDGE_MAX_CONCURRENT_ANSWERS) in the same instant without waiting; on a saturated
+    # core a round trip holds its connection much longer, and the 500-client load run needs more
+    # than 64 there (docs/performance.md, "Redis connections"). 78 replicas at 128 stay under
+    # Redis's default maxclients (10,000).
+    redis_max_connections: int = Field(
+        default=128, ge=1, le=10_000, validation_alias=AliasChoices("BRIDGE_REDIS_MAX_CONNECTIONS")
+    )
+    # A connection unused this long is closed: a burst's extra connections go within a minute, while
+    # a conversation's next turn usually finds one open. Below the idle cut-off of the usual proxies
+    # and load balancers in front of Redis, so a reused connection has rarely been dropped under it.
+    redis_idle_seconds: float = Field(
+        default=60.0, gt=0, le=86400, validation_alias=AliasChoices("BRIDGE_REDIS_IDLE_SECONDS")
+    )
+    # How long a command waits for a free connection before the store answers that Redis is busy
+    # (and the limiter takes its Redis-is-down path); as long as a command may take itself.
+    redis_pool_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=60, validation_alias=AliasChoices("BRIDGE_REDIS_POOL_TIMEOUT_SECONDS")
+    )
 
     configured_in: ConfiguredIn = Field(
         default=ConfiguredIn.ENVIRONMENT, validation_alias=AliasChoices("BRIDGE_CONFIGURED_IN")

@@ -30,6 +30,7 @@ from bridge.security.auth import parse_keys
 from bridge.security.ratelimit import Limiter, build_limiter
 from bridge.store import create_store
 from bridge.store.base import ContextStore
+from bridge.store.pool import PoolLimits, RedisPool
 from bridge.store.sealing import Sealer
 from bridge.store.timed import timed_store
 from bridge.uploads.clamav import ClamdClient
@@ -201,25 +202,37 @@ def _dust_client(settings: Settings, target: _DustTarget, metrics: Metrics) -> D
     )
 
 
-def _context_store(settings: Settings, metrics: Metrics) -> ContextStore:
+def _redis_pool(settings: Settings) -> RedisPool | None:
+    """The one pool of Redis connections every Redis user of the process shares (None without Redis)."""
+    if not settings.redis_url:
+        return None
+    limits = PoolLimits(
+        max_connections=settings.redis_max_connections,
+        idle_seconds=settings.redis_idle_seconds,
+        wait_seconds=settings.redis_pool_timeout_seconds,
+    )
+    return RedisPool.from_url(settings.redis_url, limits)
+
+
+def _context_store(settings: Settings, redis: RedisPool | None, metrics: Metrics) -> ContextStore:
     """Redis or in-process, sealed when BRIDGE_STORE_ENCRYPTION_KEY is set, every operation timed."""
     sealer = (
         Sealer(settings.store_keys, require_sealed=settings.store_require_encryption)
         if settings.store_keys
         else None
     )
-    store = create_store(settings.redis_url, settings.context_ttl_seconds, sealer)
+    store = create_store(redis, settings.context_ttl_seconds, sealer)
     return timed_store(store, metrics.observe_store)
 
 
-def _limiter(settings: Settings) -> Limiter:
+def _limiter(settings: Settings, redis: RedisPool | None) -> Limiter:
     """Request budgets and answer slots, with the per-key limits of BRIDGE_API_KEYS."""
     keys = parse_keys(settings.api_keys)
     return build_limiter(
         settings.rate_limit,
         settings.max_concurrent_answers,
         {key.name: (key.rate, key.concurrency) for key in keys if key.rate or key.concurrency},
-        settings.redis_url,
+        redis,
         settings.concurrency_lease_seconds,
     )
 
@@ -236,16 +249,21 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
         target = await _dust_target(settings, stack)
         dust = _dust_client(settings, target, metrics)
         stack.push_async_callback(dust.aclose)
-        store = _context_store(settings, metrics)
+        redis = _redis_pool(settings)
+        if redis is not None:
+            # Closed after everything that borrows from it (the exit stack unwinds in reverse).
+            stack.push_async_callback(redis.aclose)
+        store = _context_store(settings, redis, metrics)
         stack.push_async_callback(store.aclose)
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
         conversations = ConversationService(dust, store, agents, settings, metrics)
-        limiter = _limiter(settings)
-        stack.push_async_callback(limiter.aclose)
+        limiter = _limiter(settings, redis)
         uploads = _upload_pipeline(settings, dust, store, metrics)
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
         task_group.start_soon(_sweep_forever, uploads)
+        if redis is not None:
+            task_group.start_soon(redis.close_idle_forever)
         yield Runtime(
             settings=settings,
             dust=dust,

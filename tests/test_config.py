@@ -55,6 +55,18 @@ def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> No
             "0",
             "BRIDGE_DUST_KEEPALIVE_SECONDS: Input should be greater than 0",
         ),
+        (
+            "BRIDGE_REDIS_MAX_CONNECTIONS",
+            "0",
+            "BRIDGE_REDIS_MAX_CONNECTIONS: Input should be greater than or equal to 1 (got '0')",
+        ),
+        ("BRIDGE_REDIS_MAX_CONNECTIONS", "lots", "BRIDGE_REDIS_MAX_CONNECTIONS: Input should be a valid"),
+        ("BRIDGE_REDIS_IDLE_SECONDS", "0", "BRIDGE_REDIS_IDLE_SECONDS: Input should be greater than 0"),
+        (
+            "BRIDGE_REDIS_POOL_TIMEOUT_SECONDS",
+            "120",
+            "BRIDGE_REDIS_POOL_TIMEOUT_SECONDS: Input should be less than or equal to 60",
+        ),
     ],
 )
 def test_bad_value_names_the_variable_in_one_line(
@@ -380,3 +392,15 @@ def test_bad_proxy_identity_settings(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=expected):
         load_settings()
+
+
+def test_the_redis_pool_settings_default_to_the_pools_own_limits() -> None:
+    from bridge.store.pool import PoolLimits
+
+    settings = load_settings()
+    assert (
+        PoolLimits(
+            settings.redis_max_connections, settings.redis_idle_seconds, settings.redis_pool_timeout_seconds
+        )
+        == PoolLimits()
+    )

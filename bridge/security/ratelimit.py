@@ -11,8 +11,9 @@ never exceeded, and at most that 1% per replica is spent on requests that did no
 Concurrent answers are counted in Redis too when it is configured (leased slots,
 `bridge.security.slots`), so N replicas allow the cap, not N times it; without Redis they are
 counted per process. If Redis is unreachable, the cap falls back to this process's own count
-(logged once per outage) rather than refusing every answer or allowing any number. One principal
-hitting a limit never slows another.
+(logged once per outage) rather than refusing every answer or allowing any number. Both take that
+path too when every connection of the process's Redis pool stays busy for the pool's wait
+(`bridge.store.pool`). One principal hitting a limit never slows another.
 
 How a limit reaches a client: the request rate is checked on every HTTP request by
 `RateLimitMiddleware` (bridge/http/middleware/rate_limit.py, which says how each route is answered);
@@ -36,7 +37,8 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from bridge.errors import LimitExceeded
 from bridge.security.audit import audit_event
 from bridge.security.slots import UNAVAILABLE, SharedSlots
-from bridge.store.connection import failure_reason, limits_storage, parse_redis_url
+from bridge.store.connection import failure_reason
+from bridge.store.pool import RedisPool
 
 logger = logging.getLogger(__name__)
 
@@ -217,11 +219,6 @@ class Limiter:
             self._refuse(principal, cap)
         return lease
 
-    async def aclose(self) -> None:
-        """Close the shared slots' connections (the rate counter's storage keeps its own)."""
-        if self.slots is not None:
-            await self.slots.aclose()
-
     def _refuse(self, principal: str, cap: int) -> None:
         audit_event("limit_hit", principal=principal, limit="concurrent_answers", cap=cap)
         raise TooManyAnswers(
@@ -244,10 +241,11 @@ def build_limiter(
     rate: str,
     concurrency: int,
     overrides: dict[str, tuple[str | None, int | None]],
-    redis_url: str | None,
+    redis: RedisPool | None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> Limiter:
-    """A limiter from settings; counts and answer slots live in Redis when `redis_url` is set."""
+    """A limiter from settings; counts and answer slots live in Redis when there is one, on the
+    process's shared connections `redis` (whose owner closes them)."""
     default = PrincipalLimits(rate=parse(rate), concurrency=concurrency)
     per_key = {
         name: PrincipalLimits(
@@ -256,13 +254,12 @@ def build_limiter(
         )
         for name, (key_rate, key_concurrency) in overrides.items()
     }
-    if not redis_url:
+    if redis is None:
         return Limiter(default=default, overrides=per_key)
-    target = parse_redis_url(redis_url)
     return Limiter(
         default=default,
         overrides=per_key,
-        storage=limits_storage(target, key_prefix="dmb-limits", socket_timeout=2.0),
-        slots=SharedSlots.for_target(target, lease_seconds),
-        storage_target=f"Redis at {target.describe()}",
+        storage=redis.limits_storage(key_prefix="dmb-limits"),
+        slots=SharedSlots(redis, lease_seconds),
+        storage_target=f"Redis at {redis.describe()}",
     )

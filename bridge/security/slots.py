@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from redis.exceptions import RedisError
 
-from bridge.store.connection import RedisTarget, redis_client
+from bridge.store.pool import RedisPool
 
 logger = logging.getLogger(__name__)
 
@@ -71,19 +71,14 @@ def slots_key(principal: str) -> str:
 
 
 class SharedSlots:
-    """Per-principal answer slots counted in Redis, leased for `lease_seconds` at a time."""
+    """Per-principal answer slots counted in Redis, leased for `lease_seconds` at a time, on the
+    process's shared connections (`redis`, closed by its owner)."""
 
-    def __init__(self, client: Any, lease_seconds: float) -> None:
-        self._client = client
+    def __init__(self, redis: RedisPool, lease_seconds: float) -> None:
+        self._client: Any = redis.client
         self._lease_ms = max(1000, int(lease_seconds * 1000))
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-
-    @classmethod
-    def for_target(cls, target: RedisTarget, lease_seconds: float) -> SharedSlots:
-        """Slots on the deployment `target` names (any REDIS_URL form)."""
-        client = redis_client(target, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True)
-        return cls(client, lease_seconds)
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._renew = self._client.register_script(_RENEW)
 
     @property
     def lease_seconds(self) -> float:
@@ -154,7 +149,3 @@ class SharedSlots:
                 failing = True
             else:
                 failing = False
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()

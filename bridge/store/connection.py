@@ -1,4 +1,4 @@
-"""`REDIS_URL` in its four forms, and the redis-py client (or `limits` storage) for each.
+"""`REDIS_URL` in its four forms, and what a Redis failure was, in words that hold no URL.
 
 * `redis://[user:password@]host:port/db`, `rediss://...` (TLS), `unix:///path/redis.sock?db=0`:
   one server, `redis.asyncio.Redis.from_url`.
@@ -9,7 +9,8 @@
 * `redis+cluster://[user:password@]host:port[,host2:port2]` (`rediss+cluster://` for TLS): Redis
   Cluster through `RedisCluster`, which learns the slot map from any startup node.
 
-Parsing never echoes the URL in an error: it can carry a password.
+Parsing never echoes the URL in an error: it can carry a password. The clients for each form, all on
+one bounded set of connections, are built by `bridge.store.pool`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import redis.asyncio as aioredis
-from limits.aio.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage, Storage
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
@@ -45,8 +43,6 @@ _SCHEMES = {
     "rediss+cluster": (RedisKind.CLUSTER, True),
 }
 SUPPORTED_SCHEMES = tuple(f"{scheme}://" for scheme in _SCHEMES)
-# Connections one process may open to one Redis node; each answer streaming holds none for long.
-POOL_MAX_CONNECTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -80,11 +76,27 @@ class RedisTarget:
         return {key: value for key, value in found.items() if value}
 
 
+class PoolExhausted(MaxConnectionsError):
+    """Every connection of the bounded pool stayed in use for the whole wait: Redis may be fine, the
+    process is asking too much of it at once (or `BRIDGE_REDIS_MAX_CONNECTIONS` is too low)."""
+
+    def __init__(self, max_connections: int, wait_seconds: float | None) -> None:
+        waited = f" within {wait_seconds:g} s" if wait_seconds else ""
+        super().__init__(
+            f"no free Redis connection{waited}: all {max_connections} in use (BRIDGE_REDIS_MAX_CONNECTIONS)"
+        )
+
+
 def failure_reason(exc: BaseException) -> str:
     """The operating system's reason under a Redis connection failure ("Connection refused",
-    "timed out"), else the error class; never redis-py's own text, which may grow to quote a URL."""
+    "timed out"), a full pool's own sentence, else the error class; never redis-py's own text, which
+    may grow to quote a URL."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, PoolExhausted):
+            return str(seen)
+        if isinstance(seen, MaxConnectionsError):  # a cluster node's pool, which does not wait
+            return "no free Redis connection: all in use (BRIDGE_REDIS_MAX_CONNECTIONS)"
         if isinstance(seen, TimeoutError | RedisTimeoutError):
             return "timed out"
         if isinstance(seen, OSError) and seen.errno:
@@ -154,89 +166,4 @@ def parse_redis_url(url: str) -> RedisTarget:
         db=db,
         username=username,
         password=password,
-    )
-
-
-def redis_client(target: RedisTarget, **options: Any) -> aioredis.Redis | RedisCluster:
-    """A client for `target`; `options` are redis-py connection options (timeouts, retry, ...).
-
-    Nothing connects yet: every form connects lazily, so the bridge starts while Redis is down.
-    """
-    if target.kind is RedisKind.SINGLE:
-        # A blocking pool: under load a command waits (up to the socket timeout) for a connection,
-        # where redis-py's default pool of 100 raises MaxConnectionsError at once (seen at 500
-        # concurrent answers: the rate limiter failed open and answer slots fell back).
-        timeout = options.get("socket_timeout") or 2.0
-        pool = aioredis.BlockingConnectionPool.from_url(
-            target.url, max_connections=POOL_MAX_CONNECTIONS, timeout=timeout, **options
-        )
-        client: aioredis.Redis = aioredis.Redis.from_pool(pool)
-        return client
-    if target.kind is RedisKind.SENTINEL:
-        assert target.service_name is not None
-        tls: dict[str, Any] = {"ssl": True} if target.tls else {}
-        # redis-py < 8.2 ships Sentinel without annotations and 8.2 with them; going through Any
-        # type-checks against both (an ignore comment would be "unused" on one of them).
-        sentinel_type: Any = Sentinel
-        sentinel = sentinel_type(
-            target.nodes,
-            sentinel_kwargs={
-                **target.auth,
-                **tls,
-                "socket_timeout": options.get("socket_timeout"),
-                "socket_connect_timeout": options.get("socket_connect_timeout"),
-            },
-            **target.auth,
-            **tls,
-            **options,
-        )
-        master: aioredis.Redis = sentinel.master_for(
-            target.service_name, db=target.db, max_connections=POOL_MAX_CONNECTIONS
-        )
-        return master
-    cluster_options = {
-        key: value for key, value in options.items() if key not in ("health_check_interval", "db")
-    }
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-        ssl=target.tls,
-        **target.auth,
-        **cluster_options,
-    )
-
-
-def limits_storage(target: RedisTarget, key_prefix: str, socket_timeout: float) -> Storage:
-    """The `limits` storage on the same deployment, so every replica shares one set of counters."""
-    if target.kind is RedisKind.SINGLE:
-        uri = target.url
-        if uri.lower().startswith("unix://"):
-            uri = "redis+unix://" + uri[len("unix://") :]
-        return RedisStorage(
-            "async+" + uri,
-            implementation="redispy",
-            key_prefix=key_prefix,
-            socket_timeout=socket_timeout,
-            max_connections=POOL_MAX_CONNECTIONS,
-        )
-    hosts = ",".join(f"{host}:{port}" for host, port in target.nodes)
-    tls: dict[str, Any] = {"ssl": True} if target.tls else {}
-    if target.kind is RedisKind.SENTINEL:
-        return RedisSentinelStorage(
-            f"async+redis+sentinel://{hosts}/{target.service_name}",
-            implementation="redispy",
-            key_prefix=key_prefix,
-            use_replicas=False,
-            sentinel_kwargs={**target.auth, **tls},
-            socket_timeout=socket_timeout,
-            db=target.db,
-            **target.auth,
-            **tls,
-        )
-    return RedisClusterStorage(
-        f"async+redis+cluster://{hosts}",
-        implementation="redispy",
-        key_prefix=key_prefix,
-        socket_timeout=socket_timeout,
-        **target.auth,
-        **tls,
     )

@@ -23,16 +23,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
+from redis.exceptions import AuthenticationError, MaxConnectionsError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.store.base import StoreUnavailable
-from bridge.store.connection import failure_reason, parse_redis_url, redis_client
+from bridge.store.connection import RedisKind, failure_reason
+from bridge.store.pool import PoolLimits, RedisPool
 from bridge.store.records import (
     CONVERSATIONS,
     PENDING,
@@ -65,6 +62,12 @@ def _redis_errors(target: str) -> Iterator[None]:
         # A subclass of ConnectionError, but "unreachable" would send operators to the network.
         message = "context store (Redis) rejected the credentials"
         raise StoreUnavailable(message, f"Redis at {target} rejected the credentials") from exc
+    except MaxConnectionsError as exc:
+        # Also a ConnectionError, but Redis may be fine: this process has every connection busy.
+        raise StoreUnavailable(
+            "context store (Redis) is busy: no connection came free in time; try again shortly",
+            f"Redis at {target}: {failure_reason(exc)}",
+        ) from exc
     except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
         # RedisClusterException (no slot map, no startup node answers) is not a RedisError.
         raise StoreUnavailable(
@@ -92,56 +95,51 @@ def _key_part(value: str) -> str:
 class RedisStore:
     """Context store in Redis, shared by every replica; survives restarts when Redis persists.
 
-    The client connects lazily and reconnects per command, so the store can be built while Redis
-    is down and recovers by itself once Redis is back. The store owns `client` and closes it.
+    The connections are borrowed from `redis` (`bridge.store.pool`): they open lazily and reconnect
+    per command, so the store can be built while Redis is down and recovers by itself once Redis is
+    back. The store closes the pool only when it owns it (`from_url`).
     """
 
     kind = "redis"
 
     def __init__(
         self,
-        client: aioredis.Redis | RedisCluster,
+        redis: RedisPool,
         ttl_seconds: int,
         prefix: str = "dmb:",
         sealer: Sealer | None = None,
-        target: str = "the configured address",
+        *,
+        owns_pool: bool = False,
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
-        self._target = target
-        self._client: Any = client
+        self._pool = redis
+        self._owns_pool = owns_pool
+        self._target = redis.describe()
+        self._client: Any = redis.client
         # A record and its owner index live in different hash slots, so Redis Cluster cannot run
         # them in one MULTI; there each write is a plain pipeline. The index is advisory either
         # way (listing drops entries whose record is gone), so a half-applied write loses nothing.
-        self._atomic = not isinstance(client, RedisCluster)
+        self._atomic = redis.target.kind is not RedisKind.CLUSTER
         self._ttl = ttl_seconds
         self._prefix = prefix
         self._sealer = sealer
 
     @classmethod
     def from_url(
-        cls, url: str, ttl_seconds: int, prefix: str = "dmb:", sealer: Sealer | None = None
+        cls,
+        url: str,
+        ttl_seconds: int,
+        prefix: str = "dmb:",
+        sealer: Sealer | None = None,
+        limits: PoolLimits | None = None,
     ) -> RedisStore:
-        """A store on `url` (any form of `bridge.store.connection`) that fails fast when Redis is down.
+        """A store on a pool of its own on `url` (any form of `bridge.store.connection`), closed with it.
 
-        Short timeouts keep a dead Redis from stalling a tool call; one quick retry absorbs the
-        stale pooled socket left by a Redis restart or failover; health checks catch idle sockets
-        that died.
+        The bridge shares one pool between its Redis users instead (the runtime builds it).
+        Raises ValueError (without the URL) when the URL is invalid.
         """
-        try:
-            target = parse_redis_url(url)
-            client = redis_client(
-                target,
-                decode_responses=True,
-                socket_timeout=2.0,
-                socket_connect_timeout=2.0,
-                health_check_interval=30,
-                retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.05), retries=1),
-            )
-        except ValueError:
-            # The parser's message may echo parts of the URL; the URL can carry a password.
-            raise ValueError("invalid Redis URL") from None
-        return cls(client, ttl_seconds, prefix, sealer, target=target.describe())
+        return cls(RedisPool.from_url(url, limits), ttl_seconds, prefix, sealer, owns_pool=True)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -377,6 +375,6 @@ class RedisStore:
             await self._client.ping()
 
     async def aclose(self) -> None:
-        """Close the client and its connection pool."""
-        with _redis_errors(self._target):
-            await self._client.aclose()
+        """Close the connection pool if the store owns it (a shared one is closed by its owner)."""
+        if self._owns_pool:
+            await self._pool.aclose()

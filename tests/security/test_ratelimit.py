@@ -22,6 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from bridge.security.auth import hash_key, new_key, parse_keys
 from bridge.security.ratelimit import Limiter, TooManyAnswers, build_limiter
 from bridge.security.slots import slots_key
+from bridge.store.pool import RedisPool
 from tests.helpers import faults, text_of
 from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
 
@@ -180,8 +181,9 @@ async def test_a_killed_replicas_answer_slots_expire(
 # --- the shared slots themselves (two limiters = two replicas) ----------------------------------
 
 
-def limiter(redis_url: str | None, lease_seconds: float = 30.0) -> Limiter:
-    return build_limiter("1000/minute", 2, {}, redis_url, lease_seconds)
+def limiter(redis_url: str, lease_seconds: float = 30.0) -> Limiter:
+    """A limiter with a Redis pool of its own, as each replica has."""
+    return build_limiter("1000/minute", 2, {}, RedisPool.from_url(redis_url), lease_seconds)
 
 
 async def test_two_limiters_on_one_redis_share_the_cap_and_release_on_exit(redis_url: str) -> None:
@@ -271,7 +273,7 @@ async def test_a_busy_principal_pays_in_batches_and_two_replicas_never_exceed_it
     # A Redis of its own, so the command count below is this test's alone.
     with running(start_redis()) as server:
         url = f"redis://127.0.0.1:{server.port}/0"
-        replicas = [build_limiter("1000/minute", 2, {}, url), build_limiter("1000/minute", 2, {}, url)]
+        replicas = [limiter(url), limiter(url)]
         counter = aioredis.from_url(url)
         allowed = 0
 
@@ -307,7 +309,7 @@ async def test_prepaid_hits_left_unused_are_dropped_and_the_next_batch_is_smalle
     monkeypatch.setattr("bridge.security.ratelimit._PREPAID_SECONDS", 0.3)
     with running(start_redis()) as server:
         url = f"redis://127.0.0.1:{server.port}/0"
-        one = build_limiter("1000/minute", 2, {}, url)
+        one = limiter(url)
         counter = aioredis.from_url(url)
         try:
             for _ in range(40):  # batches 1, 2, 4, 8, 10, 10, ... of the 10 a 1,000 budget allows

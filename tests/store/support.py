@@ -1,13 +1,19 @@
-"""What the store tests share: records to save, TTLs, a clock moved by hand."""
+"""What the store tests share: records to save, TTLs, a clock moved by hand, counts of connections."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bridge.store.base import ContextStore
+from bridge.store.pool import CLIENT_NAME
 from bridge.store.records import ConversationRecord, PendingUpload, UploadRecord, new_handle, new_upload_id
 
 LONG_TTL = 3600
@@ -120,3 +126,59 @@ STORED_PENDING = (
 PENDING_UPLOAD = PendingUpload(
     upload_id="upl_" + "C" * 22, owner="alice", started_at=1700000000.0, host="h1", pid=42, instance="abc"
 )
+
+
+# --- counting connections to Redis ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """This process's TCP sockets to one port, as the kernel sees them."""
+
+    open: int  # every state but LISTEN
+    close_wait: int  # the peer closed, nobody here did
+
+
+def sockets_to(port: int) -> Sockets:
+    """Count this process's sockets whose peer is `port` (/proc: nothing the pool says about itself)."""
+    peers: dict[str, tuple[int, str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                peers[fields[9]] = (int(fields[2].rsplit(":", 1)[1], 16), fields[3])
+    total = close_wait = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            peer = peers.get(target[len("socket:[") : -1]) if target.startswith("socket:[") else None
+            if peer is not None and peer[0] == port and peer[1] != "0A":
+                total += 1
+                close_wait += peer[1] == "08"
+    return Sockets(total, close_wait)
+
+
+def _command(*words: str) -> bytes:
+    return f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
+
+
+def bridge_clients(port: int, password: str | None = None) -> int:
+    """How many connections the Redis on `port` has from the bridge (they name themselves)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock, sock.makefile("rb") as replies:
+        if password is not None:
+            sock.sendall(_command("AUTH", password))
+            assert replies.readline().startswith(b"+OK")
+        sock.sendall(_command("CLIENT", "LIST"))
+        size = int(replies.readline()[1:])  # a bulk string: $<bytes>
+        listing = replies.read(size)
+    return listing.count(f" name={CLIENT_NAME} ".encode())
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> float:
+    """Poll `check` until it holds (or fail after `timeout`); the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started

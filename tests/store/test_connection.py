@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 import redis.asyncio as aioredis
 from mcp import Client
 
 from bridge.config import ConfigError, load_settings
+from bridge.store.base import StoreUnavailable
 from bridge.store.connection import RedisKind, parse_redis_url
+from bridge.store.pool import SENTINEL_CONNECTIONS, PoolLimits, RedisPool
+from bridge.store.redis import RedisStore
 from tests.helpers import text_of
 from tests.procs import (
     Cluster,
@@ -23,6 +27,7 @@ from tests.procs import (
     start_redis_cluster,
     start_sentinel,
 )
+from tests.store.support import LONG_TTL, bridge_clients, eventually, make_record, sockets_to
 
 PASSWORD = "sentinel-and-master-pw"
 
@@ -167,3 +172,87 @@ async def test_bridges_share_context_through_a_cluster(simulator: Proc, cluster:
     for bridge in (first, second):
         assert "rate-limit storage unavailable" not in bridge.log()
         assert "Traceback" not in bridge.log()
+
+
+# --- the bound of the shared pool (tests/store/test_pool.py has it on one server) ------------------
+
+
+async def _save_and_load(store: RedisStore) -> str:
+    """One write and one read; "ok", or the store's error."""
+    record = make_record()
+    try:
+        await store.save(record)
+        assert await store.load(record.handle, "alice") == record
+    except StoreUnavailable as exc:
+        return str(exc)
+    return "ok"
+
+
+async def _many_at_once(store: RedisStore, ports: list[int], count: int) -> tuple[list[str], dict[int, int]]:
+    """`count` saves and loads at once; their outcomes, and the most sockets seen to each port."""
+    peaks = dict.fromkeys(ports, 0)
+    outcomes: list[str] = []
+
+    async def watch() -> None:
+        while True:
+            for port in ports:
+                peaks[port] = max(peaks[port], sockets_to(port).open)
+            await anyio.sleep(0.002)
+
+    async def one() -> None:
+        outcomes.append(await _save_and_load(store))
+
+    async with anyio.create_task_group() as watching:
+        watching.start_soon(watch)
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(one)
+        watching.cancel_scope.cancel()
+    return outcomes, peaks
+
+
+async def test_sentinel_connections_are_bounded_and_closed_when_idle(
+    sentinel_setup: tuple[Proc, Proc],
+) -> None:
+    master, sentinel = sentinel_setup
+    pool = RedisPool.from_url(
+        f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel.port}/mymaster/0",
+        PoolLimits(max_connections=4, idle_seconds=0.5),
+    )
+    store = RedisStore(pool, LONG_TTL)
+    try:
+        outcomes, peaks = await _many_at_once(store, [master.port, sentinel.port], 100)
+        assert outcomes == ["ok"] * 100  # they waited for a free connection
+        # The master's connections within the bound; each new one asked a sentinel for the master,
+        # on that sentinel's own small pool.
+        assert 1 <= peaks[master.port] <= 4
+        assert 1 <= peaks[sentinel.port] <= SENTINEL_CONNECTIONS
+        assert bridge_clients(master.port, PASSWORD) <= 4
+        async with anyio.create_task_group() as sweeping:
+            sweeping.start_soon(pool.close_idle_forever)
+            await eventually(
+                lambda: sockets_to(master.port).open + sockets_to(sentinel.port).open == 0,
+                "idle connections to the master and the sentinel closed",
+            )
+            sweeping.cancel_scope.cancel()
+        assert await _save_and_load(store) == "ok"  # and opened again when needed
+    finally:
+        await pool.aclose()
+
+
+async def test_cluster_nodes_hold_at_most_the_maximum_each_and_say_when_busy(cluster: Cluster) -> None:
+    pool = RedisPool.from_url(f"redis+cluster://127.0.0.1:{cluster.ports[0]}", PoolLimits(max_connections=3))
+    store = RedisStore(pool, LONG_TTL)
+    try:
+        outcomes, peaks = await _many_at_once(store, cluster.ports, 60)
+        # redis-py's cluster nodes do not wait for a connection: what finds none fails at once,
+        # with the store's clear sentence; the rest succeed. No node ever holds more than the bound.
+        assert "ok" in outcomes
+        busy = "context store (Redis) is busy: no connection came free in time; try again shortly"
+        assert set(outcomes) <= {"ok", busy}
+        # (The first startup node also keeps the connection that learnt the slot map.)
+        assert 1 <= peaks.pop(cluster.ports[0]) <= 3 + 1
+        assert all(1 <= peak <= 3 for peak in peaks.values()), peaks
+        assert pool.stats() is None  # not counted on a cluster (bridge/store/pool.py says why)
+    finally:
+        await pool.aclose()

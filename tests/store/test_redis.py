@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from bridge.store import create_store
 from bridge.store.base import StoreUnavailable
+from bridge.store.pool import RedisPool
 from bridge.store.redis import RedisStore
 from tests.procs import Proc, free_port, running, start_redis
 from tests.store.support import (
@@ -231,7 +232,8 @@ async def test_redis_outage_raises_store_unavailable_then_recovers() -> None:
 
 async def test_redis_down_at_start_up_does_not_prevent_the_store() -> None:
     port = free_port()
-    store = create_store(f"redis://:{PASSWORD}@127.0.0.1:{port}/0", LONG_TTL)
+    pool = RedisPool.from_url(f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
+    store = create_store(pool, LONG_TTL)
     try:
         assert store.kind == "redis"
         await _assert_unavailable(store.ping())
@@ -243,6 +245,7 @@ async def test_redis_down_at_start_up_does_not_prevent_the_store() -> None:
             assert await store.load(record.handle, "alice") == record
     finally:
         await store.aclose()
+        await pool.aclose()
 
 
 async def test_redis_wrong_password_is_reported_as_such() -> None:
@@ -257,15 +260,15 @@ async def test_redis_wrong_password_is_reported_as_such() -> None:
     assert str(caught.value) == "context store (Redis) rejected the credentials"
 
 
-def test_create_store_picks_the_back_end_and_hides_bad_urls() -> None:
+def test_create_store_picks_the_back_end_and_bad_urls_are_hidden() -> None:
     assert create_store(None, LONG_TTL).kind == "memory"
-    assert create_store("", LONG_TTL).kind == "memory"
+    assert create_store(RedisPool.from_url("redis://127.0.0.1:1/0"), LONG_TTL).kind == "redis"
     for bad in (
         f"http://user:{PASSWORD}@example.invalid/0",
         f"redis://user:{PASSWORD}@example.invalid:port/0",
     ):
         with pytest.raises(ValueError) as caught:
-            create_store(bad, LONG_TTL)
+            RedisStore.from_url(bad, LONG_TTL)
         assert str(caught.value) == "invalid Redis URL"
         # The parser's own error (which may quote the URL) is not shown in tracebacks either.
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
