@@ -88,6 +88,7 @@ class Limiter:
     slots: SharedSlots | None = None
     _active: dict[str, int] = field(default_factory=dict)
     _prepaid: dict[str, _Prepaid] = field(default_factory=dict)
+    _paying: dict[str, anyio.Lock] = field(default_factory=dict)
     _shared_down: bool = False
     _shared_retry_at: float = 0.0
     # Where the request counts live, for log lines ("Redis at host:port").
@@ -104,11 +105,32 @@ class Limiter:
 
     async def retry_after(self, principal: str) -> int | None:
         """Count one request; None if allowed, else the seconds until the window has room again."""
+        if self._take_prepaid(principal):
+            return None
+        # One payment at a time per principal in this process: requests arriving while one is paid
+        # use what it bought rather than each paying a batch (which would leave several batches
+        # unused at the end of a burst, beyond the one a replica may hold).
+        lock = self._paying.setdefault(principal, anyio.Lock())
+        try:
+            async with lock:
+                if self._take_prepaid(principal):
+                    return None
+                return await self._pay(principal)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._paying.pop(principal, None)
+
+    def _take_prepaid(self, principal: str) -> bool:
+        prepaid = self._prepaid.get(principal)
+        if prepaid is not None and prepaid.left and time.monotonic() < prepaid.until:
+            prepaid.left -= 1
+            return True
+        return False
+
+    async def _pay(self, principal: str) -> int | None:
+        """Count the request at the counter's store, paying a batch ahead when the principal is busy."""
         now = time.monotonic()
         prepaid = self._prepaid.get(principal)
-        if prepaid is not None and prepaid.left and now < prepaid.until:
-            prepaid.left -= 1
-            return None
         item = self.limits_for(principal).rate
         batch = _next_batch(prepaid, now, cap=max(1, min(_MAX_BATCH, item.amount // 100)))
         try:
@@ -156,12 +178,9 @@ class Limiter:
             self._storage_warned_at, self._storage_unwarned = None, 0
 
     def _keep(self, principal: str, left: int, batch: int, now: float) -> None:
-        """Remember a payment; hits still prepaid by a concurrent request are kept too."""
+        """Remember a payment (made while nothing was prepaid: payments take turns)."""
         if len(self._prepaid) >= _PREPAID_SWEEP:
             self._prepaid = {p: v for p, v in self._prepaid.items() if v.until > now}
-        current = self._prepaid.get(principal)
-        if current is not None and now < current.until:
-            left += current.left
         self._prepaid[principal] = _Prepaid(left=left, until=now + _PREPAID_SECONDS, batch=batch)
 
     @contextlib.asynccontextmanager
