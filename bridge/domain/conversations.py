@@ -207,7 +207,7 @@ class ConversationService:
             BridgeError: unknown handle or a Dust failure.
         """
         record = await self._load(principal, handle)
-        agent, _ = await self._last_answer(record)
+        agent = _agent_of(record)
         pending = [PendingAction.from_json(item) for item in record.pending]
         if any(reply.action_id not in {action.action_id for action in pending} for reply in replies):
             pending = await self._still_pending(record)
@@ -250,12 +250,7 @@ class ConversationService:
             BridgeError: unknown handle or Dust failure.
         """
         record = await self._load(principal, handle)
-        try:
-            conversation = await self._dust.get_conversation(record.dust_conversation_id)
-        except DustNotFound:
-            raise ConversationNotFound(
-                "the Dust conversation behind this handle no longer exists; start a new one"
-            ) from None
+        conversation = await self._dust_conversation(record)
         try:
             names = {agent.s_id: agent.name for agent in await self._agents.list()}
         except DustError:
@@ -535,15 +530,13 @@ class ConversationService:
         )
         if message is None:
             raise NotFound("this conversation has no answer to wait for: ask the agent something first")
-        return Agent(s_id=record.agent_id, name=record.agent_name), message
+        return _agent_of(record), message
 
     async def _dust_conversation(self, record: ConversationRecord) -> Conversation:
         try:
             return await self._dust.get_conversation(record.dust_conversation_id)
         except DustNotFound:
-            raise ConversationNotFound(
-                "the Dust conversation behind this handle no longer exists; start a new one"
-            ) from None
+            raise _conversation_gone() from None
 
     def _finished(self, record: ConversationRecord, agent: Agent, message: AgentMessage) -> Answer:
         """The answer of a message Dust has finished, read from the conversation."""
@@ -554,7 +547,10 @@ class ConversationService:
 
     async def _still_pending(self, record: ConversationRecord) -> list[PendingAction]:
         """What the conversation waits for, as Dust says now (a sub-agent's, from the record)."""
-        listed = await self._dust.blocked_actions(record.dust_conversation_id)
+        try:
+            listed = await self._dust.blocked_actions(record.dust_conversation_id)
+        except DustNotFound:
+            raise _conversation_gone() from None
         known = {action.action_id for action in listed}
         others = [
             action
@@ -590,6 +586,15 @@ class ConversationService:
         if save:
             await self._save(replace(record, pending=tuple(action.to_json() for action in remaining)), None)
         return remaining
+
+
+def _agent_of(record: ConversationRecord) -> Agent:
+    """The agent the record's last turn asked."""
+    return Agent(s_id=record.agent_id, name=record.agent_name)
+
+
+def _conversation_gone() -> ConversationNotFound:
+    return ConversationNotFound("the Dust conversation behind this handle no longer exists; start a new one")
 
 
 @dataclass
