@@ -19,7 +19,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from bridge.config import Settings
 from bridge.http.allow_lists import AllowLists
@@ -38,11 +38,12 @@ from bridge.http.openapi import openapi
 from bridge.http.paths import PROTECTED_PREFIXES
 from bridge.http.problems import EXCEPTION_HANDLERS
 from bridge.http.sse_sessions import SseSessionTap
+from bridge.http.sse_sharing import SseSessionSharing
 from bridge.http.status import StatusFacts, status_route
 from bridge.http.uploads import upload_route
 from bridge.mcp.endpoint import McpEndpoint
-from bridge.mcp.internals import streamable_session_count
 from bridge.mcp.server import BridgeMCPServer, build_mcp_server
+from bridge.mcp.sessions import SharedSessionManager
 from bridge.observability.metrics import Metrics
 from bridge.runtime import DEMO_BANNER, Runtime, start_runtime
 from bridge.security.auth import parse_keys, principal_of_scope
@@ -60,8 +61,8 @@ def create_app(settings: Settings) -> Starlette:
     oauth = _oauth_settings(settings)
     app = Starlette(
         routes=_routes(settings, holder, mcp, oauth),
-        middleware=_middleware(settings, metrics, allow, holder, oauth, mcp.security),
-        lifespan=_lifespan(settings, metrics, holder, mcp.endpoint),
+        middleware=_middleware(settings, metrics, allow, holder, oauth, mcp),
+        lifespan=_lifespan(settings, metrics, holder, mcp),
         # Routes raise BridgeError; this is the one place it becomes problem+json.
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -96,10 +97,14 @@ class _McpTransports:
     endpoint: McpEndpoint  # `/mcp`, both eras
     sse_routes: list[BaseRoute]  # the legacy `/sse` + `/messages/`
     security: TransportSecuritySettings  # the SDK's Host/Origin checks on them
+    # The open legacy SSE streams: recorded by the JSON-RPC guard, answered on by it and the rate
+    # limit, shared through the store with the other processes by `sse_sharing`.
+    sse_tap: SseSessionTap
+    sse_sharing: SseSessionSharing
 
     def streamable_sessions(self) -> int:
         """Open handshake-era Streamable HTTP sessions (at scrape time, and for /status)."""
-        return streamable_session_count(self.server.session_manager)
+        return len(self.endpoint.sessions)
 
 
 def _mcp_transports(settings: Settings, holder: _Holder, allow: AllowLists) -> _McpTransports:
@@ -116,13 +121,34 @@ def _mcp_transports(settings: Settings, holder: _Holder, allow: AllowLists) -> _
     server.streamable_http_app(
         streamable_http_path="/mcp", json_response=False, transport_security=security, host=settings.host
     )
-    endpoint = McpEndpoint(server.session_manager)
+    streaming = server.session_manager
+    sessions = SharedSessionManager(
+        streaming.app,
+        holder.get,
+        security_settings=security,
+        max_request_body_size=streaming.max_request_body_size,
+    )
+    endpoint = McpEndpoint(streaming, sessions)
     sse_app = server.sse_app(
         sse_path="/sse", message_path="/messages/", transport_security=security, host=settings.host
     )
+    tap = SseSessionTap()
+    sharing = SseSessionSharing(tap, holder.get, lambda: holder.get().instance_id)
     return _McpTransports(
-        server=server, endpoint=endpoint, sse_routes=list(sse_app.routes), security=security
+        server=server,
+        endpoint=endpoint,
+        sse_routes=[_shared_messages(route, sharing) for route in sse_app.routes],
+        security=security,
+        sse_tap=tap,
+        sse_sharing=sharing,
     )
+
+
+def _shared_messages(route: BaseRoute, sharing: SseSessionSharing) -> BaseRoute:
+    """The SDK's `/messages/` mount, behind the forwarding to the process holding the stream."""
+    if isinstance(route, Mount) and route.path == "/messages":
+        return Mount(route.path, app=sharing.messages_app(route.app))
+    return route
 
 
 def _oauth_settings(settings: Settings) -> OAuthSettings | None:
@@ -171,11 +197,10 @@ def _middleware(
     allow: AllowLists,
     holder: _Holder,
     oauth: OAuthSettings | None,
-    security: TransportSecuritySettings,
+    mcp: _McpTransports,
 ) -> list[Middleware]:
     """The middleware, outermost first (a request meets them in this order)."""
-    # The open legacy SSE streams: recorded by the JSON-RPC guard, answered on by it and the rate limit.
-    sessions = SseSessionTap()
+    sessions, security = mcp.sse_tap, mcp.security
     # Outermost: the connecting peer written down before X-Forwarded-For replaces it; header values
     # trimmed before anything reads them; every request counted, refused ones included.
     stack = [
@@ -235,7 +260,7 @@ def _metadata_url(oauth: OAuthSettings) -> str:
 
 
 def _lifespan(
-    settings: Settings, metrics: Metrics, holder: _Holder, endpoint: McpEndpoint
+    settings: Settings, metrics: Metrics, holder: _Holder, mcp: _McpTransports
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     """The runtime and the `/mcp` session managers, started with the app and closed with it."""
 
@@ -243,9 +268,10 @@ def _lifespan(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with start_runtime(settings, metrics) as runtime:
             holder.runtime = runtime
+            mcp.sse_sharing.listen()
             try:
                 # Mounted sub-apps' lifespans never run: the host must run the session manager.
-                async with endpoint.run():
+                async with mcp.endpoint.run():
                     yield
             finally:
                 holder.runtime = None

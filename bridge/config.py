@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     context_ttl_seconds: int = Field(
         default=3600, ge=1, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_CONTEXT_TTL_SECONDS")
     )
+    # A handshake-era MCP session unused for this long ends (404; the client initializes again).
+    # Its record sits in the context store, so any worker or replica serves it and a restart keeps it;
+    # 1800 is the MCP SDK's own idle timeout, which clients already live with.
+    session_ttl_seconds: int = Field(
+        default=1800, ge=60, le=30 * 86400, validation_alias=AliasChoices("BRIDGE_SESSION_TTL_SECONDS")
+    )
     # The process's one pool of Redis connections, shared by the store, the request counter and the
     # answer slots (bridge/store/pool.py; the same defaults as its PoolLimits). A connection is held
     # for one round trip, never for a whole answer, so the pool is sized for round trips in flight at

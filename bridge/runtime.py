@@ -30,6 +30,7 @@ from bridge.security.auth import parse_keys
 from bridge.security.ratelimit import Limiter, build_limiter
 from bridge.store import create_store
 from bridge.store.base import ContextStore
+from bridge.store.broadcast import Broadcast, LocalBroadcast, RedisBroadcast
 from bridge.store.pool import PoolLimits, RedisPool
 from bridge.store.sealing import Sealer
 from bridge.store.timed import timed_store
@@ -67,6 +68,12 @@ class Runtime:
     workspace_id: str
     started_at: float
     instance_id: str
+    broadcast: Broadcast
+
+    @property
+    def session_ttl_seconds(self) -> int:
+        """How long a handshake-era MCP session lives unused (BRIDGE_SESSION_TTL_SECONDS)."""
+        return self.settings.session_ttl_seconds
 
     @property
     def answer_deadline_seconds(self) -> float:
@@ -214,15 +221,22 @@ def _redis_pool(settings: Settings) -> RedisPool | None:
     return RedisPool.from_url(settings.redis_url, limits)
 
 
+def _sealer(settings: Settings) -> Sealer | None:
+    """What seals the store's records and the forwarded MCP messages (BRIDGE_STORE_ENCRYPTION_KEY)."""
+    if not settings.store_keys:
+        return None
+    return Sealer(settings.store_keys, require_sealed=settings.store_require_encryption)
+
+
 def _context_store(settings: Settings, redis: RedisPool | None, metrics: Metrics) -> ContextStore:
     """Redis or in-process, sealed when BRIDGE_STORE_ENCRYPTION_KEY is set, every operation timed."""
-    sealer = (
-        Sealer(settings.store_keys, require_sealed=settings.store_require_encryption)
-        if settings.store_keys
-        else None
-    )
-    store = create_store(redis, settings.context_ttl_seconds, sealer)
+    store = create_store(redis, settings.context_ttl_seconds, _sealer(settings))
     return timed_store(store, metrics.observe_store)
+
+
+def _broadcast(settings: Settings, redis: RedisPool | None) -> Broadcast:
+    """Redis pub/sub between the processes that share the store, or this process alone."""
+    return RedisBroadcast(redis, _sealer(settings)) if redis is not None else LocalBroadcast()
 
 
 def _limiter(settings: Settings, redis: RedisPool | None) -> Limiter:
@@ -262,6 +276,8 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
         task_group.start_soon(_sweep_forever, uploads)
+        broadcast = _broadcast(settings, redis)
+        task_group.start_soon(broadcast.run)
         if redis is not None:
             task_group.start_soon(redis.close_idle_forever)
         yield Runtime(
@@ -278,4 +294,5 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
             workspace_id=target.workspace_id,
             started_at=time.time(),
             instance_id=secrets.token_hex(6),
+            broadcast=broadcast,
         )

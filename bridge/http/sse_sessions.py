@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import parse_qs
 from uuid import UUID
 
@@ -80,38 +80,70 @@ class SessionStream:
         return False
 
 
+class StreamHooks(Protocol):
+    """What else happens when a legacy SSE session's stream opens and closes (sharing it)."""
+
+    async def opened(self, session: str, scope: Scope) -> None:
+        """The stream of `session` is about to announce it (awaited before the endpoint event)."""
+        ...
+
+    async def held(self, session: str, scope: Scope) -> None:
+        """Runs while the stream is open (cancelled when it closes)."""
+        ...
+
+    async def closed(self, session: str) -> None:
+        """The stream has ended."""
+        ...
+
+
 class SseSessionTap:
     """The event streams of the open legacy SSE sessions, by session id (the one place that relies
     on the SDK's SSE wire output; see the module docstring for what it relies on)."""
 
     def __init__(self) -> None:
         self._streams: dict[str, SessionStream] = {}
+        self.hooks: StreamHooks | None = None
 
     async def serve(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a `GET /sse`, remembering its stream under the session id its endpoint event gives."""
         stream = SessionStream(owner=_owner(scope), send=send)
         session: str | None = None
         first_body = True
+        hooks = self.hooks
 
-        async def tapped_send(message: Message) -> None:
-            nonlocal session, first_body
-            async with stream.lock:
-                if message["type"] == "http.response.body":
-                    if first_body:
-                        first_body = False
-                        session = session_of_endpoint_event(message.get("body", b""))
-                        if session is not None:
-                            self._streams[session] = stream
-                    if not message.get("more_body", False):
-                        stream.open = False
-                await send(message)
+        async with anyio.create_task_group() as task_group:
 
-        try:
-            await app(scope, receive, tapped_send)
-        finally:
-            stream.open = False
-            if session is not None and self._streams.get(session) is stream:
-                del self._streams[session]
+            async def tapped_send(message: Message) -> None:
+                nonlocal session, first_body
+                async with stream.lock:
+                    if message["type"] == "http.response.body":
+                        if first_body:
+                            first_body = False
+                            session = session_of_endpoint_event(message.get("body", b""))
+                            if session is not None:
+                                self._streams[session] = stream
+                                if hooks is not None:
+                                    await hooks.opened(session, scope)
+                                    task_group.start_soon(hooks.held, session, scope)
+                        if not message.get("more_body", False):
+                            stream.open = False
+                    await send(message)
+
+            try:
+                await app(scope, receive, tapped_send)
+            finally:
+                task_group.cancel_scope.cancel()
+                stream.open = False
+                if session is not None and self._streams.get(session) is stream:
+                    del self._streams[session]
+                if session is not None and hooks is not None:
+                    with anyio.CancelScope(shield=True):
+                        await hooks.closed(session)
+
+    def holds(self, session: str) -> bool:
+        """Whether this process holds the open stream of `session`."""
+        stream = self._streams.get(session)
+        return stream is not None and stream.open
 
     def stream_for(self, scope: Scope) -> SessionStream | None:
         """The open stream of the session a `POST /messages/` names, if it is the caller's own."""

@@ -10,7 +10,8 @@ manager of the same server in JSON mode, which answers them in the request's own
 2026-07-28 wire carries the method in a header (`Mcp-Method`) that the SDK checks against the
 body, so a request whose header names a listing but whose body is a `tools/call` is refused by
 the SDK (header mismatch) in either manager; it cannot use this route to lose its progress.
-Handshake-era requests always go to the session manager that owns their sessions.
+Handshake-era requests (no `MCP-Protocol-Version`, or a handshake version) go to
+`SharedSessionManager`, which keeps their sessions in the context store (bridge/mcp/sessions.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
 from bridge.mcp.internals import json_listing_manager
+from bridge.mcp.sessions import SharedSessionManager
 
 # Methods whose handlers in this server never send a notification and finish quickly (no Dust
 # call, or a cached one): their answer is one JSON body.
@@ -42,29 +44,31 @@ _HANDSHAKE_VERSIONS: Final = frozenset(v.encode("latin-1") for v in HANDSHAKE_PR
 
 
 class McpEndpoint:
-    """ASGI app for `/mcp`: stateless-era listings to a JSON-mode manager, the rest to `streaming`."""
+    """ASGI app for `/mcp`: handshake-era requests to `sessions`, 2026-07-28 listings to a JSON-mode
+    manager, other 2026-07-28 requests to `streaming`."""
 
-    def __init__(self, streaming: StreamableHTTPSessionManager) -> None:
+    def __init__(self, streaming: StreamableHTTPSessionManager, sessions: SharedSessionManager) -> None:
         self.streaming = streaming
+        self.sessions = sessions
         self.listing = json_listing_manager(streaming)
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
-        """Run both session managers (the host's lifespan must: mounted apps get none)."""
-        async with self.streaming.run(), self.listing.run():
+        """Run the session managers (the host's lifespan must: mounted apps get none)."""
+        async with self.streaming.run(), self.listing.run(), self.sessions.run():
             yield
 
-    def manager_for(self, scope: Scope) -> StreamableHTTPSessionManager:
+    def manager_for(self, scope: Scope) -> StreamableHTTPSessionManager | SharedSessionManager:
         """The manager that should serve this request."""
-        if scope["method"] != "POST":
-            return self.streaming
         version = method = None
         for name, value in scope["headers"]:
             if name == b"mcp-protocol-version":
                 version = value
             elif name == b"mcp-method":
                 method = value
-        if version is None or version in _HANDSHAKE_VERSIONS or method not in LISTING_METHODS:
+        if version is None or version in _HANDSHAKE_VERSIONS:
+            return self.sessions
+        if scope["method"] != "POST" or method not in LISTING_METHODS:
             return self.streaming
         return self.listing
 

@@ -6,7 +6,6 @@ or changes what the bridge relies on: upgrade, run those tests, and adapt this m
 
 - `HookedMCPServer`: `MCPServer._handle_call_tool`, `_handle_read_resource`, `_handle_list_resources`
   and `_handle_get_prompt`, the SDK's handlers of four methods, overridden.
-- `streamable_session_count`: `StreamableHTTPSessionManager._server_instances`, its session table.
 - `json_listing_manager`: a second `StreamableHTTPSessionManager` for one server, which the SDK says
   not to create.
 - `serve_without_signals`: uvicorn's `Server._serve`.
@@ -95,15 +94,6 @@ class HookedMCPServer(MCPServer[Any]):
             return await super()._handle_get_prompt(ctx, params)
         except ValueError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
-
-
-def streamable_session_count(manager: StreamableHTTPSessionManager) -> int:
-    """The open Streamable HTTP (handshake-era) sessions of `manager`.
-
-    The SDK keeps no public count of its sessions; its session table, `_server_instances`, is read
-    (at scrape time, for `bridge_mcp_sessions_active` and /status). Without it: 0.
-    """
-    return len(getattr(manager, "_server_instances", ()))
 
 
 def json_listing_manager(streaming: StreamableHTTPSessionManager) -> StreamableHTTPSessionManager:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from bridge.errors import Unavailable
-from bridge.store.records import ConversationRecord, PendingUpload, UploadRecord
+from bridge.store.records import ConversationRecord, PendingUpload, SessionRecord, UploadRecord
 
 
 class StoreUnavailable(Unavailable):
@@ -79,6 +79,18 @@ class ContextStore(Protocol):
 
     async def list_pending_uploads(self, limit: int = 1000) -> list[PendingUpload]:
         """Live pending markers of every owner and process, oldest first, at most `limit`."""
+        ...
+
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None:
+        """Write (or overwrite) an MCP session's record; it expires after `ttl_seconds` unused."""
+        ...
+
+    async def load_session(self, session_id: str, ttl_seconds: int) -> SessionRecord | None:
+        """The session's live record (its TTL restarts at `ttl_seconds`), else None."""
+        ...
+
+    async def delete_session(self, session_id: str) -> None:
+        """Forget the session (absent is fine)."""
         ...
 
     async def ping(self) -> None:

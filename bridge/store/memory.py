@@ -15,7 +15,9 @@ from typing import Generic, TypeVar
 from bridge.store.records import (
     ConversationRecord,
     PendingUpload,
+    SessionRecord,
     UploadRecord,
+    is_valid_session_id,
     is_valid_upload_id,
     require_handle,
 )
@@ -53,6 +55,8 @@ class MemoryStore:
         # Uploads all share one TTL, so insertion order is expiry order here too.
         self._uploads: OrderedDict[str, UploadRecord] = OrderedDict()
         self._pending: dict[str, _Entry[PendingUpload]] = {}
+        # Touched order is expiry order only per TTL; sessions all use the one session TTL.
+        self._mcp_sessions: OrderedDict[str, _Entry[SessionRecord]] = OrderedDict()
 
     def _live_record(self, handle: str, now: float) -> ConversationRecord | None:
         entry = self._records.get(handle)
@@ -195,6 +199,35 @@ class MemoryStore:
         live.sort(key=lambda marker: marker.started_at)
         return live[: max(limit, 0)]
 
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None:
+        """Keep the session's record for `ttl_seconds`, evicting the one touched longest ago when full."""
+        if not is_valid_session_id(record.session_id) or ttl_seconds <= 0:
+            raise ValueError("not a session id, or a TTL that is not positive")
+        now = self._clock()
+        while self._mcp_sessions and next(iter(self._mcp_sessions.values())).expires_at <= now:
+            self._mcp_sessions.popitem(last=False)
+        self._mcp_sessions.pop(record.session_id, None)
+        while len(self._mcp_sessions) >= self._max:
+            self._mcp_sessions.popitem(last=False)
+        self._mcp_sessions[record.session_id] = _Entry(record, now + ttl_seconds)
+
+    async def load_session(self, session_id: str, ttl_seconds: int) -> SessionRecord | None:
+        """The live record (its TTL restarted), else None."""
+        entry = self._mcp_sessions.get(session_id)
+        now = self._clock()
+        if entry is None:
+            return None
+        if entry.expires_at <= now:
+            del self._mcp_sessions[session_id]
+            return None
+        entry.expires_at = now + ttl_seconds
+        self._mcp_sessions.move_to_end(session_id)
+        return entry.value
+
+    async def delete_session(self, session_id: str) -> None:
+        """Forget the session."""
+        self._mcp_sessions.pop(session_id, None)
+
     async def ping(self) -> None:
         """Always answers: the store is this process."""
 
@@ -204,3 +237,4 @@ class MemoryStore:
         self._sessions.clear()
         self._by_owner.clear()
         self._uploads.clear()
+        self._mcp_sessions.clear()

@@ -61,6 +61,7 @@ DEFAULT_WAIT_SECONDS = 2.0
 # Connections to each sentinel: one short query per new master connection.
 SENTINEL_CONNECTIONS = 4
 CLIENT_NAME = "dust-mcp-bridge"
+HELD_CLIENT_NAME = "dust-mcp-bridge-held"
 # Short timeouts keep a dead Redis from stalling a tool call.
 _SOCKET_TIMEOUT = 2.0
 # The longest pause between two passes of the idle-connection sweep.
@@ -168,6 +169,10 @@ class RedisPool:
         self.target = target
         self.limits = limits or PoolLimits()
         self._pools: list[_BoundedPool] = []
+        # Pools of connections held open for as long as the process lives (the broadcast's), apart
+        # from the bounded pool: a held connection would take a place the round trips need.
+        self._held: list[aioredis.ConnectionPool] = []
+        self._sentinel: Any = None
         self.client: aioredis.Redis | RedisCluster
         if target.kind is RedisKind.SINGLE:
             # The URL's query string wins over these options, as in redis-py.
@@ -212,7 +217,7 @@ class RedisPool:
         # redis-py < 8.2 ships Sentinel without annotations and 8.2 with them; going through Any
         # type-checks against both (an ignore comment would be "unused" on one of them).
         sentinel_type: Any = Sentinel
-        sentinel = sentinel_type(target.nodes, **target.auth, **tls, **_options())
+        sentinel = self._sentinel = sentinel_type(target.nodes, **target.auth, **tls, **_options())
         query = {
             **target.auth,
             "socket_timeout": _SOCKET_TIMEOUT,
@@ -248,6 +253,21 @@ class RedisPool:
         )
         self._pools.append(pool)
         return pool
+
+    def held_client(self) -> aioredis.Redis | RedisCluster:
+        """A client for one connection held for the process's lifetime (pub/sub), outside the bound:
+        one more connection per process, named `dust-mcp-bridge-held` (a cluster's: its own node's)."""
+        if self.target.kind is RedisKind.CLUSTER:
+            return self.client
+        options = {**_options(), "client_name": HELD_CLIENT_NAME}
+        if self.target.kind is RedisKind.SINGLE:
+            pool = aioredis.ConnectionPool.from_url(self.target.url, max_connections=1, **options)
+        else:
+            master = self._sentinel.master_for(self.target.service_name, db=self.target.db, max_connections=1)
+            pool = master.connection_pool
+            pool.connection_kwargs["client_name"] = HELD_CLIENT_NAME
+        self._held.append(pool)
+        return aioredis.Redis(connection_pool=pool)
 
     def limits_storage(self, key_prefix: str) -> Storage:
         """The `limits` request counter on these connections (on a cluster, on a client of its own)."""
@@ -298,6 +318,6 @@ class RedisPool:
         """Close every connection (the shared client first, then each pool)."""
         with contextlib.suppress(Exception):
             await self.client.aclose()
-        for pool in self._pools:
+        for pool in [*self._pools, *self._held]:
             with contextlib.suppress(Exception):
                 await pool.aclose()

@@ -4,6 +4,8 @@
   unguessable bearer-style name for one Dust conversation, bound to the principal that created it.
 * `UploadRecord` -- the metadata of a scanned file that reached Dust (the bytes live in Dust).
 * `PendingUpload` -- an upload on its way into Dust: what to undo if its process dies.
+* `SessionRecord` -- a handshake-era MCP session (Streamable HTTP or legacy SSE): what any process
+  needs to serve its next request, or to find the process that holds its stream.
 
 Every back end stores a record as the JSON of its `Codec`. The format is what replicas and restarts
 share: fields are only ever added (with defaults), never renamed, so records written by an older
@@ -24,6 +26,10 @@ _HANDLE_BYTES = 24  # 192 random bits; DESIGN.md asks for at least 128
 # token_urlsafe(24) is exactly 32 base64url characters: 24 bytes = 192 bits = 32 * 6, so no padding
 # and every 32-character string over the alphabet is a possible token.
 _HANDLE_RE = re.compile(rf"{HANDLE_PREFIX}[A-Za-z0-9_-]{{32}}")
+
+# A session id is 128 random bits as 32 lowercase hex: what the SDK's legacy SSE transport issues
+# (`uuid4().hex`) and what the bridge issues for Streamable HTTP.
+_SESSION_RE = re.compile(r"[0-9a-f]{32}")
 
 UPLOAD_PREFIX = "upl_"
 _UPLOAD_BYTES = 16  # 128 random bits
@@ -95,6 +101,37 @@ class PendingUpload:
     dust_file_id: str | None = None
 
 
+@dataclass(frozen=True)
+class SessionRecord:
+    """A handshake-era MCP session, as every process needs it.
+
+    `owner` is the credential that opened it, as the SDK's transports compare them (client id,
+    issuer, subject; None without client keys): a request with another credential must find no
+    session. A Streamable HTTP session (`kind` "http") carries what its `initialize` negotiated, so
+    any process can serve it as if it had seen the handshake; a legacy SSE session (`kind` "sse")
+    names the process that holds its event stream, where its POSTs must go.
+    """
+
+    session_id: str
+    kind: str  # "http" (Streamable HTTP) or "sse" (legacy HTTP+SSE)
+    owner: tuple[str, str | None, str | None] | None
+    created_at: float  # epoch seconds
+    protocol_version: str | None = None
+    # The client's `initialize` params (its info and capabilities), as the SDK dumps them.
+    client_params: dict[str, Any] | None = None
+    instance: str | None = None  # the process holding a legacy SSE session's stream
+
+
+def new_session_id() -> str:
+    """A fresh MCP session id: 128 random bits as 32 lowercase hex."""
+    return secrets.token_hex(16)
+
+
+def is_valid_session_id(value: str) -> bool:
+    """Whether `value` has the shape of a session id (no I/O, so a forged one costs nothing)."""
+    return isinstance(value, str) and _SESSION_RE.fullmatch(value) is not None
+
+
 def new_handle() -> str:
     """A fresh, unguessable conversation handle: `dmc_` followed by 192 random bits (base64url)."""
     return HANDLE_PREFIX + secrets.token_urlsafe(_HANDLE_BYTES)
@@ -121,7 +158,7 @@ def is_valid_upload_id(value: str) -> bool:
     return isinstance(value, str) and _UPLOAD_RE.fullmatch(value) is not None
 
 
-RecordT = TypeVar("RecordT", ConversationRecord, UploadRecord, PendingUpload)
+RecordT = TypeVar("RecordT", ConversationRecord, UploadRecord, PendingUpload, SessionRecord)
 
 
 class Codec(Generic[RecordT]):
@@ -153,3 +190,4 @@ class Codec(Generic[RecordT]):
 CONVERSATIONS = Codec(ConversationRecord, "handle")
 UPLOADS = Codec(UploadRecord, "upload_id")
 PENDING = Codec(PendingUpload, "upload_id")
+SESSIONS = Codec(SessionRecord, "session_id")

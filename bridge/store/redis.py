@@ -10,6 +10,7 @@ Layout (prefix `dmb:`; ids inside keys are percent-encoded, so `:` in an id is u
     uploads:{owner}           sorted set of the owner's upload ids by `created_at`
     pending:{upload_id}       a PendingUpload's JSON, `EX` the TTL its writer chose
     pending-uploads           sorted set of every pending upload id by `started_at`
+    mcp-session:{session_id}  a SessionRecord's JSON, `EX` the session TTL (sliding: every load)
 
 Every value is the JSON of `bridge.store.records`, sealed when a `Sealer` is given. The indexes are
 advisory: listing reads the records they name and drops the entries whose record is gone.
@@ -33,13 +34,16 @@ from bridge.store.pool import PoolLimits, RedisPool
 from bridge.store.records import (
     CONVERSATIONS,
     PENDING,
+    SESSIONS,
     UPLOADS,
     Codec,
     ConversationRecord,
     PendingUpload,
     RecordT,
+    SessionRecord,
     UploadRecord,
     is_valid_handle,
+    is_valid_session_id,
     is_valid_upload_id,
     require_handle,
 )
@@ -160,6 +164,9 @@ class RedisStore:
 
     def _pending_key(self, upload_id: str) -> str:
         return f"{self._prefix}pending:{upload_id}"
+
+    def _mcp_session_key(self, session_id: str) -> str:
+        return f"{self._prefix}mcp-session:{session_id}"
 
     def _pending_index_key(self) -> str:
         return f"{self._prefix}pending-uploads"
@@ -366,6 +373,31 @@ class RedisStore:
             return await self._list_indexed(
                 self._pending_index_key(), PENDING, self._pending_key, limit, newest_first=False
             )
+
+    # -- MCP sessions -------------------------------------------------------------------------
+
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None:
+        """Write the session's record with `EX ttl_seconds`."""
+        if not is_valid_session_id(record.session_id) or ttl_seconds <= 0:
+            raise ValueError("not a session id, or a TTL that is not positive")
+        value = self._seal(SESSIONS.encode(record))
+        with _redis_errors(self._target):
+            await self._client.set(self._mcp_session_key(record.session_id), value, ex=ttl_seconds)
+
+    async def load_session(self, session_id: str, ttl_seconds: int) -> SessionRecord | None:
+        """The live record, its TTL restarted in the same round trip (GETEX), else None."""
+        if not is_valid_session_id(session_id):
+            return None
+        with _redis_errors(self._target):
+            raw = await self._client.getex(self._mcp_session_key(session_id), ex=ttl_seconds)
+        return SESSIONS.decode(self._open(raw), session_id)
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete the session's record."""
+        if not is_valid_session_id(session_id):
+            return
+        with _redis_errors(self._target):
+            await self._client.delete(self._mcp_session_key(session_id))
 
     # -- the connection -----------------------------------------------------------------------
 

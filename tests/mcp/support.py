@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import httpx2
 from mcp import Client
+from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextContent
 
+from bridge.mcp.endpoint import McpEndpoint
+from bridge.mcp.sessions import SharedSessionManager
+from bridge.store.base import ContextStore
+from bridge.store.broadcast import Broadcast, LocalBroadcast
+from bridge.store.memory import MemoryStore
 from tests.helpers import text_of
 from tests.procs import Proc
 
@@ -44,3 +51,25 @@ class Progress:
 async def ask(client: Client, progress: Progress | None = None, **arguments: Any) -> CallToolResult:
     """Call ask_agent with `arguments`, collecting its progress in `progress`."""
     return await client.call_tool("ask_agent", arguments, progress_callback=progress)
+
+
+@dataclass
+class InProcessSessions:
+    """What `SharedSessionManager` needs, as one process without Redis has it."""
+
+    store: ContextStore = field(default_factory=lambda: MemoryStore(3600))
+    broadcast: Broadcast = field(default_factory=LocalBroadcast)
+    session_ttl_seconds: int = 1800
+
+
+def endpoint_of(server: MCPServer[Any], backend: InProcessSessions | None = None) -> McpEndpoint:
+    """`/mcp` as the bridge builds it, over `server` (whose Streamable HTTP app must exist)."""
+    streaming = server.session_manager
+    held = backend or InProcessSessions()
+    sessions = SharedSessionManager(
+        streaming.app,
+        lambda: held,
+        security_settings=streaming.security_settings,
+        max_request_body_size=streaming.max_request_body_size,
+    )
+    return McpEndpoint(streaming, sessions)

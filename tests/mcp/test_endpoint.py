@@ -1,5 +1,6 @@
-"""`/mcp` answers 2026-07-28 listings in JSON from a second session manager and everything else
-(answers that stream, handshake-era sessions) from the SSE one, with the same results either way."""
+"""`/mcp` answers 2026-07-28 listings in JSON from a second session manager, other 2026-07-28
+requests (answers that stream) from the SSE one and handshake-era sessions from the shared session
+manager, with the same results either way."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp_types import HEADER_MISMATCH
 
-from bridge.mcp.endpoint import McpEndpoint
 from tests.helpers import stats
+from tests.mcp.support import endpoint_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
 MODERN = "2026-07-28"
@@ -94,7 +95,7 @@ def test_a_tool_call_labelled_as_a_listing_is_refused_before_it_reaches_dust(
 def test_only_stateless_era_listings_take_the_json_route() -> None:
     server = MCPServer("t")
     server.streamable_http_app()
-    endpoint = McpEndpoint(server.session_manager)
+    endpoint = endpoint_of(server)
 
     def scope(method: str, version: str | None, mcp_method: str | None) -> dict[str, Any]:
         headers = [(b"mcp-protocol-version", version.encode())] if version else []
@@ -107,6 +108,8 @@ def test_only_stateless_era_listings_take_the_json_route() -> None:
     assert endpoint.manager_for(scope("POST", MODERN, "resources/read")) is endpoint.streaming
     assert endpoint.manager_for(scope("POST", MODERN, None)) is endpoint.streaming
     assert endpoint.manager_for(scope("GET", MODERN, "tools/list")) is endpoint.streaming
-    # Handshake-era requests belong to the sessions of the streaming manager, whatever they ask.
-    assert endpoint.manager_for(scope("POST", "2025-11-25", "tools/list")) is endpoint.streaming
-    assert endpoint.manager_for(scope("POST", None, "tools/list")) is endpoint.streaming
+    # Handshake-era requests belong to the shared sessions, whatever they ask.
+    assert endpoint.manager_for(scope("POST", "2025-11-25", "tools/list")) is endpoint.sessions
+    assert endpoint.manager_for(scope("POST", None, "tools/list")) is endpoint.sessions
+    assert endpoint.manager_for(scope("GET", None, None)) is endpoint.sessions
+    assert endpoint.manager_for(scope("DELETE", "2025-11-25", None)) is endpoint.sessions

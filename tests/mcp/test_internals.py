@@ -35,8 +35,8 @@ from bridge.mcp.internals import (
     HookedMCPServer,
     json_listing_manager,
     serve_without_signals,
-    streamable_session_count,
 )
+from tests.mcp.support import endpoint_of
 
 SCOPED: ContextVar[str | None] = ContextVar("scoped", default=None)
 SDK_LOGGER = "mcp.server.mcpserver.server"
@@ -220,7 +220,7 @@ async def test_uvicorn_serve_runs_a_server_without_taking_the_signals() -> None:
 def endpoint_app(server: MCPServer[Any]) -> tuple[Starlette, McpEndpoint]:
     """`/mcp` as the bridge serves it: McpEndpoint over the server's session manager."""
     server.streamable_http_app()
-    endpoint = McpEndpoint(server.session_manager)
+    endpoint = endpoint_of(server)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -258,13 +258,9 @@ async def test_two_session_managers_of_one_server_serve_side_by_side() -> None:
     async with serving(app) as (url, _):
         async with Client(f"{url}/mcp", mode="legacy") as session:
             assert (await session.call_tool("ping", {})).structured_content == {"result": "pong"}
-            open_sessions = streamable_session_count(endpoint.streaming)
+            open_sessions = len(endpoint.sessions)
             async with Client(f"{url}/mcp") as modern:
                 assert [tool.name for tool in (await modern.list_tools()).tools] == ["ping"]
-        closed = streamable_session_count(endpoint.streaming)
-    assert open_sessions == 1, (
-        "StreamableHTTPSessionManager._server_instances no longer holds the open sessions (the"
-        " bridge's bridge_mcp_sessions_active and /status read it)"
-    )
+        closed = len(endpoint.sessions)
+    assert open_sessions == 1
     assert closed == 0
-    assert streamable_session_count(endpoint.listing) == 0

@@ -162,7 +162,7 @@ def _command(*words: str) -> bytes:
     return f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
 
 
-def bridge_clients(port: int, password: str | None = None) -> int:
+def bridge_clients(port: int, password: str | None = None, name: str = CLIENT_NAME) -> int:
     """How many connections the Redis on `port` has from the bridge (they name themselves)."""
     with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock, sock.makefile("rb") as replies:
         if password is not None:
@@ -171,7 +171,7 @@ def bridge_clients(port: int, password: str | None = None) -> int:
         sock.sendall(_command("CLIENT", "LIST"))
         size = int(replies.readline()[1:])  # a bulk string: $<bytes>
         listing = replies.read(size)
-    return listing.count(f" name={CLIENT_NAME} ".encode())
+    return listing.count(f" name={name} ".encode())
 
 
 async def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> float:

@@ -11,7 +11,9 @@ import pytest
 
 from bridge.store.records import (
     ConversationRecord,
+    SessionRecord,
     new_handle,
+    new_session_id,
 )
 from bridge.store.redis import RedisStore
 from tests.store.support import LONG_TTL, SHORT_TTL, StoreFactory, make_record, make_upload
@@ -170,3 +172,50 @@ async def test_uploads_are_listed_newest_first_and_expire(make_store: StoreFacto
         await asyncio.sleep(0.1)
     assert await store.get_upload(short.upload_id, "alice") is None
     assert short.upload_id not in [u.upload_id for u in await store.list_uploads("alice")]
+
+
+# --- MCP sessions --------------------------------------------------------------------------------
+
+
+def make_session(**overrides: object) -> SessionRecord:
+    fields: dict[str, object] = {
+        "session_id": new_session_id(),
+        "kind": "http",
+        "owner": ("alice", None, "alice"),
+        "created_at": 1_700_000_000.0,
+        "protocol_version": "2025-11-25",
+        "client_params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}},
+    }
+    fields.update(overrides)
+    return SessionRecord(**fields)  # type: ignore[arg-type]
+
+
+async def test_a_session_record_round_trips_and_is_deleted(make_store: StoreFactory) -> None:
+    store = make_store(LONG_TTL).store
+    record = make_session()
+    await store.put_session(record, LONG_TTL)
+    assert await store.load_session(record.session_id, LONG_TTL) == record
+    await store.delete_session(record.session_id)
+    assert await store.load_session(record.session_id, LONG_TTL) is None
+    await store.delete_session(record.session_id)  # absent is fine
+
+
+async def test_a_session_record_expires_unless_loaded(make_store: StoreFactory) -> None:
+    harness = make_store(LONG_TTL)
+    kept, dropped = make_session(), make_session(kind="sse", instance="abc", protocol_version=None)
+    await harness.store.put_session(kept, SHORT_TTL)
+    await harness.store.put_session(dropped, SHORT_TTL)
+    for _ in range(3):
+        await harness.advance(SHORT_TTL * 0.6)
+        assert await harness.store.load_session(kept.session_id, SHORT_TTL) == kept
+    assert await harness.store.load_session(dropped.session_id, SHORT_TTL) is None
+
+
+@pytest.mark.parametrize("session_id", ["", "*", "0" * 31, "G" * 32, "dmb:mcp-session:" + "0" * 32])
+async def test_a_malformed_session_id_loads_nothing_and_cannot_be_written(
+    make_store: StoreFactory, session_id: str
+) -> None:
+    store = make_store(LONG_TTL).store
+    assert await store.load_session(session_id, LONG_TTL) is None
+    with pytest.raises(ValueError):
+        await store.put_session(make_session(session_id=session_id), LONG_TTL)

@@ -17,7 +17,7 @@ from mcp import Client
 
 from bridge.security.ratelimit import Limiter, build_limiter
 from bridge.store.base import StoreUnavailable
-from bridge.store.pool import PoolLimits, RedisPool
+from bridge.store.pool import HELD_CLIENT_NAME, PoolLimits, RedisPool
 from bridge.store.redis import RedisStore
 from tests.helpers import text_of
 from tests.procs import Proc, bridge_env, free_port, running, start_bridge, start_redis
@@ -223,8 +223,10 @@ async def test_a_bridge_shares_one_pool_of_its_maximum_and_lets_idle_connections
         # Six answers at once, each counted, slotted, read and written: the store, the counter and
         # the slots together held at most the two connections of the process's one pool...
         assert 1 <= peak <= 2
-        # ...and the runtime's sweep closed them once idle.
+        # ...and the runtime's sweep closed them once idle. Apart from the pool, the broadcast
+        # holds its one pub/sub connection for the process's lifetime.
         await eventually(lambda: bridge_clients(server.port) == 0, "the bridge let its idle connections go")
+        assert bridge_clients(server.port, name=HELD_CLIENT_NAME) == 1
 
 
 def test_pool_limits_refuse_what_cannot_work() -> None:
