@@ -262,6 +262,7 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
         task_group.start_soon(_sweep_forever, uploads)
+        task_group.start_soon(metrics.keep_sampling)
         if redis is not None:
             task_group.start_soon(redis.close_idle_forever)
         yield Runtime(
