@@ -415,13 +415,16 @@ def _add_serve(sub: Any, helpful: dict[str, Any]) -> None:
         p = sub.add_parser(name, help=help_text, epilog=_DUST_ENV + _RUNTIME_ENV, **helpful)
         p.add_argument("--host", default=None, help="listen address (BRIDGE_HOST, default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="listen port (BRIDGE_PORT, default 8080)")
+        # Bare, BRIDGE_WORKERS decides (auto when unset): what the image's CMD says.
         p.add_argument(
             "--workers",
+            nargs="?",
             type=_worker_count,
             default=None,
+            const=None,
             metavar="N",
-            help="worker processes: a number, or auto (BRIDGE_WORKERS, default auto: one per core with"
-            " REDIS_URL, else 1; demo: always 1)",
+            help="worker processes: a number, or auto (one per core with REDIS_URL, else 1; demo: always 1);"
+            " without N, or without the option, BRIDGE_WORKERS decides (default auto)",
         )
 
 

@@ -117,16 +117,23 @@ PRODUCTION = {"DUST_API_KEY": "sk-test0123456789", "DUST_WORKSPACE_ID": "demo", 
 
 
 @pytest.mark.parametrize(
-    ("arguments", "env"),
-    [(["--workers", "2"], {}), ([], {"BRIDGE_WORKERS": "3"})],
+    ("arguments", "env", "count"),
+    [
+        (["--workers", "2"], {}, 2),
+        (["--workers", "2"], {"BRIDGE_WORKERS": "1"}, 2),  # the flag wins
+        ([], {"BRIDGE_WORKERS": "3"}, 3),
+        (["--workers"], {"BRIDGE_WORKERS": "3"}, 3),  # without a count: the setting's (the image's CMD)
+    ],
 )
-def test_workers_without_redis_exit_2_with_one_sentence(arguments: list[str], env: dict[str, str]) -> None:
+def test_workers_without_redis_exit_2_with_one_sentence(
+    arguments: list[str], env: dict[str, str], count: int
+) -> None:
     done = run_cli("serve", "--port", str(free_port()), *arguments, env={**PRODUCTION, **env})
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if "REDIS_URL" in line]
     assert lines == [
-        f"dust-mcp-bridge: configuration error: {arguments[1] if arguments else '3'} workers need REDIS_URL,"
-        " where they share sessions, conversations and limits: set REDIS_URL, or use --workers 1"
+        f"dust-mcp-bridge: configuration error: {count} workers need REDIS_URL, where they share sessions,"
+        " conversations and limits: set REDIS_URL, or use --workers 1"
     ]
     assert "listening on" not in done.stderr
 
