@@ -12,6 +12,7 @@ REDIS_URL, and demo mode (the bundled simulator lives inside the process) always
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import multiprocessing
 import os
@@ -35,7 +36,10 @@ from bridge.cli import configure_bridge_logging, freeze_startup_objects
 from bridge.config import ConfigError, Settings, find_env_file, load_settings
 from bridge.observability.metrics import SHARED_DIR_VARIABLE
 
+logger = logging.getLogger(__name__)
+
 APP_FACTORY = "bridge.workers:app_from_environment"
+_WORKER_HEALTHCHECK_SECONDS = 30
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -141,9 +145,23 @@ def serve_workers(
     """
     os.environ.update(handed_down)
     with _shared_metrics_dir():
-        config = WorkerConfig(APP_FACTORY, factory=True, workers=count, **uvicorn_options(settings))
+        config = WorkerConfig(
+            APP_FACTORY,
+            factory=True,
+            workers=count,
+            # A new worker answers the supervisor's pings only once it has read its settings (which
+            # imports most of the bridge), and one that replaces another (SIGHUP) must be serving
+            # within this long: uvicorn's 5 s leaves a throttled container too little CPU for either,
+            # and the supervisor would kill and start its workers again and again.
+            timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
+            **uvicorn_options(settings),
+        )
         supervisor = Multiprocess(config, sockets=[listener])
         supervisor.run()
+    for process in supervisor.processes:
+        # A drained worker exits 0; anything else (a crash on the way out, a failed start) is said.
+        if process.exitcode != 0:
+            logger.warning("worker %s ended with exit status %s", process.pid, process.exitcode)
     failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     return STARTUP_FAILURE if failed else 0
 

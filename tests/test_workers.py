@@ -40,6 +40,10 @@ def test_the_count_is_one_per_core_with_redis_else_one_unless_asked(
     assert resolve_workers(requested, shared_store=shared_store, demo=False, cores=6) == expected
 
 
+def test_auto_counts_the_cores_this_process_may_use() -> None:
+    assert resolve_workers(None, shared_store=True, demo=False) == WorkerPlan(available_cores())
+
+
 def test_more_than_one_worker_without_redis_is_refused_with_what_to_do() -> None:
     with pytest.raises(ConfigError) as refused:
         resolve_workers(4, shared_store=False, demo=False, cores=8)
@@ -189,6 +193,18 @@ def worker_pids(bridge: Proc, count: int, timeout: float = 60.0) -> tuple[set[in
     return pids, requests
 
 
+def scrape_when_counted(bridge: Proc, requests: int, timeout: float = 10.0) -> str:
+    """/metrics once the `requests` to /status are all counted: a worker counts a request just
+    after answering it, and the scrape may reach the other worker first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx2.get(f"{bridge.url}/metrics", timeout=10).text
+        counted = value(text, "bridge_http_requests_total", route="/status", method="GET", status="200")
+        if counted >= requests or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -220,7 +236,7 @@ def test_two_workers_answer_on_one_port_and_metrics_add_up_across_them(
 ) -> None:
     with running(start_workers(simulator, redis_url, 2)) as bridge:
         pids, requests = worker_pids(bridge, 2)
-        metrics = httpx2.get(f"{bridge.url}/metrics", timeout=10).text
+        metrics = scrape_when_counted(bridge, requests)
         memory = sum(rss_bytes(pid) for pid in {bridge.pid, *pids})
     assert bridge.pid not in pids  # the supervisor serves nothing itself
     assert "listening on http://127.0.0.1:" in bridge.log() and " with 2 workers (MCP: /mcp" in bridge.log()
@@ -235,7 +251,7 @@ def test_two_workers_answer_on_one_port_and_metrics_add_up_across_them(
     assert value(metrics, "process_cpu_seconds_total") > 0
 
 
-async def test_sigterm_lets_every_workers_answer_finish_then_leaves_nothing_behind(
+async def test_sigterm_to_the_supervisor_lets_answers_finish_then_leaves_nothing_behind(
     simulator: Proc, redis_url: str, tmp_path: Path
 ) -> None:
     faults(simulator, token_delay_ms=40)
@@ -245,7 +261,14 @@ async def test_sigterm_lets_every_workers_answer_finish_then_leaves_nothing_behi
         progress.set()
 
     # Its temporary files (the shared metrics among them) under tmp_path, to see them go.
-    bridge = start_workers(simulator, redis_url, 2, BRIDGE_SHUTDOWN_GRACE_SECONDS="60", TMPDIR=str(tmp_path))
+    bridge = start_workers(
+        simulator,
+        redis_url,
+        2,
+        BRIDGE_SHUTDOWN_GRACE_SECONDS="60",
+        BRIDGE_LOG_FORMAT="json",
+        TMPDIR=str(tmp_path),
+    )
     try:
         pids, _ = worker_pids(bridge, 2)
         processes = children_of(bridge.pid)
@@ -280,4 +303,8 @@ async def test_sigterm_lets_every_workers_answer_finish_then_leaves_nothing_behi
         await anyio.sleep(0.05)
     assert running_pids(processes) == set()
     assert list(tmp_path.glob("dust-mcp-bridge-metrics-*")) == []
-    assert "Traceback" not in bridge.log()
+    # Each worker drained and exited 0 (the supervisor would say otherwise), logging as configured.
+    log = bridge.log()
+    assert "ended with exit status" not in log and "Traceback" not in log
+    for pid in pids:
+        assert f'"message": "Finished server process [{pid}]"' in log
