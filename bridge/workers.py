@@ -39,7 +39,7 @@ from bridge.observability.metrics import SHARED_DIR_VARIABLE
 logger = logging.getLogger(__name__)
 
 APP_FACTORY = "bridge.workers:app_from_environment"
-_WORKER_HEALTHCHECK_SECONDS = 30
+_WORKER_HEALTHCHECK_SECONDS = 15
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -150,9 +150,10 @@ def serve_workers(
             factory=True,
             workers=count,
             # A new worker answers the supervisor's pings only once it has read its settings (which
-            # imports most of the bridge), and one that replaces another (SIGHUP) must be serving
-            # within this long: uvicorn's 5 s leaves a throttled container too little CPU for either,
-            # and the supervisor would kill and start its workers again and again.
+            # imports most of the bridge, a second of CPU), and one that replaces another (SIGHUP)
+            # must be serving within this long: uvicorn's 5 s is tight for a throttled container,
+            # whose supervisor would then kill and start its workers again and again. Not longer:
+            # a worker that fails to start is noticed only this late (the bridge then exits 3).
             timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
             **uvicorn_options(settings),
         )

@@ -712,6 +712,7 @@ def test_stops_on_sigterm_within_the_grace_period_with_json_logs(
     assert {"tool_call", "upload_accepted", "upload_refused"} <= {e.get("event") for e in events}
     messages = [str(e.get("message")) for e in events]
     started = [m for m in messages if m.startswith("Started server process [")]
+    print(f"bridge container: {len(started)} worker process(es) (the image's CMD: BRIDGE_WORKERS, auto)")
     if "Started parent process [1]" in messages:
         # Workers (REDIS_URL is set and the container has more than one CPU): PID 1 is their
         # supervisor, which stops last, once every worker has finished.
