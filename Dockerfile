@@ -112,5 +112,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
 
 USER 10001
 
+# Worker processes: BRIDGE_WORKERS decides (`docker run -e BRIDGE_WORKERS=4`); unset or auto, one per
+# CPU the container may use (its CPU limit, else the host's cores) when REDIS_URL is set, else one.
 ENTRYPOINT ["dust-mcp-bridge"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--workers"]

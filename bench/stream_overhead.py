@@ -555,6 +555,8 @@ def bench_env(simulator: Proc, redis: Proc | None, extra: dict[str, str]) -> dic
         # minute, 8 answers at once), or C >= 50 measures refusals instead of streaming.
         "BRIDGE_RATE_LIMIT": "1000000/minute",
         "BRIDGE_MAX_CONCURRENT_ANSWERS": "10000",
+        # One process, whose CPU this measures (auto would start one worker per core with Redis).
+        "BRIDGE_WORKERS": "1",
     }
     if redis is not None:
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"

@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
     allow = allow_lists(settings)
     mcp = _mcp_transports(settings, holder, allow)
-    metrics.mcp_sessions.labels(transport="streamable-http").set_function(mcp.streamable_sessions)
+    metrics.sample(metrics.mcp_sessions.labels(transport="streamable-http"), mcp.streamable_sessions)
     oauth = _oauth_settings(settings)
     app = Starlette(
         routes=_routes(settings, holder, mcp, oauth),
@@ -171,6 +171,7 @@ def _routes(
         client_keys_required=bool(settings.api_keys),
         streamable_sessions=mcp.streamable_sessions,
         demo_warning=DEMO_BANNER,
+        workers=settings.workers or 1,
     )
     metrics_key = settings.metrics_key.get_secret_value() if settings.metrics_key else None
     routes: list[BaseRoute] = [

@@ -24,6 +24,7 @@ from bridge.config import (
     find_env_file,
     is_unsubstituted,
     load_settings,
+    parse_workers,
     unsubstituted_variables,
 )
 from bridge.desktop import configured_in_extension, for_extension, serve_unconfigured
@@ -59,7 +60,7 @@ def configured_secrets(settings: Settings) -> list[str]:
     return secrets
 
 
-def _configure_logging(settings: Settings) -> None:
+def configure_bridge_logging(settings: Settings) -> None:
     """Log as BRIDGE_LOG_LEVEL and BRIDGE_LOG_FORMAT say, masking every secret the settings hold."""
     configure_logging(settings.log_level, settings.log_format, configured_secrets(settings))
 
@@ -77,50 +78,72 @@ def freeze_startup_objects() -> None:
 
 
 def cmd_serve(args: argparse.Namespace, *, force_demo: bool = False) -> None:
-    """Serve `/mcp`, `/sse` and the health routes over HTTP."""
+    """Serve `/mcp`, `/sse` and the health routes over HTTP, in one process or in `--workers` processes."""
     overrides: dict[str, Any] = {"BRIDGE_DEMO": "on"} if force_demo else {}
     if args.host is not None:
         overrides["BRIDGE_HOST"] = args.host
     if args.port is not None:
         overrides["BRIDGE_PORT"] = args.port
+    if args.workers is not None:
+        overrides["BRIDGE_WORKERS"] = args.workers
     settings = _settings(**overrides)
-    _configure_logging(settings)
+    configure_bridge_logging(settings)
+    from bridge.workers import resolve_workers
+
+    try:
+        plan = resolve_workers(
+            settings.workers, shared_store=bool(settings.redis_url), demo=settings.demo_active
+        )
+    except ConfigError as exc:
+        print(f"dust-mcp-bridge: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if plan.note:
+        print(f"dust-mcp-bridge: {plan.note}", file=sys.stderr, flush=True)
+    settings = settings.model_copy(update={"workers": plan.count})
+    if plan.count == 1:
+        _serve_in_this_process(settings)
+    else:
+        _serve_with_workers(settings, plan.count, overrides)
+
+
+def _serve_in_this_process(settings: Settings) -> None:
+    """One process: the app built here, served by one uvicorn server."""
     from bridge.app import create_app
+    from bridge.workers import uvicorn_options
 
     app = create_app(settings)
     # Bound before saying "listening": a port in use is then a clear error, not a false promise.
     listener = _listen(settings.host, settings.port)
     freeze_startup_objects()
+    _say_listening(settings, listener.getsockname()[1], 1)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done; by then everything has been
+    # drained and closed, so that is a clean stop and should exit 0, not "killed by signal".
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    config = uvicorn.Config(app, **uvicorn_options(settings))
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _serve_with_workers(settings: Settings, count: int, overrides: dict[str, Any]) -> None:
+    """`count` worker processes on one socket, bound here; each builds its own app (bridge/workers.py)."""
+    from bridge.workers import serve_workers
+
+    listener = _listen(settings.host, settings.port)
     port = listener.getsockname()[1]
+    _say_listening(settings, port, count)
+    # The port really bound (--port 0 picks one) and the count decided here, for the workers to read.
+    handed_down = {**overrides, "BRIDGE_PORT": port, "BRIDGE_WORKERS": count}
+    raise SystemExit(serve_workers(settings, listener, count, {k: str(v) for k, v in handed_down.items()}))
+
+
+def _say_listening(settings: Settings, port: int, workers: int) -> None:
     print(
         f"dust-mcp-bridge {__version__} listening on http://{_url_host(settings.host)}:{port}"
+        f" with {workers} worker{'s' if workers > 1 else ''}"
         f" (MCP: /mcp, legacy SSE: /sse, status: /status)"
         + (" — DEMO MODE against the bundled Dust simulator" if settings.demo_active else ""),
         file=sys.stderr,
         flush=True,
     )
-    # uvicorn re-raises SIGTERM once its graceful shutdown is done; by then everything has been
-    # drained and closed, so that is a clean stop and should exit 0, not "killed by signal".
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        access_log=settings.access_log,
-        # httptools, never uvicorn's "auto" choice: the app trims header values for it
-        # (bridge.http.middleware.trim_headers.TrimHeaderValuesMiddleware), and it costs a fifth less CPU
-        # per request than h11 (docs/performance.md).
-        http="httptools",
-        # On SIGTERM uvicorn stops accepting, lets in-flight answers finish for this long, then
-        # cancels them (each cancelled ask_agent cancels its generation at Dust).
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        # Off here: the app believes X-Forwarded-For/-Proto (only from BRIDGE_TRUSTED_PROXIES), after
-        # writing down the connecting peer that uvicorn's own handling would overwrite
-        # (bridge/http/middleware/forwarded.py).
-        proxy_headers=False,
-        lifespan="on",
-    )
-    uvicorn.Server(config).run(sockets=[listener])
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -182,7 +205,7 @@ def cmd_stdio(args: argparse.Namespace) -> None:
         print("dust-mcp-bridge: answering every tool call with it", file=sys.stderr, flush=True)
         serve_unconfigured(for_extension(str(exc)))
         return
-    _configure_logging(settings)
+    configure_bridge_logging(settings)
     from bridge.mcp.server import build_mcp_server
     from bridge.runtime import start_runtime
 
@@ -209,7 +232,7 @@ def cmd_simulator(argv: list[str]) -> None:
 def cmd_agents(args: argparse.Namespace) -> None:
     """Print the workspace's agents (checks the Dust credentials on the way)."""
     settings = _settings()
-    _configure_logging(settings)
+    configure_bridge_logging(settings)
     from bridge.dust.errors import DustError
     from bridge.runtime import start_runtime
 
@@ -232,7 +255,7 @@ def cmd_check(args: argparse.Namespace) -> None:
     """Check the configuration, the calls the tools make to Dust, the context store and the scanner;
     with `--ask`, one whole turn. Exit 1 if anything failed."""
     settings = _settings()
-    _configure_logging(settings)
+    configure_bridge_logging(settings)
     from bridge.check import CheckReport, run_checks
     from bridge.runtime import start_runtime
 
@@ -323,19 +346,22 @@ docs/clients/ has a page per client.
 """
 
 
+def _worker_count(value: str) -> str:
+    """`--workers`: checked as BRIDGE_WORKERS is, and handed on as that setting."""
+    try:
+        parse_workers(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="dust-mcp-bridge", description="Dust agents as MCP tools")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     helpful: dict[str, Any] = {"formatter_class": argparse.RawDescriptionHelpFormatter}
-    for name, help_text in (
-        ("serve", "serve MCP over HTTP (/mcp and /sse)"),
-        ("demo", "serve against the bundled Dust simulator"),
-    ):
-        p = sub.add_parser(name, help=help_text, epilog=_DUST_ENV + _RUNTIME_ENV, **helpful)
-        p.add_argument("--host", default=None, help="listen address (BRIDGE_HOST, default 127.0.0.1)")
-        p.add_argument("--port", type=int, default=None, help="listen port (BRIDGE_PORT, default 8080)")
+    _add_serve(sub, helpful)
     stdio = sub.add_parser(
         "stdio", help="serve MCP over stdio (Claude Desktop)", epilog=_DUST_ENV + _RUNTIME_ENV, **helpful
     )
@@ -378,6 +404,28 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("new-store-key", help="print a fresh BRIDGE_STORE_ENCRYPTION_KEY key")
     _add_client_config(sub, helpful)
     return parser
+
+
+def _add_serve(sub: Any, helpful: dict[str, Any]) -> None:
+    """`serve` and `demo` (the same, against the bundled simulator)."""
+    for name, help_text in (
+        ("serve", "serve MCP over HTTP (/mcp and /sse)"),
+        ("demo", "serve against the bundled Dust simulator"),
+    ):
+        p = sub.add_parser(name, help=help_text, epilog=_DUST_ENV + _RUNTIME_ENV, **helpful)
+        p.add_argument("--host", default=None, help="listen address (BRIDGE_HOST, default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=None, help="listen port (BRIDGE_PORT, default 8080)")
+        # Bare, BRIDGE_WORKERS decides (auto when unset): what the image's CMD says.
+        p.add_argument(
+            "--workers",
+            nargs="?",
+            type=_worker_count,
+            default=None,
+            const=None,
+            metavar="N",
+            help="worker processes: a number, or auto (one per core with REDIS_URL, else 1; demo: always 1);"
+            " without N, or without the option, BRIDGE_WORKERS decides (default auto)",
+        )
 
 
 def _add_client_config(sub: Any, helpful: dict[str, Any]) -> None:

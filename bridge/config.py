@@ -92,6 +92,9 @@ def default_clamd_url(candidates: tuple[str, ...] = PACKAGED_CLAMD_SOCKETS) -> s
     return FALLBACK_CLAMD_URL
 
 
+# More worker processes than this is a typo, not a plan: each one holds its own connections and memory.
+MAX_WORKERS = 256
+
 # Dust's regions, by the host of their web app and API.
 DUST_REGIONS = ("dust.tt", "eu.dust.tt")
 
@@ -386,6 +389,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(
         default=30, ge=0, le=3600, validation_alias=AliasChoices("BRIDGE_SHUTDOWN_GRACE_SECONDS")
     )
+    # Worker processes of `serve` (bridge/workers.py); None is automatic: one per core the process may
+    # use with REDIS_URL, else one (what workers must share lives in Redis).
+    workers: int | None = Field(default=None, validation_alias=AliasChoices("BRIDGE_WORKERS"))
 
     @field_validator(
         "agent_tools",
@@ -402,6 +408,11 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        return parse_workers(value)
 
     @field_validator("dust_base_url")
     @classmethod
@@ -721,6 +732,26 @@ _HEADERS_READ_OTHERWISE = frozenset(
 
 # Form fields whose empty value would otherwise be an error (the others already read empty as unset).
 _EMPTY_MEANS_DEFAULT = frozenset({"DUST_BASE_URL", "BRIDGE_SCAN_MODE"})
+
+
+def parse_workers(value: Any) -> int | None:
+    """BRIDGE_WORKERS (and `--workers`): a count of worker processes, or None for auto (or empty).
+
+    Raises:
+        ValueError: anything else, with the sentence that says what is accepted.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return None
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise ValueError(
+            f"must be auto (one per core the bridge may use) or a number of worker processes from 1"
+            f" to {MAX_WORKERS}"
+        )
+    return count
 
 
 def _is_placeholder(value: Any) -> bool:

@@ -278,6 +278,7 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
         task_group.start_soon(_sweep_forever, uploads)
         broadcast = _broadcast(settings, redis)
         task_group.start_soon(broadcast.run)
+        task_group.start_soon(metrics.keep_sampling)
         if redis is not None:
             task_group.start_soon(redis.close_idle_forever)
         yield Runtime(

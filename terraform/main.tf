@@ -76,5 +76,14 @@ resource "helm_release" "this" {
       condition     = var.redis_url != "" || (!var.autoscaling_enabled && var.replicas == 1)
       error_message = "More than one replica (or autoscaling) needs redis_url: without Redis a conversation handle only works on the pod that made it."
     }
+    precondition {
+      # Workers share nothing in memory: what they must share (sessions, conversations, limits) is in Redis.
+      condition     = var.redis_url != "" || try(tonumber(var.workers), 1) <= 1
+      error_message = "More than one worker needs redis_url: the workers of a pod share sessions, conversations and limits through it."
+    }
+    precondition {
+      condition     = (var.principal_header == "") == (length(var.principal_proxies) == 0)
+      error_message = "principal_header and principal_proxies go together: the header in which the authenticating proxy names the user, and the proxy's addresses, the only peers whose header is believed."
+    }
   }
 }

@@ -42,6 +42,7 @@ locals {
   values = {
     fullnameOverride = local.fullname
     replicaCount     = var.replicas
+    workers          = var.workers
 
     image = merge(
       { tag = var.image_tag },
@@ -73,6 +74,12 @@ locals {
       shutdownGraceSeconds = var.shutdown_grace_seconds
       allowedHosts         = var.allowed_hosts # the chart adds the ingress hosts and the service names
       scanMode             = var.clamav_mode == "off" ? "off" : "required"
+      # Each worker's own pool of Redis connections.
+      redisMaxConnections     = var.redis_max_connections
+      redisIdleSeconds        = var.redis_idle_seconds
+      redisPoolTimeoutSeconds = var.redis_pool_timeout_seconds
+      principalHeader         = var.principal_header
+      principalProxies        = var.principal_proxies
     }
 
     clamav = {

@@ -117,6 +117,17 @@ variable "replicas" {
   }
 }
 
+variable "workers" {
+  description = "Worker processes per pod (the chart's workers -> BRIDGE_WORKERS): \"\" or \"auto\" (default) = one per CPU of the container's CPU limit with redis_url, else 1; or a number from 1 to 256. More than one needs redis_url (a precondition checks it): the workers share sessions, conversations and limits through it. Give the pods the CPU and memory for them (extra_values: resources; the chart README, \"Workers and CPU\")."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "auto"], var.workers) || try(tonumber(var.workers) >= 1 && tonumber(var.workers) <= 256 && can(regex("^[1-9][0-9]*$", var.workers)), false)
+    error_message = "workers must be empty, auto, or a whole number from 1 to 256."
+  }
+}
+
 # --- Dust and the bridge's secrets (all end up in one Kubernetes Secret, never in Helm values) ------------
 
 variable "dust_api_key" {
@@ -342,6 +353,61 @@ variable "extra_values" {
   description = "Further chart values, deep-merged over the ones this module sets (Helm merges the values documents in order; later wins). Never put secrets here: Helm stores values in the release."
   type        = any
   default     = {}
+}
+
+variable "redis_max_connections" {
+  description = "BRIDGE_REDIS_MAX_CONNECTIONS: Redis connections per worker process (each command holds one for a round trip only); a pod opens up to workers times this many."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = var.redis_max_connections >= 1 && var.redis_max_connections <= 10000 && floor(var.redis_max_connections) == var.redis_max_connections
+    error_message = "redis_max_connections must be a whole number from 1 to 10000."
+  }
+}
+
+variable "redis_idle_seconds" {
+  description = "BRIDGE_REDIS_IDLE_SECONDS: a Redis connection unused this long is closed."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.redis_idle_seconds > 0 && var.redis_idle_seconds <= 86400
+    error_message = "redis_idle_seconds must be above 0 and at most 86400."
+  }
+}
+
+variable "redis_pool_timeout_seconds" {
+  description = "BRIDGE_REDIS_POOL_TIMEOUT_SECONDS: how long a command waits for a free Redis connection before the store answers that Redis is busy."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.redis_pool_timeout_seconds > 0 && var.redis_pool_timeout_seconds <= 60
+    error_message = "redis_pool_timeout_seconds must be above 0 and at most 60."
+  }
+}
+
+variable "principal_header" {
+  description = "BRIDGE_PRINCIPAL_HEADER: the header in which an authenticating proxy in front (oauth2-proxy, the ingress's auth-url) names the signed-in user, e.g. X-Auth-Request-Email; each user is then a principal of their own. Empty: off. Needs principal_proxies (a precondition checks it)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[!#$%&'*+.^_`|~0-9A-Za-z-]{0,128}$", var.principal_header))
+    error_message = "principal_header must be empty or an HTTP header name, e.g. X-Auth-Request-Email."
+  }
+}
+
+variable "principal_proxies" {
+  description = "BRIDGE_PRINCIPAL_PROXIES: the addresses or networks that connect to the bridge on the authenticating proxy's behalf (the ingress controller's or oauth2-proxy's pods), the only peers whose principal_header is believed."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for proxy in var.principal_proxies : can(regex("^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$", proxy)) && !can(regex("/0+$", proxy))])
+    error_message = "principal_proxies must be IP addresses or networks (10.0.0.0/8, fd00::/8), never one that trusts every address (/0)."
+  }
 }
 
 # --- How Helm applies it ----------------------------------------------------------------------------------

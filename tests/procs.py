@@ -176,6 +176,9 @@ def bridge_env(
         # The test bridges share one Redis, so one request budget for the principal `local`: the
         # default 300 a minute would be the whole run's, not one test's. Rate-limit tests set theirs.
         "BRIDGE_RATE_LIMIT": "100000/minute",
+        # One process, as the tests were written for (auto would start one per core with Redis); the
+        # worker tests ask for theirs (tests/test_workers.py).
+        "BRIDGE_WORKERS": "1",
     }
     if simulator is not None:
         env.update(

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "bridge.app",
             "bridge.config",
             "bridge.desktop",
+            "bridge.workers",
         ),
     ),
     ("http", ("bridge.http",)),  # the Starlette face: routes, problem+json, middleware

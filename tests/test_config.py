@@ -51,6 +51,13 @@ def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> No
         ("BRIDGE_PORT", "70000", "BRIDGE_PORT:"),
         ("BRIDGE_LOG_LEVEL", "LOUD", "BRIDGE_LOG_LEVEL: must be one of"),
         (
+            "BRIDGE_WORKERS",
+            "0",
+            "BRIDGE_WORKERS: must be auto (one per core the bridge may use) or a number of worker processes"
+            " from 1 to 256 (got '0')",
+        ),
+        ("BRIDGE_WORKERS", "many", "BRIDGE_WORKERS: must be auto"),
+        (
             "BRIDGE_DUST_KEEPALIVE_SECONDS",
             "0",
             "BRIDGE_DUST_KEEPALIVE_SECONDS: Input should be greater than 0",
@@ -404,3 +411,13 @@ def test_the_redis_pool_settings_default_to_the_pools_own_limits() -> None:
         )
         == PoolLimits()
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "workers"), [("", None), ("auto", None), (" AUTO ", None), ("1", 1), (" 12", 12), ("256", 256)]
+)
+def test_workers_are_auto_when_empty_or_a_count(
+    monkeypatch: pytest.MonkeyPatch, value: str, workers: int | None
+) -> None:
+    monkeypatch.setenv("BRIDGE_WORKERS", value)
+    assert load_settings().workers == workers

@@ -29,6 +29,7 @@ class StatusFacts:
     client_keys_required: bool
     streamable_sessions: Callable[[], int]  # open handshake-era Streamable HTTP sessions
     demo_warning: str  # shown in demo mode
+    workers: int  # worker processes serving (`serve --workers`), this one among them
 
 
 def process_counts() -> dict[str, int]:
@@ -66,6 +67,8 @@ def status_body(services: Services, readiness: Readiness, facts: StatusFacts) ->
         # What the last readiness check found (store, dust, scanner), and how long ago.
         "dependencies": readiness.last_checks(),
         "process": process_counts(),
+        # Which worker answered: with several, each keeps its own streams, sessions and readiness.
+        "worker": {"pid": os.getpid(), "workers": facts.workers},
     }
     if services.demo:
         body["warning"] = facts.demo_warning

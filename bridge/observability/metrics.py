@@ -1,11 +1,21 @@
 """Prometheus metrics: the bridge's registry and the label folding that keeps it small (the HTTP
 middleware that counts requests is bridge/http/middleware/http_metrics.py; logging lives in
-`bridge.observability.logging`)."""
+`bridge.observability.logging`).
+
+With several worker processes (`serve --workers N`, bridge/workers.py) every worker writes its values
+to files in one directory (prometheus_client's multiprocess mode) and a scrape, whichever worker
+answers it, reports the sum of them all: the host, not one worker.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
 
+import anyio
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -16,6 +26,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _SCAN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -23,6 +35,17 @@ _FIRST_CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 _ANSWER_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 _DUST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+# prometheus_client's switch to multiprocess mode, read once when it is first imported: the supervisor
+# of `serve --workers N` sets it for its workers (bridge/workers.py), never a user.
+SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# How often each worker writes down the gauges read from a function (`Metrics.sample`), which no other
+# worker can read at scrape time: well inside a Prometheus scrape interval.
+SAMPLE_SECONDS = 5.0
+
+# How a gauge's values from several workers make one: `livesum` adds up what the live workers hold
+# (what is open or in flight), `livemostrecent` keeps the latest value any live worker set.
+_GaugeMode = Literal["livesum", "livemostrecent"]
 
 
 class Metrics:
@@ -34,21 +57,25 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Set in the workers of `serve --workers N`: every value then lives in a file there.
+        self.shared_dir = os.environ.get(SHARED_DIR_VARIABLE) or None
+        self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
         self._declare_upload_metrics()
         self._declare_request_metrics()
         self._declare_answer_metrics()
         self._declare_dust_metrics()
         self._declare_dependency_metrics()
         self.sse_sessions = 0
-        # CPU, RSS and open files of this process, for the chart's CPU and memory alerts.
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        if self.shared_dir is None:
+            # CPU, RSS and open files of this process, for the chart's CPU and memory alerts.
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
 
     def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)
 
-    def _gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, documentation, labels, registry=self.registry)
+    def _gauge(self, name: str, documentation: str, mode: _GaugeMode, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=mode)
 
     def _histogram(
         self, name: str, documentation: str, buckets: Sequence[float], labels: Sequence[str] = ()
@@ -93,7 +120,9 @@ class Metrics:
             "From the start of the answer stream (just after the post to Dust) to the final answer",
             _ANSWER_BUCKETS,
         )
-        self.active_streams = self._gauge("bridge_active_streams", "Answers streaming from Dust right now")
+        self.active_streams = self._gauge(
+            "bridge_active_streams", "Answers streaming from Dust right now", "livesum"
+        )
         self.heartbeats = self._counter(
             "bridge_heartbeats_total", "Heartbeat progress notifications sent while Dust was silent"
         )
@@ -129,11 +158,13 @@ class Metrics:
         self.mcp_sessions = self._gauge(
             "bridge_mcp_sessions_active",
             "Open MCP sessions by transport (handshake-era Streamable HTTP sessions, legacy SSE streams)",
+            "livesum",
             ["transport"],
         )
         self.dependency_up = self._gauge(
             "bridge_dependency_up",
             "1 when a dependency (store, dust, scanner) answered the last readiness check, else 0",
+            "livemostrecent",
             ["dependency"],
         )
 
@@ -157,9 +188,109 @@ class Metrics:
         self.dust_requests.labels(method=method, endpoint=endpoint, status=str(status)).inc()
         self.dust_seconds.labels(method=method, endpoint=endpoint).observe(seconds)
 
+    def sample(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Report `read()` as the value of `gauge`. In one process that is `set_function`: read at
+        scrape time. Workers cannot read each other's, so each writes its own down every
+        SAMPLE_SECONDS (`keep_sampling`) and once more before it answers a scrape."""
+        if self.shared_dir is None:
+            gauge.set_function(read)
+        else:
+            self._sampled.append((gauge, read))
+
+    async def keep_sampling(self) -> None:
+        """Write the sampled gauges down every SAMPLE_SECONDS, for as long as the worker runs (returns
+        at once in a single process, where they are read at scrape time)."""
+        while self._sampled:
+            self._write_samples()
+            await anyio.sleep(SAMPLE_SECONDS)
+
+    def _write_samples(self) -> None:
+        for gauge, read in self._sampled:
+            gauge.set(read())
+
     def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The exposition text and its content type: this process's registry, or with workers the
+        values of them all."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        self._write_samples()
+        registry = CollectorRegistry()
+        registry.register(_WorkerValues(Path(self.shared_dir)))
+        registry.register(_BridgeProcesses(Path(self.shared_dir)))
+        PlatformCollector(registry=registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _worker_files(shared_dir: Path) -> Iterator[tuple[Path, int]]:
+    """Each value file of the workers (`counter_<pid>.db`, `gauge_livesum_<pid>.db`, ...) and its pid."""
+    for path in shared_dir.glob("*.db"):
+        with contextlib.suppress(ValueError):
+            yield path, int(path.stem.rsplit("_", 1)[-1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        pass
+    return True
+
+
+def live_workers(shared_dir: Path) -> list[int]:
+    """The pids of the workers that wrote values to `shared_dir` and still run."""
+    pids = {pid for _, pid in _worker_files(shared_dir)}
+    return sorted(pid for pid in pids if _alive(pid))
+
+
+# prometheus_client's multiprocess module carries no annotations: what its merge returns, said once.
+_merge: Callable[..., Iterable[Metric]] = MultiProcessCollector.merge
+
+
+class _WorkerValues:
+    """The values of every worker, added up as each metric's kind says (prometheus_client's
+    MultiProcessCollector), leaving out the live-only gauges of workers that are gone: a worker that
+    died keeps its counts in the totals, not its open streams."""
+
+    def __init__(self, shared_dir: Path) -> None:
+        self._shared_dir = shared_dir
+
+    def collect(self) -> Iterable[Metric]:
+        live = set(live_workers(self._shared_dir))
+        files = [
+            str(path)
+            for path, pid in _worker_files(self._shared_dir)
+            if pid in live or not path.name.startswith("gauge_live")
+        ]
+        return _merge(files, accumulate=True)
+
+
+# Process metrics that do not add up across processes: the earliest start, the smallest fd limit.
+_SMALLEST_OF_ALL = frozenset({"process_start_time_seconds", "process_max_fds"})
+
+
+class _BridgeProcesses:
+    """process_* of the bridge as a whole: uvicorn's supervisor (every worker's parent) and the live
+    workers, added up, so that the chart's CPU and memory alerts still compare one container with its
+    limits."""
+
+    def __init__(self, shared_dir: Path) -> None:
+        self._shared_dir = shared_dir
+
+    def collect(self) -> Iterable[Metric]:
+        found: dict[str, tuple[Metric, list[float]]] = {}
+        for pid in [os.getppid(), *live_workers(self._shared_dir)]:
+            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
+                found.setdefault(family.name, (family, []))[1].append(family.samples[0].value)
+        for name, (family, values) in found.items():
+            value = min(values) if name in _SMALLEST_OF_ALL else sum(values)
+            family.samples = [family.samples[0]._replace(value=value)]
+        return [family for family, _ in found.values()]
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
 
 
 _ID_AFTER = {"conversations", "agent_configurations", "messages", "files"}

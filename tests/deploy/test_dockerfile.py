@@ -364,7 +364,9 @@ def test_entrypoint_is_the_console_script_and_cmd_serves_on_all_interfaces(runti
     assert entry.exec_form() == ["dust-mcp-bridge"], "exec form, so the bridge is PID 1 and gets SIGTERM"
     assert PYPROJECT["project"]["scripts"]["dust-mcp-bridge"] == "bridge.cli:main"
     (cmd,) = runtime.all("CMD")
-    assert cmd.exec_form() == ["serve", "--host", "0.0.0.0", "--port", "8080"]
+    # --workers without a count: BRIDGE_WORKERS decides, auto when unset (one per CPU with Redis).
+    assert cmd.exec_form() == ["serve", "--host", "0.0.0.0", "--port", "8080", "--workers"]
+    assert "BRIDGE_WORKERS" not in runtime.env()
 
 
 def healthcheck_argv(runtime: Stage) -> list[str]:

@@ -226,6 +226,12 @@ def test_helm_lint_reports_a_broken_template(tool: Callable[[str], str], tmp_pat
         ("config.scanMode=sometimes", "/config/scanMode"),
         ("clamav.url=http://clamd:3310", "/clamav/url"),
         ("replicas=3", "replicas"),  # a typo of replicaCount: unknown keys are refused
+        ("workers=0", "/workers"),
+        ("workers=257", "/workers"),
+        ("workers=many", "/workers"),
+        ("workers=0300", "/workers"),
+        ("config.redisMaxConnections=0", "/config/redisMaxConnections"),
+        ("config.redisPoolTimeoutSeconds=61", "/config/redisPoolTimeoutSeconds"),
     ],
 )
 def test_schema_rejects_a_bad_value(
@@ -448,6 +454,10 @@ def test_default_render_is_the_secure_minimum(default: Render) -> None:
     assert config["BRIDGE_LOG_FORMAT"] == "json"
     assert config["BRIDGE_UPLOAD_DIR"] == "/tmp/dust-mcp-bridge"
     assert config["BRIDGE_UPLOAD_MAX_BYTES"] == "52428800"  # not 5.24288e+07
+    # Workers: automatic (one per CPU of the limit with Redis, and here there is none: one).
+    assert config["BRIDGE_WORKERS"] == "auto"
+    pool = ("BRIDGE_REDIS_MAX_CONNECTIONS", "BRIDGE_REDIS_IDLE_SECONDS", "BRIDGE_REDIS_POOL_TIMEOUT_SECONDS")
+    assert [config[name] for name in pool] == ["128", "60", "2"]
     hosts = config["BRIDGE_ALLOWED_HOSTS"].split(",")
     assert {FULLNAME, f"{FULLNAME}.{NAMESPACE}.svc", f"{FULLNAME}.{NAMESPACE}.svc.cluster.local:*"} <= set(
         hosts
@@ -526,6 +536,12 @@ def test_every_rendered_environment_name_is_one_of_env_example(renders: dict[str
             [*MINIMAL, "--set", "config.principalProxies={10.0.0.0/8}"],
             "config.principalProxies has no effect without config.principalHeader",
         ),
+        (
+            [*MINIMAL, "--set", "workers=2"],
+            "workers above 1 needs redis.url (or redis.existingSecret): the workers share sessions,"
+            " conversations and limits through Redis; leave workers empty (auto: 1 without Redis)"
+            " or set it to 1",
+        ),
     ],
 )
 def test_render_stops_with_a_clear_message(
@@ -569,6 +585,13 @@ def test_full_values_render_every_optional_object(full: Render) -> None:
     assert config["BRIDGE_SHOW_CHAIN_OF_THOUGHT"] == "true"  # extraEnv wins over config.showChainOfThought
     assert config["BRIDGE_PRINCIPAL_HEADER"] == "X-Auth-Request-Email"
     assert config["BRIDGE_PRINCIPAL_PROXIES"] == "10.0.0.0/8"
+    assert config["BRIDGE_WORKERS"] == "2"
+    assert config["BRIDGE_REDIS_MAX_CONNECTIONS"] == "64" and config["BRIDGE_REDIS_IDLE_SECONDS"] == "30"
+    assert config["BRIDGE_REDIS_POOL_TIMEOUT_SECONDS"] == "1.5"
+    assert containers(full.one("Deployment"))["bridge"]["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "640Mi",
+    }
     # The Redis URL carries a password: Secret, not ConfigMap.
     assert "REDIS_URL" not in config
     secret = full.one("Secret")["stringData"]
@@ -645,6 +668,7 @@ def test_existing_secret_variant_renders_no_secret_and_references_the_given_ones
     assert deployment["spec"]["replicas"] == 3
     config = existing.one("ConfigMap")["data"]
     assert config["CLAMD_URL"] == "tcp://clamav.security.svc.cluster.local:3310"
+    assert config["BRIDGE_WORKERS"] == "auto"
     assert "REDIS_URL" not in config
     endpoint = existing.one("ServiceMonitor")["spec"]["endpoints"][0]
     assert endpoint["authorization"]["credentials"] == {
@@ -757,8 +781,9 @@ def test_prometheus_rule_has_every_alert_with_labels_annotations_and_known_metri
     assert 'dependency="scanner"} == 0' in exprs["DustMcpBridgeScannerDown"]
     assert 'dependency="dust"} == 0' in exprs["DustMcpBridgeDustUnavailable"]
     assert 'dependency="store"} == 0' in exprs["DustMcpBridgeStoreUnavailable"]
-    assert "/ 1 > 0.9" in exprs["DustMcpBridgeHighCPU"]  # resources.limits.cpu "1"
-    assert f"/ {512 * 1024 * 1024} > 0.9" in exprs["DustMcpBridgeHighMemory"]  # resources.limits.memory 512Mi
+    # Against the whole pod's limits (full-values: two workers, limits.cpu "2", limits.memory 640Mi).
+    assert "/ 2 > 0.9" in exprs["DustMcpBridgeHighCPU"]
+    assert f"/ {640 * 1024 * 1024} > 0.9" in exprs["DustMcpBridgeHighMemory"]
     assert "changes(bridge_dependency_up" in exprs["DustMcpBridgeReadinessFlapping"]
     latency = " ".join(a["expr"] for a in rules(full) if a["alert"] == "DustMcpBridgeHighLatencyP99")
     assert "histogram_quantile(0.99" in latency and "bridge_answer_first_chunk_seconds_bucket" in latency

@@ -567,7 +567,7 @@ def test_image_has_the_locked_packages_its_user_its_healthcheck_and_no_build_ca(
     assert isinstance(healthcheck, dict), "no HEALTHCHECK in the image: was it built in OCI format?"
     assert config["User"] == "10001"
     assert config["Entrypoint"] == ["dust-mcp-bridge"]
-    assert config["Cmd"] == ["serve", "--host", "0.0.0.0", "--port", "8080"]
+    assert config["Cmd"] == ["serve", "--host", "0.0.0.0", "--port", "8080", "--workers"]
     assert healthcheck["Test"] == ["CMD", *json.loads(check.args.partition(" CMD ")[2])]
     assert not [e for e in config["Env"] if e.startswith(("SSL_CERT_FILE=", "PIP_CERT=", "BUILD_CA"))]
 
@@ -642,6 +642,7 @@ def test_runs_read_only_as_its_user_and_its_healthcheck_passes(
         "0.0.0.0",
         "--port",
         "8080",
+        "--workers",
     ]
     writes = inside["writes"]
     assert writes.pop("/tmp/x") == "written"
@@ -709,4 +710,15 @@ def test_stops_on_sigterm_within_the_grace_period_with_json_logs(
     assert records, tail(logs)
     events = [json.loads(line) for line in records]
     assert {"tool_call", "upload_accepted", "upload_refused"} <= {e.get("event") for e in events}
-    assert events[-1]["message"] == "Finished server process [1]", events[-1]
+    messages = [str(e.get("message")) for e in events]
+    started = [m for m in messages if m.startswith("Started server process [")]
+    print(f"bridge container: {len(started)} worker process(es) (the image's CMD: BRIDGE_WORKERS, auto)")
+    if "Started parent process [1]" in messages:
+        # Workers (REDIS_URL is set and the container has more than one CPU): PID 1 is their
+        # supervisor, which stops last, once every worker has finished.
+        finished = {m.replace("Finished", "Started") for m in messages if m.startswith("Finished server")}
+        assert len(started) > 1 and set(started) == finished, messages
+        assert messages[-1] == "Stopping parent process [1]", messages[-1]
+    else:
+        assert started == ["Started server process [1]"], started
+        assert messages[-1] == "Finished server process [1]", messages[-1]

@@ -60,6 +60,12 @@ VALIDATED_VARIABLES = {
     "bridge_api_keys",
     "log_level",
     "timeout_seconds",
+    "workers",
+    "redis_max_connections",
+    "redis_idle_seconds",
+    "redis_pool_timeout_seconds",
+    "principal_header",
+    "principal_proxies",
 }
 OUTPUTS = {"namespace", "release_name", "service_dns_name", "secret_name", "chart_version"}
 
@@ -95,6 +101,25 @@ REJECTED = {
     "api-key-entry-malformed": ({"bridge_api_keys": ["alice:not-a-sha256"]}, "bridge_api_keys"),
     "log-level-unknown": ({"log_level": "verbose"}, "log_level"),
     "timeout-zero": ({"timeout_seconds": 0}, "timeout_seconds"),
+    "workers-zero": ({"workers": "0", "redis_url": REDIS}, "workers"),
+    "workers-257": ({"workers": "257", "redis_url": REDIS}, "workers"),
+    "workers-word": ({"workers": "many"}, "workers"),
+    "workers-fraction": ({"workers": "1.5"}, "workers"),
+    "redis-max-connections-zero": ({"redis_max_connections": 0}, "redis_max_connections"),
+    "redis-idle-zero": ({"redis_idle_seconds": 0}, "redis_idle_seconds"),
+    "redis-pool-timeout-61": ({"redis_pool_timeout_seconds": 61}, "redis_pool_timeout_seconds"),
+    "principal-header-space": (
+        {"principal_header": "X Auth", "principal_proxies": ["10.0.0.0/8"]},
+        "principal_header",
+    ),
+    "principal-proxies-everyone": (
+        {"principal_header": "X-Auth-Request-Email", "principal_proxies": ["0.0.0.0/0"]},
+        "principal_proxies",
+    ),
+    "principal-proxies-a-name": (
+        {"principal_header": "X-Auth-Request-Email", "principal_proxies": ["proxy.internal"]},
+        "principal_proxies",
+    ),
 }
 
 # name -> (extra variables, a phrase of the helm_release precondition that must refuse them)
@@ -111,6 +136,15 @@ REFUSED_BY_PRECONDITION = {
     ),
     "two-replicas-without-redis": ({"replicas": 2}, "needs redis_url"),
     "autoscaling-without-redis": ({"autoscaling_enabled": True}, "needs redis_url"),
+    "workers-without-redis": ({"workers": "2"}, "More than one worker needs redis_url"),
+    "principal-header-alone": (
+        {"principal_header": "X-Auth-Request-Email"},
+        "principal_header and principal_proxies go together",
+    ),
+    "principal-proxies-alone": (
+        {"principal_proxies": ["10.0.0.0/8"]},
+        "principal_header and principal_proxies go together",
+    ),
 }
 
 # name -> extra variables that must be accepted (the edges of the rules above)
@@ -126,6 +160,14 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "clamav-off": {"clamav_mode": "off"},
     "clamav-external": {"clamav_mode": "external", "clamav_url": "tcp://clamd.scan.svc:3310"},
     "repository-chart-pinned": {"chart_repository": "oci://ghcr.io/example/charts", "chart_version": "0.1.0"},
+    "workers-auto-without-redis": {"workers": "auto"},
+    "one-worker-without-redis": {"workers": "1"},
+    "workers-256": {"workers": "256", "redis_url": REDIS},
+    "redis-pool-edges": {
+        "redis_max_connections": 10000,
+        "redis_idle_seconds": 0.5,
+        "redis_pool_timeout_seconds": 60,
+    },
     "everything": {
         "release_name": "bridge",
         "redis_url": REDIS,
@@ -143,6 +185,12 @@ ACCEPTED: dict[str, dict[str, Any]] = {
         "prometheus_rule_enabled": True,
         "log_level": "debug",
         "shutdown_grace_seconds": 120,
+        "workers": "4",
+        "redis_max_connections": 64,
+        "redis_idle_seconds": 30,
+        "redis_pool_timeout_seconds": 1.5,
+        "principal_header": "X-Auth-Request-Email",
+        "principal_proxies": ["10.0.0.0/8", "fd00::/8"],
     },
 }
 
@@ -499,6 +547,14 @@ def test_values_follow_the_inputs(evaluated: dict[str, Any]) -> None:
     assert values["config"]["demo"] == "off" and values["config"]["allowedHosts"] == [
         "bridge.internal.example.com"
     ]
+    assert values["workers"] == "4"
+    assert {key: values["config"][key] for key in ("redisMaxConnections", "redisIdleSeconds")} == {
+        "redisMaxConnections": 64,
+        "redisIdleSeconds": 30,
+    }
+    assert values["config"]["redisPoolTimeoutSeconds"] == 1.5
+    assert values["config"]["principalHeader"] == "X-Auth-Request-Email"
+    assert values["config"]["principalProxies"] == ["10.0.0.0/8", "fd00::/8"]
     assert values["ingress"] == {
         "enabled": True,
         "className": "nginx",
@@ -520,6 +576,16 @@ def test_values_follow_the_inputs(evaluated: dict[str, Any]) -> None:
     # Defaults: no Redis named to the chart, no ingress annotations (the chart's SSE defaults stay).
     defaults = evaluated["defaults"]["outputs"]["values"]
     assert defaults["redis"]["existingSecret"] == "" and "annotations" not in defaults["ingress"]
+    # Workers automatic, the pool and the proxy user as the chart's own defaults.
+    assert defaults["workers"] == "" and defaults["config"]["principalHeader"] == ""
+    assert [
+        defaults["config"][key]
+        for key in ("redisMaxConnections", "redisIdleSeconds", "redisPoolTimeoutSeconds")
+    ] == [
+        128,
+        60,
+        2,
+    ]
     assert defaults["podAnnotations"] != values["podAnnotations"], "a credential change must roll the pods"
     assert evaluated["defaults"]["outputs"]["chart"] == "./../helm/dust-mcp-bridge"
     assert evaluated["repository-chart-pinned"]["outputs"]["chart"] == "dust-mcp-bridge"
@@ -630,6 +696,16 @@ def test_chart_renders_with_the_module_values_and_uses_its_secret(
     } in bridge["env"]
     config = rendered[("ConfigMap", name)]["data"]
     assert config["BRIDGE_LOG_LEVEL"] == "DEBUG" and config["BRIDGE_SHUTDOWN_GRACE_SECONDS"] == "120"
+    assert config["BRIDGE_WORKERS"] == "4"
+    assert [
+        config[f"BRIDGE_REDIS_{key}"] for key in ("MAX_CONNECTIONS", "IDLE_SECONDS", "POOL_TIMEOUT_SECONDS")
+    ] == [
+        "64",
+        "30",
+        "1.5",
+    ]
+    assert config["BRIDGE_PRINCIPAL_HEADER"] == "X-Auth-Request-Email"
+    assert config["BRIDGE_PRINCIPAL_PROXIES"] == "10.0.0.0/8,fd00::/8"
     assert config["BRIDGE_DEMO"] == "off" and "REDIS_URL" not in config
     assert {"bridge.example.com", "bridge.internal.example.com"} <= set(
         config["BRIDGE_ALLOWED_HOSTS"].split(",")
@@ -661,6 +737,7 @@ def test_chart_renders_each_clamav_mode(
     rendered = render(tool, evaluated[case], release="dust-mcp-bridge")
     config = rendered[("ConfigMap", "dust-mcp-bridge")]["data"]
     assert config.get("CLAMD_URL") == clamd_url and config["BRIDGE_SCAN_MODE"] == scan_mode
+    assert config["BRIDGE_WORKERS"] == "auto"  # the module's default: automatic
     containers = rendered[("Deployment", "dust-mcp-bridge")]["spec"]["template"]["spec"]["containers"]
     assert (len(containers) > 1) is (case == "defaults"), [c["name"] for c in containers]
     assert ("Ingress", "dust-mcp-bridge") not in rendered

@@ -42,6 +42,7 @@ async def test_health_ready_and_status_against_dust_redis_and_clamd(
     assert ready["checks"] == {"store": "ok", "dust": "ok", "scanner": "ok"}
     assert status["mode"] == "dust" and status["store"] == "redis"
     assert status["dust"]["circuit"] == "closed"
+    assert status["worker"] == {"pid": bridge.pid, "workers": 1}  # one process: it answers everything
     assert "sk-" not in str(status)
 
 

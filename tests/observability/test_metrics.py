@@ -3,16 +3,20 @@ Dust calls by endpoint; and the label folding that keeps their cardinality small
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx2
 from mcp import Client
 
 from bridge.observability.metrics import dust_endpoint, route_group
 from tests.helpers import faults
-from tests.procs import Proc, bridge_env, running, start_bridge
+from tests.procs import REPO, Proc, bridge_env, running, start_bridge
 
 
 def test_ids_and_paths_are_folded_into_few_labels() -> None:
@@ -180,3 +184,48 @@ async def test_request_id_reaches_the_logs_and_every_dust_call_of_a_tool_call(si
     assert streamed and all(c.get("request_id") == "corr-7" for c in streamed)
     entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(e.get("event") == "tool_call" and e.get("request_id") == "corr-7" for e in entries)
+
+
+# One worker of `serve --workers N` as far as its metrics go (prometheus_client in multiprocess mode
+# from its start): a heartbeat, an open stream, a readiness check that found the store as argv[1] says,
+# two open sessions; it prints a scrape's exposition, and with `stay` waits for its stdin to close.
+WORKER = """
+import sys
+from bridge.observability.metrics import Metrics
+metrics = Metrics()
+metrics.heartbeats.inc()
+metrics.active_streams.inc()
+metrics.dependency_up.labels(dependency="store").set(float(sys.argv[1]))
+metrics.sample(metrics.mcp_sessions.labels(transport="streamable-http"), lambda: 2)
+sys.stdout.write(metrics.render()[0].decode() + "\\n---\\n")
+sys.stdout.flush()
+if sys.argv[2] == "stay":
+    sys.stdin.read()
+"""
+
+
+def test_with_workers_a_scrape_adds_up_every_workers_counts_and_only_the_live_ones_gauges(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    run = [sys.executable, "-c", WORKER]
+    with subprocess.Popen(
+        [*run, "0", "stay"], env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as alive:
+        assert alive.stdout is not None
+        while alive.stdout.readline().strip() != "---":  # its values are written
+            pass
+        subprocess.run([*run, "0", "exit"], env=env, cwd=REPO, check=True, capture_output=True)
+        scrape = subprocess.run(
+            [*run, "1", "exit"], env=env, cwd=REPO, check=True, capture_output=True, text=True
+        ).stdout
+        assert alive.stdin is not None
+        alive.stdin.close()
+    # Three workers counted a heartbeat each; the one that is gone keeps its count in the total...
+    assert value(scrape, "bridge_heartbeats_total") == 3
+    # ...but not its open stream or sessions: the two live workers' add up.
+    assert value(scrape, "bridge_active_streams") == 2
+    assert value(scrape, "bridge_mcp_sessions_active", transport="streamable-http") == 4
+    # The latest readiness check, whichever live worker made it.
+    assert value(scrape, "bridge_dependency_up", dependency="store") == 1
+    assert value(scrape, "process_resident_memory_bytes") > 10_000_000

@@ -64,6 +64,15 @@ app.kubernetes.io/part-of: dust-mcp-bridge
 {{- if eq $v (floor $v) -}}{{- printf "%.0f" $v -}}{{- else -}}{{- printf "%g" $v -}}{{- end -}}
 {{- end -}}
 
+{{/* BRIDGE_WORKERS: the count (a number, or digits as a string), or auto for an empty `workers`. */}}
+{{- define "dust-mcp-bridge.workers" -}}
+{{- if kindIs "string" .Values.workers -}}
+{{- default "auto" .Values.workers -}}
+{{- else -}}
+{{- include "dust-mcp-bridge.num" .Values.workers -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when the Redis URL carries a password (user:password@host or ?password=). */}}
 {{- define "dust-mcp-bridge.redisUrlIsSecret" -}}
 {{- if and .Values.redis.url (or (regexMatch "^[a-z+]+://[^/]*@" .Values.redis.url) (regexMatch "[?&]password=" .Values.redis.url)) -}}true{{- end -}}
@@ -144,6 +153,9 @@ unix:///run/clamav/clamd.sock
 {{- end -}}
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) -}}
 {{- fail "dust-mcp-bridge: autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and (gt (atoi (include "dust-mcp-bridge.workers" .)) 1) (not (include "dust-mcp-bridge.redisEnabled" .)) -}}
+{{- fail "dust-mcp-bridge: workers above 1 needs redis.url (or redis.existingSecret): the workers share sessions, conversations and limits through Redis; leave workers empty (auto: 1 without Redis) or set it to 1" -}}
 {{- end -}}
 {{- if and $v.config.principalHeader (not $v.config.principalProxies) -}}
 {{- fail "dust-mcp-bridge: config.principalHeader needs config.principalProxies: the addresses of the authenticating proxy (e.g. the ingress controller's pod network), the only peers whose header is believed" -}}
