@@ -14,6 +14,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from bridge.config import ConfigError
@@ -308,3 +309,89 @@ async def test_sigterm_to_the_supervisor_lets_answers_finish_then_leaves_nothing
     assert "ended with exit status" not in log and "Traceback" not in log
     for pid in pids:
         assert f'"message": "Finished server process [{pid}]"' in log
+
+
+# --- Sessions across workers, and a worker that dies ------------------------------------------------
+
+
+async def test_one_handshake_era_session_is_served_by_every_worker(simulator: Proc, redis_url: str) -> None:
+    bridge = start_workers(simulator, redis_url, 2)
+    try:
+        worker_pids(bridge, 2)
+        # No keep-alive: every request is a new connection, which either worker may accept.
+        fresh = httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=0), timeout=30)
+        async with (
+            fresh,
+            Client(streamable_http_client(f"{bridge.url}/mcp", http_client=fresh), mode="legacy") as client,
+        ):
+            first = await client.call_tool("ask_agent", {"agent": "echo", "message": "one"})
+            for _ in range(6):
+                await client.list_tools()
+            second = await client.call_tool("ask_agent", {"agent": "echo", "message": "two"})
+        log = bridge.log()
+    finally:
+        bridge.stop()
+    assert not first.is_error and not second.is_error, text_of(second)
+    # No `conversation` passed: the session's memory continued the chat, whichever worker answered.
+    assert (second.structured_content or {})["continued"] is True
+    # The worker that did not open the session rebuilt it from the store.
+    assert "continued on this process from the session store" in log
+
+
+async def test_a_worker_killed_mid_answer_fails_only_its_own_answers(simulator: Proc, redis_url: str) -> None:
+    faults(simulator, token_delay_ms=60)
+    bridge = start_workers(simulator, redis_url, 2)
+    try:
+        worker_pids(bridge, 2)
+        streaming = anyio.Event()
+        outcomes: dict[int, str] = {}
+
+        async def ask(n: int) -> None:
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                streaming.set()
+
+            message = f"answer {n} " * 10
+            try:
+                with anyio.fail_after(60):
+                    async with Client(f"{bridge.url}/mcp") as client:
+                        result = await client.call_tool(
+                            "ask_agent", {"agent": "echo", "message": message}, progress_callback=on_progress
+                        )
+                exact = not result.is_error and text_of(result).startswith(
+                    f"Echo (turn 1): {message.strip()}"
+                )
+                outcomes[n] = "exact" if exact else f"tool error: {text_of(result)[:80]}"
+            except Exception as exc:  # the client's own view of a connection that died
+                outcomes[n] = f"error: {type(exc).__name__}"
+
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(ask, n)
+            with anyio.fail_after(30):
+                await streaming.wait()
+            victim, streams = await _a_worker_with_streams(bridge)
+            os.kill(victim, signal.SIGKILL)
+        # The supervisor starts a worker in its place; the bridge answers as before.
+        pids, _ = worker_pids(bridge, 2)
+        async with Client(f"{bridge.url}/mcp") as client:
+            after = await client.call_tool("ask_agent", {"agent": "echo", "message": "after"})
+    finally:
+        bridge.stop()
+        faults(simulator, token_delay_ms=15)
+    failed = [o for o in outcomes.values() if o != "exact"]
+    assert len(outcomes) == 8
+    assert failed and all(o.startswith("error") for o in failed), outcomes
+    assert len(failed) <= streams, outcomes
+    assert len(failed) < 8, "answers on the other worker failed too"
+    assert victim not in pids and not after.is_error
+
+
+async def _a_worker_with_streams(bridge: Proc) -> tuple[int, int]:
+    """A worker streaming answers now (its pid), and how many, from /status on new connections."""
+    deadline = time.monotonic() + 20
+    async with httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=0), timeout=10) as http:
+        while time.monotonic() < deadline:
+            status = (await http.get(f"{bridge.url}/status")).json()
+            if status["active_streams"] > 0:
+                return int(status["worker"]["pid"]), int(status["active_streams"])
+    raise AssertionError("no worker was streaming an answer")
