@@ -151,6 +151,13 @@ def _shared_messages(route: BaseRoute, sharing: SseSessionSharing) -> BaseRoute:
     return route
 
 
+def _identities(settings: Settings, oauth: OAuthSettings | None) -> tuple[str, ...]:
+    """How callers are told apart, for /status: client keys, OAuth tokens, a trusted proxy's user."""
+    named = [("keys", bool(settings.api_keys)), ("oauth", oauth is not None)]
+    named.append(("proxy", settings.principal_header is not None))
+    return tuple(name for name, on in named if on) or ("local",)
+
+
 def _oauth_settings(settings: Settings) -> OAuthSettings | None:
     if settings.oauth_issuer is None or settings.oauth_audience is None or settings.public_url is None:
         return None
@@ -169,6 +176,7 @@ def _routes(
     readiness = Readiness(holder.get)
     facts = StatusFacts(
         client_keys_required=bool(settings.api_keys),
+        identities=_identities(settings, oauth),
         streamable_sessions=mcp.streamable_sessions,
         demo_warning=DEMO_BANNER,
         workers=settings.workers or 1,

@@ -27,6 +27,8 @@ class StatusFacts:
     """What /status says that the wiring knows, not the runtime."""
 
     client_keys_required: bool
+    # Who a caller is, besides a client key: "oauth" (JWTs), "proxy" (a trusted proxy's header).
+    identities: tuple[str, ...]
     streamable_sessions: Callable[[], int]  # open handshake-era Streamable HTTP sessions
     demo_warning: str  # shown in demo mode
     workers: int  # worker processes serving (`serve --workers`), this one among them
@@ -54,6 +56,7 @@ def status_body(services: Services, readiness: Readiness, facts: StatusFacts) ->
         },
         "store": services.store.kind,
         "client_keys": "required" if facts.client_keys_required else "off",
+        "identities": list(facts.identities),
         "transports": ["streamable-http:/mcp", "sse:/sse"],
         "active_streams": services.conversations.active_streams,
         "mcp_sessions": {

@@ -490,3 +490,8 @@ def test_a_presented_client_key_wins_over_the_proxy_header(simulator: Proc) -> N
     assert wrong_key.status_code == 401  # a presented key decides, even from the proxy
     principals = [e["principal"] for e in events if e["event"] == "auth_success"]
     assert principals == ["ci", f"proxy:{BOB}"]
+
+
+def test_status_says_callers_are_known_by_the_proxy(proxied: Proc) -> None:
+    status = httpx2.get(f"{proxied.url}/status", headers={HEADER: "alice"}, timeout=10).json()
+    assert status["identities"] == ["proxy"] and status["client_keys"] == "off"

@@ -43,7 +43,8 @@ def test_protected_routes_need_a_valid_key_and_say_nothing_more(
 def test_health_readiness_metrics_and_docs_stay_open(bridge: Proc) -> None:
     for path in ("/healthz", "/readyz", "/metrics", "/status", "/openapi.json"):
         assert httpx2.get(f"{bridge.url}{path}", timeout=10).status_code in (200, 503), path
-    assert httpx2.get(f"{bridge.url}/status", timeout=10).json()["client_keys"] == "required"
+    status = httpx2.get(f"{bridge.url}/status", timeout=10).json()
+    assert status["client_keys"] == "required" and status["identities"] == ["keys"]
 
 
 def _audited_clients(bridge: Proc) -> list[str]:
