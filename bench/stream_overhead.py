@@ -3,7 +3,9 @@
 Usage (from the repository root):
 
     .venv/bin/python bench/stream_overhead.py [--concurrency 1,50,200] [--turns N] [--quick]
-                                              [--redis] [--phases latency,rss] [--json PATH]
+                                              [--redis] [--phases latency,steady,rss] [--json PATH]
+                                              [--steady-levels 50,200] [--steady-seconds 60]
+                                              [--topologies one,workers2,replicas2]
 
 What it does:
 
@@ -20,7 +22,12 @@ What it does:
    Time to first chunk = first `generation_tokens` event (direct) / first progress notification
    carrying answer text (bridge); time to result = terminal event / `call_tool` returning. Both are
    measured from just before the create-conversation POST / `call_tool`.
-3. RSS: a fresh bridge answers 1,000 then 1,000 more `ask_agent` calls (50 at a time) and its
+3. Steady state: C callers (lean clients on both sides) keep C asks in flight, direct and bridged
+   in alternating halves, against each topology in turn: `one` bridge process, `workers2` (`serve
+   --workers 2`, Redis) and `replicas2` (two one-process bridges on one Redis behind nginx,
+   round-robin, no affinity). CPU per answer counts every process of the topology (the workers
+   with their supervisor; nginx apart, as "balancer").
+4. RSS: a fresh bridge answers 1,000 then 1,000 more `ask_agent` calls (50 at a time) and its
    VmRSS/VmHWM are read from /proc before, between and after.
 
 The benchmark process freezes its set-up objects (`gc.freeze()`) once the MCP clients are open, so
@@ -61,7 +68,16 @@ if str(REPO) not in sys.path:
 from bench.wire import DustWire, McpWire, WireError  # noqa: E402
 from bridge.dust.client import DustClient  # noqa: E402
 from bridge.dust.models import MessageContext  # noqa: E402
-from tests.procs import Proc, start_bridge, start_redis, start_simulator  # noqa: E402
+from tests.procs import (  # noqa: E402
+    Proc,
+    free_port,
+    spawn,
+    start_bridge,
+    start_nginx,
+    start_redis,
+    start_simulator,
+    wait_for_http,
+)
 
 AGENT_SID = "echo000001"
 AGENT_NAME = "echo"
@@ -126,6 +142,29 @@ def cpu_seconds(pid: int | None = None) -> float:
         return t.user + t.system
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (a worker supervisor's workers, nginx's worker)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError, ValueError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                queue += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_seconds(roots: Sequence[int]) -> float:
+    """CPU seconds of the processes under `roots` now alive (a process that ended is not counted:
+    the topologies here keep theirs for the whole measurement)."""
+    total = 0.0
+    for root in roots:
+        for pid in process_tree(root):
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+    return total
 
 
 def machine_busy_seconds() -> float:
@@ -604,7 +643,7 @@ async def steady_path(
     seconds: float,
     warmup: float,
     call: Callable[[int], Awaitable[Sample]],
-    pids: dict[str, int],
+    pids: dict[str, list[int]],
 ) -> SteadyPath:
     """`concurrency` callers ask back to back for `warmup + seconds`; samples started after the warm-up count.
 
@@ -632,7 +671,7 @@ async def steady_path(
 
     async def start_counting() -> None:
         await anyio.sleep(max(0.0, measure_from - time.perf_counter()))
-        cpu0.update({k: cpu_seconds(pid) for k, pid in pids.items()}, client=cpu_seconds(None))
+        cpu0.update({k: tree_cpu_seconds(roots) for k, roots in pids.items()}, client=cpu_seconds(None))
 
     with anyio.fail_after(warmup + seconds + STEADY_ANSWER_SECONDS + CALL_TIMEOUT):
         async with anyio.create_task_group() as tg:
@@ -641,12 +680,14 @@ async def steady_path(
                 tg.start_soon(caller, i)
     out.seconds = time.perf_counter() - measure_from
     n = max(len(out.ttfc), 1)
-    out.cpu = {k: (cpu_seconds(pid) - cpu0[k]) * 1000 / n for k, pid in pids.items()}
+    out.cpu = {k: (tree_cpu_seconds(roots) - cpu0[k]) * 1000 / n for k, roots in pids.items()}
     out.cpu["client"] = (cpu_seconds(None) - cpu0["client"]) * 1000 / n
     return out
 
 
-async def steady_level(concurrency: int, seconds: float, simulator: Proc, bridge: Proc) -> dict[str, Any]:
+async def steady_level(
+    concurrency: int, seconds: float, simulator: Proc, bridge: Topology
+) -> dict[str, Any]:
     """Direct (lean Dust client) vs bridge (lean MCP client), `concurrency` asks always in flight."""
     message, expected = steady_message()
     dust_wires = [
@@ -662,7 +703,7 @@ async def steady_level(concurrency: int, seconds: float, simulator: Proc, bridge
     async def bridged(i: int) -> Sample:
         return await lean_bridge_once(mcp_wires[i], message, expected)
 
-    pids = {"simulator": simulator.pid, "bridge": bridge.pid}
+    pids = {"simulator": [simulator.pid], **bridge.roots}
     warmup = STEADY_ANSWER_SECONDS + 2
     paths: dict[str, list[SteadyPath]] = {LEAN_DIRECT: [], LEAN_BRIDGE: []}
     try:
@@ -701,8 +742,55 @@ async def steady_level(concurrency: int, seconds: float, simulator: Proc, bridge
     return out
 
 
+TOPOLOGIES = ("one", "workers2", "replicas2")
+
+
+@dataclass
+class Topology:
+    """The bridge(s) a steady level runs against: where to send MCP, whose CPU counts as what."""
+
+    name: str
+    url: str
+    roots: dict[str, list[int]]  # "bridge" (and "balancer"): the processes (with their children)
+    procs: list[Proc] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+def start_topology(name: str, simulator: Proc, redis: Proc | None) -> Topology:
+    """`one` bridge process; `workers2`: `serve --workers 2` (both workers answering); `replicas2`:
+    two one-process bridges behind nginx, round-robin. The last two share `redis`."""
+    if name == "one":
+        bridge = start_bridge(bench_env(simulator, redis, {}))
+        return Topology(name, bridge.url, {"bridge": [bridge.pid]}, [bridge])
+    assert redis is not None, f"{name} needs Redis"
+    if name == "workers2":
+        port = free_port()
+        args = [sys.executable, "-m", "bridge", "serve", "--port", str(port), "--workers", "2"]
+        bridge = spawn(args, port, env=bench_env(simulator, redis, {}), name="workers")
+        wait_for_http(f"{bridge.url}/healthz", bridge.popen)
+        wait_for_workers(bridge.url, 2)
+        return Topology(name, bridge.url, {"bridge": [bridge.pid]}, [bridge])
+    replicas = [start_bridge(bench_env(simulator, redis, {})) for _ in range(2)]
+    balancer = start_nginx([r.port for r in replicas])
+    roots = {"bridge": [r.pid for r in replicas], "balancer": [balancer.pid]}
+    return Topology(name, f"http://127.0.0.1:{balancer.port}", roots, [*replicas, balancer])
+
+
+def wait_for_workers(url: str, count: int, timeout: float = 60.0) -> None:
+    """Until `count` different workers have answered /status (each new connection may go to any)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {seen} answered")
+        seen.add(httpx2.get(f"{url}/status", timeout=10).json()["worker"]["pid"])
+
+
 async def steady_phase(args: argparse.Namespace, redis: Proc | None, procs: list[Proc]) -> dict[str, Any]:
-    """Its own simulator (slower tokens, see STEADY_*) and a default bridge, then every steady level."""
+    """Its own simulator (slower tokens, see STEADY_*), then every steady level on each topology."""
     simulator = start_simulator(
         args=["--token-delay-ms", str(STEADY_TOKEN_DELAY_MS), "--log-level", "warning"]
     )
@@ -710,28 +798,33 @@ async def steady_phase(args: argparse.Namespace, redis: Proc | None, procs: list
     async with httpx2.AsyncClient() as http:
         response = await http.post(f"{simulator.url}/_sim/faults", json={"chunk_chars": CHUNK_CHARS})
         response.raise_for_status()
-    bridge = start_bridge(bench_env(simulator, redis, {}))
-    procs.append(bridge)
     out: dict[str, Any] = {
         "token_delay_ms": STEADY_TOKEN_DELAY_MS,
         "events_per_answer": STEADY_EVENTS,
         "seconds_per_path": args.steady_seconds,
-        "levels": {},
+        "topologies": {},
     }
-    for concurrency in args.steady_levels:
-        started = time.perf_counter()
-        level = await steady_level(concurrency, args.steady_seconds, simulator, bridge)
-        print(steady_table(concurrency, level), flush=True)
-        print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
-        out["levels"][str(concurrency)] = level
+    for name in args.topologies:
+        topology = start_topology(name, simulator, redis)
+        levels: dict[str, Any] = {}
+        try:
+            for concurrency in args.steady_levels:
+                started = time.perf_counter()
+                level = await steady_level(concurrency, args.steady_seconds, simulator, topology)
+                print(steady_table(f"{name}, {concurrency} calls in flight", level), flush=True)
+                print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
+                levels[str(concurrency)] = level
+        finally:
+            topology.stop()
+        out["topologies"][name] = levels
     return out
 
 
-def steady_table(concurrency: int, level: dict[str, Any]) -> str:
+def steady_table(title: str, level: dict[str, Any]) -> str:
     lines = [
-        f"\n=== steady state: {concurrency} calls in flight ===",
+        f"\n=== steady state: {title} ===",
         f"{'path':<28}{'n':>6}{'err':>5}{'ans/s':>8}{'TTFC p50':>10}{'p99':>8}{'result p50':>12}{'p99':>9}"
-        "   cpu ms/answer (client/sim/bridge)",
+        "   cpu ms/answer (client/sim/bridge[/balancer])",
     ]
     for name in (LEAN_DIRECT, LEAN_BRIDGE):
         s = level[name]
@@ -740,6 +833,7 @@ def steady_table(concurrency: int, level: dict[str, Any]) -> str:
             f"{name:<28}{s['n']:>6}{s['errors']:>5}{s['answers_per_s']:>8.1f}{s['ttfc_ms']['p50']:>10.1f}"
             f"{s['ttfc_ms']['p99']:>8.1f}{s['ttr_ms']['p50']:>12.1f}{s['ttr_ms']['p99']:>9.1f}"
             f"   {cpu['client']:.2f}/{cpu['simulator']:.2f}/{cpu['bridge']:.2f}"
+            + (f"/{cpu['balancer']:.2f}" if "balancer" in cpu else "")
         )
         for example in s["error_examples"]:
             lines.append(f"  error: {example}")
@@ -849,6 +943,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="calls in flight in the steady-state phase (default 50,200)",
     )
     parser.add_argument(
+        "--topologies",
+        type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+        default=["one"],
+        help="steady phase against: one (one process), workers2 (serve --workers 2), replicas2 (two"
+        " bridges behind nginx, round-robin); the last two use Redis (default: one)",
+    )
+    parser.add_argument(
         "--steady-seconds", type=float, default=60.0, help="measured seconds per path and level (default 60)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
@@ -863,6 +964,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--phases takes latency, steady and/or rss")
     if any(c < 1 or c > 500 for c in args.steady_levels):
         parser.error("steady levels must be between 1 and 500 calls in flight")
+    if not set(args.topologies) <= set(TOPOLOGIES) or not args.topologies:
+        parser.error(f"--topologies takes {', '.join(TOPOLOGIES)}")
+    if set(args.topologies) - {"one"}:
+        args.redis = True  # workers and replicas share sessions and limits through Redis
     if not 4 <= args.steady_seconds <= 600:
         parser.error("--steady-seconds must be between 4 and 600")
     return args
