@@ -79,6 +79,19 @@ from bench._common import (  # noqa: E402
     sim_stats,
     summarise,
 )
+from bench.rolling import (  # noqa: E402
+    KINDS,
+    RETRYABLE_REASONS,
+    BalancedStack,
+    Probe,
+    RollingLoad,
+    audit,
+    nginx_errors,
+    nginx_figures,
+    nginx_log,
+    reason_of,
+    restart_one,
+)
 from bench.wire import Connection, McpWire, ToolResult, WireError  # noqa: E402
 from bridge.config import Settings  # noqa: E402
 from bridge.simulator.agents import story_text  # noqa: E402
@@ -99,7 +112,10 @@ ALL_FAULTS = (
     "clamd",
     "disconnect",
     "sigterm",
+    "rolling_restart",
 )
+# Faults run against the one-bridge stack the load runs on; the others bring their own topology.
+SHARED_STACK_FAULTS = tuple(f for f in ALL_FAULTS if f != "rolling_restart")
 _LOST_MARKERS = ("unknown or expired conversation handle", "streamed text differs", "wrong answer")
 
 
@@ -723,6 +739,155 @@ async def fault_sigterm(
     return report
 
 
+async def fault_rolling_restart(
+    bridges: int = 3,
+    per_kind: int = 10,
+    answer_chars: int = 300,
+    grace: float = 30.0,
+    call_timeout: float = 60.0,
+) -> FaultReport:
+    """Its own stack (bench/rolling.py): `bridges` bridges on one Redis behind nginx, `per_kind` SDK
+    clients of each kind conversing through nginx; each bridge in turn SIGTERMed, awaited, started
+    again on its port and awaited on /readyz while answers stream."""
+    report = FaultReport(
+        "rolling_restart",
+        f"{bridges} bridges behind nginx restarted one after another (SIGTERM, exit, start, /readyz)"
+        f" under {per_kind} SDK clients of each kind ({', '.join(KINDS)})",
+    )
+    keys = ClientKeys((per_kind + bridges) * len(KINDS))
+    probe_keys = keys.keys[per_kind * len(KINDS) :]
+    extra = {**keys.env, "BRIDGE_SHUTDOWN_GRACE_SECONDS": f"{grace:g}"}
+    with contextlib.ExitStack() as cleanup, BalancedStack(bridges, bridge_extra=extra) as stack:
+        cleanup.callback(keys.remove)
+        assert stack.simulator is not None
+        load = RollingLoad(stack, keys.keys, per_kind, answer_chars=answer_chars, call_timeout=call_timeout)
+        async with httpx2.AsyncClient() as http:
+            load.start()
+            warmed = await load.wait_for_turns(since=0.0, turns=2, timeout=90)
+            report.injected_at = time.perf_counter()
+            restarts, probes = [], []
+            for i in range(bridges):
+                times, asked = await restart_one(
+                    stack, i, http, grace, probe_keys[i * len(KINDS) : (i + 1) * len(KINDS)], call_timeout
+                )
+                restarts.append(times)
+                probes += asked
+            report.lifted_at = time.perf_counter()
+            continued = await load.wait_for_turns(since=report.lifted_at, turns=2, timeout=90)
+            report.recovered_at = time.perf_counter()
+            stuck = await load.stop(timeout=call_timeout + 30)
+            found = await audit(http, stack.simulator, load.clients)
+        seen = nginx_figures(nginx_log(stack.nginx_dir)) | {"error_log": nginx_errors(stack.nginx_dir)}
+    _rolling_figures(report, load, restarts, found, seen)
+    _probe_figures(report, probes)
+    failed = [a for a in load.attempts if not a.ok]
+    report.checks = {
+        "warmed_up": warmed,
+        "bridges_exited_cleanly": all(r["exit_code"] == 0 for r in restarts),
+        "bridges_ready_again": all(r["readyz_200"] for r in restarts),
+        "failures_clear_and_retryable": all(reason_of(a.error or "") in RETRYABLE_REASONS for a in failed),
+        "in_flight_answers_complete": all(p.ok for p in probes),
+        "failed_calls_posted_nothing": not found.failed_posted
+        and found.unattributed == sum(1 for p in probes if p.posted)
+        and not any(p.posted for p in probes if not p.ok),
+        "completed_calls_posted_once": not found.completed_missing and not found.order_broken,
+        "no_session_not_found": seen["status_404_mcp"] == 0
+        and not any("Session not found" in (a.error or "") for a in failed),
+        "no_crossed_contexts": not any(a.crossed for a in load.attempts),
+        "conversations_continue": continued,
+        "load_stopped_cleanly": stuck == 0,
+    }
+    return report
+
+
+def _rolling_figures(
+    report: FaultReport, load: RollingLoad, restarts: list[dict[str, Any]], found: Any, seen: dict[str, Any]
+) -> None:
+    attempts = load.attempts
+    failed = [a for a in attempts if not a.ok]
+    clients = {(a.kind, a.client) for a in failed}
+    recovered = {
+        (a.kind, a.client)
+        for a in attempts
+        if a.ok
+        and (a.kind, a.client) in clients
+        and a.started >= max(f.ended for f in failed if (f.kind, f.client) == (a.kind, a.client))
+    }
+    report.attempts, report.affected = len(attempts), len(failed)
+    report.affected_clients, report.recovered_clients = len(clients), len(recovered)
+    content = [a for a in failed if a.crossed or reason_of(a.error or "") not in RETRYABLE_REASONS]
+    report.lost = len(found.failed_posted) + found.unattributed + len(found.completed_missing)
+    report.lost += sum(1 for a in content if a.crossed or "HangError" not in (a.error or ""))
+    kinds: dict[str, int] = {}
+    for a in failed:
+        key = f"{a.kind}: {reason_of(a.crossed or a.error or '')}"
+        kinds[key] = kinds.get(key, 0) + 1
+    report.errors_seen = dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+    windows = [(r["sigterm_at"], r["ready_at"] + 3.0) for r in restarts]
+    per_kind: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        mine = [a for a in attempts if a.kind == kind]
+        members = [c for c in load.clients if c.kind == kind]
+        per_kind[kind] = {
+            "clients": len(members),
+            "calls": len(mine),
+            "completed": sum(1 for a in mine if a.ok),
+            "failed_then_retried": sum(1 for a in mine if not a.ok),
+            "failed_but_posted": sum(1 for line in found.failed_posted if line.startswith(f"{kind} ")),
+            "in_flight_at_a_sigterm": sum(
+                1 for a in mine for r in restarts if a.started < r["sigterm_at"] < a.ended
+            ),
+            "reconnects": sum(len(c.connections) - 1 for c in members),
+            "reconnect_reasons": _count(why for c in members for _, why in c.connections[1:]),
+            "connect_failures": _count(why for c in members for why in c.connect_failures),
+        }
+    report.extra |= {
+        "per_kind": per_kind,
+        "restarts": [{k: v for k, v in r.items() if k not in ("sigterm_at", "ready_at")} for r in restarts],
+        "failures_outside_restarts": sum(
+            1 for a in failed if not any(a.ended >= start and a.started <= end for start, end in windows)
+        ),
+        "nginx": seen,
+        "dust": {
+            "user_messages": found.dust_user_messages,
+            "completed_calls": found.completed,
+            "failed_calls": found.failed,
+            "completed_posted_once": found.completed_posted_once,
+            "failed_but_posted": len(found.failed_posted),
+            "unattributed_posts": found.unattributed,
+        },
+    }
+    examples = found.failed_posted[:5] + found.completed_missing[:3] + found.order_broken[:3]
+    examples += [f"{a.kind} {a.client} turn {a.turn}: {a.crossed or a.error}" for a in content[:5]]
+    if examples:
+        report.extra["lost_examples"] = examples
+
+
+def _probe_figures(report: FaultReport, probes: list[Probe]) -> None:
+    """Long answers streaming from each bridge as it was stopped: per kind, how many completed."""
+    report.extra["in_flight_on_the_stopping_bridge"] = {
+        kind: {
+            "asked": sum(1 for p in probes if p.kind == kind),
+            "completed_exactly": sum(1 for p in probes if p.kind == kind and p.ok),
+            "failed_but_posted": sum(1 for p in probes if p.kind == kind and not p.ok and p.posted),
+            "failures": _count(reason_of(p.error or "") for p in probes if p.kind == kind and not p.ok),
+        }
+        for kind in KINDS
+    }
+    lost = [p for p in probes if not p.ok]
+    report.lost += len(lost)
+    if lost:
+        report.extra.setdefault("lost_examples", [])
+        report.extra["lost_examples"] += [f"{p.kind} probe on bridge {p.bridge}: {p.error}" for p in lost[:3]]
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
 FAULTS: dict[str, Callable[[Ctx], Awaitable[FaultReport]]] = {
     "redis": fault_redis,
     "dust_5xx": fault_dust_5xx,
@@ -762,6 +927,33 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "faults": {},
     }
     print(f"machine: {report['machine']}\nload average at start: {report['load_average_start']}", flush=True)
+    shared = [name for name in args.only if name in SHARED_STACK_FAULTS]
+    if shared:
+        await _shared_stack_faults(args, shared, report)
+    if "rolling_restart" in args.only:
+        # Last, on its own stack, once the one-bridge stack is gone.
+        try:
+            async with asyncio.timeout(FAULT_TIMEOUT + args.bridges * (args.grace + 90)):
+                result = await fault_rolling_restart(
+                    args.bridges, args.per_kind, args.answer_chars, args.grace, args.call_timeout
+                )
+        except TimeoutError:
+            result = FaultReport("rolling_restart", "did not finish in time")
+            result.checks = {"finished_within_timeout": False}
+        print_report(result)
+        report["faults"]["rolling_restart"] = result.as_dict()
+    report["load_average_end"] = load_average()
+    passed = all(f["passed"] for f in report["faults"].values())
+    if "load_totals" in report:
+        print(f"\nload turns {report['load_totals']}", end="; ")
+    print(f"load average at end {report['load_average_end']}")
+    print("ALL FAULTS PASSED" if passed else "SOME FAULTS FAILED")
+    report["passed"] = passed
+    return report
+
+
+async def _shared_stack_faults(args: argparse.Namespace, names: list[str], report: dict[str, Any]) -> None:
+    """The faults that run on the one-bridge stack, under one load, one after another."""
     keys = ClientKeys(args.clients + 300)
     with (
         contextlib.ExitStack() as cleanup,
@@ -773,7 +965,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             ctx = Ctx(stack, load, http, keys, keys.keys[args.clients :], args.slow_seconds)
             await load.start()
             await asyncio.sleep(5)  # steady state before the first fault
-            for name in args.only:
+            for name in names:
                 try:
                     async with asyncio.timeout(FAULT_TIMEOUT + args.slow_seconds):
                         result = await FAULTS[name](ctx)
@@ -788,12 +980,6 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         overall = summarise(load.samples, 1.0)
         totals = ("turns", "ok", "errors", "crossed", "unremembered", "error_kinds")
         report["load_totals"] = {k: overall[k] for k in totals}
-    report["load_average_end"] = load_average()
-    passed = all(f["passed"] for f in report["faults"].values())
-    print(f"\nload turns {report['load_totals']}; load average at end {report['load_average_end']}")
-    print("ALL FAULTS PASSED" if passed else "SOME FAULTS FAILED")
-    report["passed"] = passed
-    return report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -809,6 +995,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated faults, in order (default all: {','.join(ALL_FAULTS)})",
     )
     parser.add_argument("--slow-seconds", type=float, default=70.0)
+    parser.add_argument(
+        "--bridges", type=int, default=3, help="rolling_restart: bridges behind nginx (default 3)"
+    )
+    parser.add_argument(
+        "--per-kind",
+        type=int,
+        default=10,
+        help="rolling_restart: SDK clients of each kind (session, stateless, sse; default 10)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="rolling_restart: the bridges' BRIDGE_SHUTDOWN_GRACE_SECONDS (default 30)",
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=60.0,
+        help="rolling_restart: a call that has no answer by then hangs",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 500:
@@ -818,6 +1025,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
     if not 5 <= args.slow_seconds <= 300:
         parser.error("--slow-seconds must be between 5 and 300")
+    if not 2 <= args.bridges <= 6 or not 1 <= args.per_kind <= 50:
+        parser.error("--bridges must be between 2 and 6, --per-kind between 1 and 50")
+    if not 1 <= args.grace <= 120 or not 10 <= args.call_timeout <= 300:
+        parser.error("--grace must be between 1 and 120 s, --call-timeout between 10 and 300 s")
     return args
 
 
