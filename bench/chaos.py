@@ -770,6 +770,10 @@ async def fault_rolling_restart(
                 times, asked = await restart_one(
                     stack, i, http, grace, probe_keys[i * len(KINDS) : (i + 1) * len(KINDS)], call_timeout
                 )
+                # Every conversation goes on (next turn, same handle) before the next bridge stops.
+                times["every_client_answered_after"] = await load.wait_for_turns(
+                    since=times["ready_at"], turns=1, timeout=60
+                )
                 restarts.append(times)
                 probes += asked
             report.lifted_at = time.perf_counter()
@@ -794,7 +798,7 @@ async def fault_rolling_restart(
         "no_session_not_found": seen["status_404_mcp"] == 0
         and not any("Session not found" in (a.error or "") for a in failed),
         "no_crossed_contexts": not any(a.crossed for a in load.attempts),
-        "conversations_continue": continued,
+        "conversations_continue": continued and all(r["every_client_answered_after"] for r in restarts),
         "load_stopped_cleanly": stuck == 0,
     }
     return report
@@ -837,6 +841,7 @@ def _rolling_figures(
             "in_flight_at_a_sigterm": sum(
                 1 for a in mine for r in restarts if a.started < r["sigterm_at"] < a.ended
             ),
+            "connections": sum(len(c.connections) for c in members),
             "reconnects": sum(len(c.connections) - 1 for c in members),
             "reconnect_reasons": _count(why for c in members for _, why in c.connections[1:]),
             "connect_failures": _count(why for c in members for why in c.connect_failures),
