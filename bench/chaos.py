@@ -82,6 +82,7 @@ from bench._common import (  # noqa: E402
 from bench.rolling import (  # noqa: E402
     KINDS,
     RETRYABLE_REASONS,
+    Audit,
     BalancedStack,
     Probe,
     RollingLoad,
@@ -763,27 +764,30 @@ async def fault_rolling_restart(
         load = RollingLoad(stack, keys.keys, per_kind, answer_chars=answer_chars, call_timeout=call_timeout)
         async with httpx2.AsyncClient() as http:
             load.start()
-            warmed = await load.wait_for_turns(since=0.0, turns=2, timeout=90)
-            report.injected_at = time.perf_counter()
-            restarts, probes = [], []
-            for i in range(bridges):
-                times, asked = await restart_one(
-                    stack, i, http, grace, probe_keys[i * len(KINDS) : (i + 1) * len(KINDS)], call_timeout
-                )
-                # Every conversation goes on (next turn, same handle) before the next bridge stops.
-                times["every_client_answered_after"] = await load.wait_for_turns(
-                    since=times["ready_at"], turns=1, timeout=60
-                )
-                restarts.append(times)
-                probes += asked
-            report.lifted_at = time.perf_counter()
-            continued = await load.wait_for_turns(since=report.lifted_at, turns=2, timeout=90)
-            report.recovered_at = time.perf_counter()
-            stuck = await load.stop(timeout=call_timeout + 30)
+            restarts: list[dict[str, Any]] = []
+            probes: list[Probe] = []
+            try:
+                warmed = await load.wait_for_turns(since=0.0, turns=2, timeout=90)
+                report.injected_at = time.perf_counter()
+                for i in range(bridges):
+                    times, asked = await restart_one(
+                        stack, i, http, grace, probe_keys[i * len(KINDS) : (i + 1) * len(KINDS)], call_timeout
+                    )
+                    probes += asked
+                    # Every conversation goes on (next turn, same handle) before the next bridge stops.
+                    times["every_client_answered_after"] = await load.wait_for_turns(
+                        since=times["ready_at"], turns=1, timeout=60
+                    )
+                    restarts.append(times)
+                report.lifted_at = time.perf_counter()
+                continued = await load.wait_for_turns(since=report.lifted_at, turns=2, timeout=90)
+                report.recovered_at = time.perf_counter()
+            finally:
+                stuck = await load.stop(timeout=call_timeout + 30)
             found = await audit(http, stack.simulator, load.clients)
         seen = nginx_figures(nginx_log(stack.nginx_dir)) | {"error_log": nginx_errors(stack.nginx_dir)}
     _rolling_figures(report, load, restarts, found, seen)
-    _probe_figures(report, probes)
+    _probe_figures(report, probes, found)
     failed = [a for a in load.attempts if not a.ok]
     report.checks = {
         "warmed_up": warmed,
@@ -805,7 +809,7 @@ async def fault_rolling_restart(
 
 
 def _rolling_figures(
-    report: FaultReport, load: RollingLoad, restarts: list[dict[str, Any]], found: Any, seen: dict[str, Any]
+    report: FaultReport, load: RollingLoad, restarts: list[dict[str, Any]], found: Audit, seen: dict[str, Any]
 ) -> None:
     attempts = load.attempts
     failed = [a for a in attempts if not a.ok]
@@ -820,7 +824,9 @@ def _rolling_figures(
     report.attempts, report.affected = len(attempts), len(failed)
     report.affected_clients, report.recovered_clients = len(clients), len(recovered)
     content = [a for a in failed if a.crossed or reason_of(a.error or "") not in RETRYABLE_REASONS]
-    report.lost = len(found.failed_posted) + found.unattributed + len(found.completed_missing)
+    # Lost: a failed call whose message reached Dust (its answer never reached its caller), a
+    # completed one missing from Dust or there twice, a crossed context or an answer not exact.
+    report.lost = len(found.failed_posted) + len(found.completed_missing)
     report.lost += sum(1 for a in content if a.crossed or "HangError" not in (a.error or ""))
     kinds: dict[str, int] = {}
     for a in failed:
@@ -868,8 +874,10 @@ def _rolling_figures(
         report.extra["lost_examples"] = examples
 
 
-def _probe_figures(report: FaultReport, probes: list[Probe]) -> None:
-    """Long answers streaming from each bridge as it was stopped: per kind, how many completed."""
+def _probe_figures(report: FaultReport, probes: list[Probe], found: Audit) -> None:
+    """Long answers streaming from each bridge as it was stopped: per kind, how many completed.
+    Each one not exact is lost (it was streaming: Dust had its message), and so is any message in
+    Dust that neither a load client's conversation nor a probe accounts for."""
     report.extra["in_flight_on_the_stopping_bridge"] = {
         kind: {
             "asked": sum(1 for p in probes if p.kind == kind),
@@ -880,7 +888,7 @@ def _probe_figures(report: FaultReport, probes: list[Probe]) -> None:
         for kind in KINDS
     }
     lost = [p for p in probes if not p.ok]
-    report.lost += len(lost)
+    report.lost += len(lost) + max(0, found.unattributed - sum(1 for p in probes if p.posted))
     if lost:
         report.extra.setdefault("lost_examples", [])
         report.extra["lost_examples"] += [f"{p.kind} probe on bridge {p.bridge}: {p.error}" for p in lost[:3]]

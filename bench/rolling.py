@@ -643,6 +643,8 @@ def nginx_figures(lines: list[NginxLine]) -> dict[str, Any]:
         "status_404_mcp": sum(1 for line in lines if line.status == 404 and line.path == "/mcp"),
         "status_404_messages": sum(1 for line in lines if line.status == 404 and line.path == "/messages/"),
         "legacy_streams_opened": sum(1 for line in lines if line.method == "GET" and line.path == "/sse"),
+        # The SDK's GET stream of a handshake-era session (opened again when its bridge ends it).
+        "session_get_streams": sum(1 for line in lines if line.method == "GET" and line.path == "/mcp"),
         # Passed on to another bridge after one could not be reached (`proxy_next_upstream`).
         "passed_to_next_bridge": sum(1 for line in lines if len(line.upstreams) > 1),
         "non_2xx": {k: v for k, v in sorted(by_status.items()) if not 200 <= int(k.split()[0]) < 300},
