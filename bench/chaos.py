@@ -3,6 +3,7 @@
 Usage (from the repository root):
 
     .venv/bin/python bench/chaos.py [--clients 100] [--only redis,dust_5xx,...] [--slow-seconds 70]
+                                    [--bridges 3] [--per-kind 10] [--grace 30] [--call-timeout 60]
                                     [--json PATH]
 
 One simulator, one Redis (append-only file, `appendfsync always`, in a data directory), one clamd
@@ -32,8 +33,30 @@ the same message after a short backoff, like a patient user. Faults, one after a
 * `sigterm`: extra clients start long answers, the bridge gets SIGTERM: every answer in flight
   must complete exactly within the grace period, the bridge must exit, and after a restart the
   load resumes with every conversation intact (Redis holds them).
+* `rolling_restart` ("deploys that drop nothing"; always last, on its own stack: bench/rolling.py):
+  `--bridges` bridges (default 3) on one Redis and one simulator behind Debian's nginx, run as an
+  unprivileged child with a generated config (tests/procs.py `start_nginx`: round-robin with no
+  affinity, HTTP/1.1 and nothing buffered, hour-long reads, a request passed to the next bridge
+  only when none could be reached: `proxy_next_upstream error timeout`, never `non_idempotent`).
+  `--per-kind` MCP SDK clients of each kind converse through nginx with the echo agent, each
+  answer checked exactly (streamed text included): handshake-era Streamable HTTP sessions
+  (`Client(mode="legacy")`), 2026-07-28 stateless clients (`mode="auto"`) and legacy `/sse` clients
+  (`sse_client`), which connect again through nginx when their stream ends and go on with their
+  handle. Each bridge in turn gets SIGTERM with a long answer of each kind streaming from it
+  (asked of it directly, so that every restart has them), is awaited, started again on its port
+  (BRIDGE_SHUTDOWN_GRACE_SECONDS = `--grace`) and awaited on /readyz and nginx's `fail_timeout`,
+  and every conversation must answer again before the next one stops. Checks: every call either
+  completed exactly or failed with a clear retryable error *and posted nothing to Dust* (each
+  attempt sends its own text, so the simulator's conversations say exactly which attempts reached
+  Dust, and its count of all user messages leaves none unaccounted for); every completed call
+  reached Dust once, in order; every answer streaming at a SIGTERM completed; no `404 Session not
+  found` for a Streamable HTTP session (nginx's log and the clients); no crossed context; every
+  conversation goes on (same handle, next turn). Reported: calls, completed and failed (with
+  reasons) per kind, legacy reconnects, the time of each restart, what nginx saw (502s, requests
+  passed to the next bridge, its error log).
 
-Per fault: attempts affected (failed while the fault was on or just after), clients affected,
+Per fault: attempts affected (failed while the fault was on or just after; for `rolling_restart`,
+all of the run's), clients affected,
 recovered (a later turn of the same conversation succeeded), lost (anything acknowledged that
 did not survive: a conversation handle that stopped working, a crossed context, an answer that
 was not exact), and the fault's own checks. Bounded in time, loopback only, every child stopped
