@@ -159,8 +159,10 @@ def reason_of(error: str) -> str:
         ("HangError", "no answer within the call timeout"),
         ("SSE stream ended without a response", "answer stream ended without the answer"),
         ("Connection closed", "legacy stream closed (connection closed)"),
-        ("502", "HTTP 502 from nginx"),
-        ("503", "HTTP 503"),
+        ("502 Bad Gateway", "HTTP 502 from nginx"),
+        ("503 Service Unavailable", "HTTP 503"),
+        # What the SDK's Streamable HTTP client says for any error status (nginx's log says which).
+        ("Server returned an error response", "HTTP error status (the SDK does not say which)"),
         ("ConnectError", "connect failed"),
         ("RemoteProtocolError", "connection lost mid-response"),
         ("ReadError", "connection lost mid-response"),
@@ -182,6 +184,7 @@ RETRYABLE_REASONS = frozenset(
         "legacy stream closed (connection closed)",
         "HTTP 502 from nginx",
         "HTTP 503",
+        "HTTP error status (the SDK does not say which)",
         "connect failed",
         "connection lost mid-response",
     }
