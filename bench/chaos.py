@@ -867,6 +867,20 @@ def _rolling_figures(
             "completed": sum(1 for a in mine if a.ok),
             "failed_then_retried": sum(1 for a in mine if not a.ok),
             "failed_but_posted": sum(1 for line in found.failed_posted if line.startswith(f"{kind} ")),
+            # Per reason: how many calls failed so, and how many of those had reached Dust.
+            "failures": {
+                reason: {
+                    "failed": count,
+                    "reached_dust": sum(
+                        1
+                        for line in found.failed_posted
+                        if line.startswith(f"{kind} ") and line.endswith(f": {reason}")
+                    ),
+                }
+                for reason, count in _count(
+                    reason_of(a.crossed or a.error or "") for a in mine if not a.ok
+                ).items()
+            },
             "in_flight_at_a_sigterm": sum(
                 1 for a in mine for r in restarts if a.started < r["sigterm_at"] < a.ended
             ),
