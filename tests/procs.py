@@ -497,9 +497,12 @@ def start_nginx(upstream_ports: Sequence[int], port: int | None = None, fail_tim
     log_fd, log_name = tempfile.mkstemp(prefix="nginx-", suffix=".log")
     as_user: dict[str, Any] = {}
     if os.geteuid() == 0:
-        os.chown(directory, 65534, 65534)
-        os.chown(conf, 65534, 65534)
-        as_user = {"user": "nobody", "group": "nogroup", "extra_groups": []}
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        for path in (directory, conf):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
     args = [binary, "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")]
     popen = subprocess.Popen(
         [*args, "-g", "daemon off;"],
