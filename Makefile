@@ -30,7 +30,9 @@ APT_RUN_PACKAGES := libmagic1
 # its port on 127.0.0.1 (as root); as another user, podman and mmdebstrap need uidmap and slirp4netns
 APT_IMAGE_TEST_PACKAGES := podman runc mmdebstrap debian-archive-keyring containernetworking-plugins \
   uidmap slirp4netns
-APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus $(APT_IMAGE_TEST_PACKAGES)
+# nginx: the load balancer of the rolling restart (tests/bench/test_rolling_restart.py, `make chaos`),
+# run as an unprivileged child process with a generated config (tests/procs.py start_nginx), never as a service
+APT_TEST_PACKAGES := $(APT_RUN_PACKAGES) redis-server clamav-daemon prometheus nginx $(APT_IMAGE_TEST_PACKAGES)
 # wrk: the tools/list rate is measured with it (a C load generator leaves the 2 cores to the bridge)
 APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
 
@@ -165,7 +167,8 @@ bench: bench-deps $(STAMP)
 	$(BIN)/python bench/soak.py
 
 ## make chaos: faults injected under load (Redis, Dust 5xx/429, cut streams, slow Dust, clamd,
-## mass disconnects, SIGTERM); prints a report per fault, fails if any fault lost anything (docs/reliability.md)
+## mass disconnects, SIGTERM, a rolling restart of 3 bridges behind nginx); prints a report per fault, fails if
+## any fault lost anything (docs/reliability.md)
 chaos: system-deps $(STAMP)
 	$(BIN)/python bench/chaos.py
 

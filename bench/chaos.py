@@ -3,6 +3,7 @@
 Usage (from the repository root):
 
     .venv/bin/python bench/chaos.py [--clients 100] [--only redis,dust_5xx,...] [--slow-seconds 70]
+                                    [--bridges 3] [--per-kind 10] [--grace 30] [--call-timeout 60]
                                     [--json PATH]
 
 One simulator, one Redis (append-only file, `appendfsync always`, in a data directory), one clamd
@@ -32,8 +33,30 @@ the same message after a short backoff, like a patient user. Faults, one after a
 * `sigterm`: extra clients start long answers, the bridge gets SIGTERM: every answer in flight
   must complete exactly within the grace period, the bridge must exit, and after a restart the
   load resumes with every conversation intact (Redis holds them).
+* `rolling_restart` ("deploys that drop nothing"; always last, on its own stack: bench/rolling.py):
+  `--bridges` bridges (default 3) on one Redis and one simulator behind Debian's nginx, run as an
+  unprivileged child with a generated config (tests/procs.py `start_nginx`: round-robin with no
+  affinity, HTTP/1.1 and nothing buffered, hour-long reads, a request passed to the next bridge
+  only when none could be reached: `proxy_next_upstream error timeout`, never `non_idempotent`).
+  `--per-kind` MCP SDK clients of each kind converse through nginx with the echo agent, each
+  answer checked exactly (streamed text included): handshake-era Streamable HTTP sessions
+  (`Client(mode="legacy")`), 2026-07-28 stateless clients (`mode="auto"`) and legacy `/sse` clients
+  (`sse_client`), which connect again through nginx when their stream ends and go on with their
+  handle. Each bridge in turn gets SIGTERM with a long answer of each kind streaming from it
+  (asked of it directly, so that every restart has them), is awaited, started again on its port
+  (BRIDGE_SHUTDOWN_GRACE_SECONDS = `--grace`) and awaited on /readyz and nginx's `fail_timeout`,
+  and every conversation must answer again before the next one stops. Checks: every call either
+  completed exactly or failed with a clear retryable error *and posted nothing to Dust* (each
+  attempt sends its own text, so the simulator's conversations say exactly which attempts reached
+  Dust, and its count of all user messages leaves none unaccounted for); every completed call
+  reached Dust once, in order; every answer streaming at a SIGTERM completed; no `404 Session not
+  found` for a Streamable HTTP session (nginx's log and the clients); no crossed context; every
+  conversation goes on (same handle, next turn). Reported: calls, completed and failed (with
+  reasons) per kind, legacy reconnects, the time of each restart, what nginx saw (502s, requests
+  passed to the next bridge, its error log).
 
-Per fault: attempts affected (failed while the fault was on or just after), clients affected,
+Per fault: attempts affected (failed while the fault was on or just after; for `rolling_restart`,
+all of the run's), clients affected,
 recovered (a later turn of the same conversation succeeded), lost (anything acknowledged that
 did not survive: a conversation handle that stopped working, a crossed context, an answer that
 was not exact), and the fault's own checks. Bounded in time, loopback only, every child stopped
@@ -79,6 +102,20 @@ from bench._common import (  # noqa: E402
     sim_stats,
     summarise,
 )
+from bench.rolling import (  # noqa: E402
+    KINDS,
+    RETRYABLE_REASONS,
+    Audit,
+    BalancedStack,
+    Probe,
+    RollingLoad,
+    audit,
+    nginx_errors,
+    nginx_figures,
+    nginx_log,
+    reason_of,
+    restart_one,
+)
 from bench.wire import Connection, McpWire, ToolResult, WireError  # noqa: E402
 from bridge.config import Settings  # noqa: E402
 from bridge.simulator.agents import story_text  # noqa: E402
@@ -99,7 +136,10 @@ ALL_FAULTS = (
     "clamd",
     "disconnect",
     "sigterm",
+    "rolling_restart",
 )
+# Faults run against the one-bridge stack the load runs on; the others bring their own topology.
+SHARED_STACK_FAULTS = tuple(f for f in ALL_FAULTS if f != "rolling_restart")
 _LOST_MARKERS = ("unknown or expired conversation handle", "streamed text differs", "wrong answer")
 
 
@@ -723,6 +763,181 @@ async def fault_sigterm(
     return report
 
 
+async def fault_rolling_restart(
+    bridges: int = 3,
+    per_kind: int = 10,
+    answer_chars: int = 300,
+    grace: float = 30.0,
+    call_timeout: float = 60.0,
+) -> FaultReport:
+    """Its own stack (bench/rolling.py): `bridges` bridges on one Redis behind nginx, `per_kind` SDK
+    clients of each kind conversing through nginx; each bridge in turn SIGTERMed, awaited, started
+    again on its port and awaited on /readyz while answers stream."""
+    report = FaultReport(
+        "rolling_restart",
+        f"{bridges} bridges behind nginx restarted one after another (SIGTERM, exit, start, /readyz)"
+        f" under {per_kind} SDK clients of each kind ({', '.join(KINDS)})",
+    )
+    keys = ClientKeys((per_kind + bridges) * len(KINDS))
+    probe_keys = keys.keys[per_kind * len(KINDS) :]
+    extra = {**keys.env, "BRIDGE_SHUTDOWN_GRACE_SECONDS": f"{grace:g}"}
+    with contextlib.ExitStack() as cleanup, BalancedStack(bridges, bridge_extra=extra) as stack:
+        cleanup.callback(keys.remove)
+        assert stack.simulator is not None
+        load = RollingLoad(stack, keys.keys, per_kind, answer_chars=answer_chars, call_timeout=call_timeout)
+        async with httpx2.AsyncClient() as http:
+            load.start()
+            restarts: list[dict[str, Any]] = []
+            probes: list[Probe] = []
+            try:
+                warmed = await load.wait_for_turns(since=0.0, turns=2, timeout=90)
+                report.injected_at = time.perf_counter()
+                for i in range(bridges):
+                    times, asked = await restart_one(
+                        stack, i, http, grace, probe_keys[i * len(KINDS) : (i + 1) * len(KINDS)], call_timeout
+                    )
+                    probes += asked
+                    # Every conversation goes on (next turn, same handle) before the next bridge stops.
+                    times["every_client_answered_after"] = await load.wait_for_turns(
+                        since=times["ready_at"], turns=1, timeout=60
+                    )
+                    restarts.append(times)
+                report.lifted_at = time.perf_counter()
+                continued = await load.wait_for_turns(since=report.lifted_at, turns=2, timeout=90)
+                report.recovered_at = time.perf_counter()
+            finally:
+                stuck = await load.stop(timeout=call_timeout + 30)
+            found = await audit(http, stack.simulator, load.clients)
+        seen = nginx_figures(nginx_log(stack.nginx_dir)) | {"error_log": nginx_errors(stack.nginx_dir)}
+    _rolling_figures(report, load, restarts, found, seen)
+    _probe_figures(report, probes, found)
+    failed = [a for a in load.attempts if not a.ok]
+    report.checks = {
+        "warmed_up": warmed,
+        "bridges_exited_cleanly": all(r["exit_code"] == 0 for r in restarts),
+        "bridges_ready_again": all(r["readyz_200"] for r in restarts),
+        "failures_clear_and_retryable": all(reason_of(a.error or "") in RETRYABLE_REASONS for a in failed),
+        "in_flight_answers_complete": all(p.ok for p in probes),
+        "failed_calls_posted_nothing": not found.failed_posted
+        and found.unattributed == sum(1 for p in probes if p.posted)
+        and not any(p.posted for p in probes if not p.ok),
+        "completed_calls_posted_once": not found.completed_missing and not found.order_broken,
+        "no_session_not_found": seen["status_404_mcp"] == 0
+        and not any("Session not found" in (a.error or "") for a in failed),
+        "no_crossed_contexts": not any(a.crossed for a in load.attempts),
+        "conversations_continue": continued and all(r["every_client_answered_after"] for r in restarts),
+        "load_stopped_cleanly": stuck == 0,
+    }
+    return report
+
+
+def _rolling_figures(
+    report: FaultReport, load: RollingLoad, restarts: list[dict[str, Any]], found: Audit, seen: dict[str, Any]
+) -> None:
+    attempts = load.attempts
+    failed = [a for a in attempts if not a.ok]
+    clients = {(a.kind, a.client) for a in failed}
+    recovered = {
+        (a.kind, a.client)
+        for a in attempts
+        if a.ok
+        and (a.kind, a.client) in clients
+        and a.started >= max(f.ended for f in failed if (f.kind, f.client) == (a.kind, a.client))
+    }
+    report.attempts, report.affected = len(attempts), len(failed)
+    report.affected_clients, report.recovered_clients = len(clients), len(recovered)
+    content = [a for a in failed if a.crossed or reason_of(a.error or "") not in RETRYABLE_REASONS]
+    # Lost: a failed call whose message reached Dust (its answer never reached its caller), a
+    # completed one missing from Dust or there twice, a crossed context or an answer not exact.
+    report.lost = len(found.failed_posted) + len(found.completed_missing)
+    report.lost += sum(1 for a in content if a.crossed or "HangError" not in (a.error or ""))
+    kinds: dict[str, int] = {}
+    for a in failed:
+        key = f"{a.kind}: {reason_of(a.crossed or a.error or '')}"
+        kinds[key] = kinds.get(key, 0) + 1
+    report.errors_seen = dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+    windows = [(r["sigterm_at"], r["ready_at"] + 3.0) for r in restarts]
+    per_kind: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        mine = [a for a in attempts if a.kind == kind]
+        members = [c for c in load.clients if c.kind == kind]
+        per_kind[kind] = {
+            "clients": len(members),
+            "calls": len(mine),
+            "completed": sum(1 for a in mine if a.ok),
+            "failed_then_retried": sum(1 for a in mine if not a.ok),
+            "failed_but_posted": sum(1 for line in found.failed_posted if line.startswith(f"{kind} ")),
+            # Per reason: how many calls failed so, and how many of those had reached Dust.
+            "failures": {
+                reason: {
+                    "failed": count,
+                    "reached_dust": sum(
+                        1
+                        for line in found.failed_posted
+                        if line.startswith(f"{kind} ") and line.endswith(f": {reason}")
+                    ),
+                }
+                for reason, count in _count(
+                    reason_of(a.crossed or a.error or "") for a in mine if not a.ok
+                ).items()
+            },
+            "in_flight_at_a_sigterm": sum(
+                1 for a in mine for r in restarts if a.started < r["sigterm_at"] < a.ended
+            ),
+            "connections": sum(len(c.connections) for c in members),
+            "reconnects": sum(len(c.connections) - 1 for c in members),
+            "reconnect_reasons": _count(why for c in members for _, why in c.connections[1:]),
+            "connect_failures": _count(why for c in members for why in c.connect_failures),
+        }
+    report.extra |= {
+        "per_kind": per_kind,
+        "restarts": [{k: v for k, v in r.items() if k not in ("sigterm_at", "ready_at")} for r in restarts],
+        "failures_outside_restarts": sum(
+            1 for a in failed if not any(a.ended >= start and a.started <= end for start, end in windows)
+        ),
+        "nginx": seen,
+        "dust": {
+            "user_messages": found.dust_user_messages,
+            "completed_calls": found.completed,
+            "failed_calls": found.failed,
+            "completed_posted_once": found.completed_posted_once,
+            "failed_but_posted": len(found.failed_posted),
+            "unattributed_posts": found.unattributed,
+        },
+    }
+    examples = found.failed_posted[:5] + found.completed_missing[:3] + found.order_broken[:3]
+    examples += [f"{a.kind} {a.client} turn {a.turn}: {a.crossed or a.error}" for a in content[:5]]
+    if examples:
+        report.extra["lost_examples"] = examples
+
+
+def _probe_figures(report: FaultReport, probes: list[Probe], found: Audit) -> None:
+    """Long answers streaming from each bridge as it was stopped: per kind, how many completed.
+    Each one not exact is lost (it was streaming: Dust had its message), and so is any message in
+    Dust that neither a load client's conversation nor a probe accounts for."""
+    report.extra["in_flight_on_the_stopping_bridge"] = {
+        kind: {
+            "asked": sum(1 for p in probes if p.kind == kind),
+            "completed_exactly": sum(1 for p in probes if p.kind == kind and p.ok),
+            "failed_but_posted": sum(1 for p in probes if p.kind == kind and not p.ok and p.posted),
+            "failures": _count(reason_of(p.error or "") for p in probes if p.kind == kind and not p.ok),
+        }
+        for kind in KINDS
+    }
+    lost = [p for p in probes if not p.ok]
+    report.lost += len(lost) + max(0, found.unattributed - sum(1 for p in probes if p.posted))
+    if lost:
+        report.extra.setdefault("lost_examples", [])
+        report.extra["lost_examples"] += [f"{p.kind} probe on bridge {p.bridge}: {p.error}" for p in lost[:3]]
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
 FAULTS: dict[str, Callable[[Ctx], Awaitable[FaultReport]]] = {
     "redis": fault_redis,
     "dust_5xx": fault_dust_5xx,
@@ -762,6 +977,33 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "faults": {},
     }
     print(f"machine: {report['machine']}\nload average at start: {report['load_average_start']}", flush=True)
+    shared = [name for name in args.only if name in SHARED_STACK_FAULTS]
+    if shared:
+        await _shared_stack_faults(args, shared, report)
+    if "rolling_restart" in args.only:
+        # Last, on its own stack, once the one-bridge stack is gone.
+        try:
+            async with asyncio.timeout(FAULT_TIMEOUT + args.bridges * (args.grace + 90)):
+                result = await fault_rolling_restart(
+                    args.bridges, args.per_kind, args.answer_chars, args.grace, args.call_timeout
+                )
+        except TimeoutError:
+            result = FaultReport("rolling_restart", "did not finish in time")
+            result.checks = {"finished_within_timeout": False}
+        print_report(result)
+        report["faults"]["rolling_restart"] = result.as_dict()
+    report["load_average_end"] = load_average()
+    passed = all(f["passed"] for f in report["faults"].values())
+    if "load_totals" in report:
+        print(f"\nload turns {report['load_totals']}", end="; ")
+    print(f"load average at end {report['load_average_end']}")
+    print("ALL FAULTS PASSED" if passed else "SOME FAULTS FAILED")
+    report["passed"] = passed
+    return report
+
+
+async def _shared_stack_faults(args: argparse.Namespace, names: list[str], report: dict[str, Any]) -> None:
+    """The faults that run on the one-bridge stack, under one load, one after another."""
     keys = ClientKeys(args.clients + 300)
     with (
         contextlib.ExitStack() as cleanup,
@@ -773,7 +1015,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             ctx = Ctx(stack, load, http, keys, keys.keys[args.clients :], args.slow_seconds)
             await load.start()
             await asyncio.sleep(5)  # steady state before the first fault
-            for name in args.only:
+            for name in names:
                 try:
                     async with asyncio.timeout(FAULT_TIMEOUT + args.slow_seconds):
                         result = await FAULTS[name](ctx)
@@ -788,12 +1030,6 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         overall = summarise(load.samples, 1.0)
         totals = ("turns", "ok", "errors", "crossed", "unremembered", "error_kinds")
         report["load_totals"] = {k: overall[k] for k in totals}
-    report["load_average_end"] = load_average()
-    passed = all(f["passed"] for f in report["faults"].values())
-    print(f"\nload turns {report['load_totals']}; load average at end {report['load_average_end']}")
-    print("ALL FAULTS PASSED" if passed else "SOME FAULTS FAILED")
-    report["passed"] = passed
-    return report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -809,6 +1045,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated faults, in order (default all: {','.join(ALL_FAULTS)})",
     )
     parser.add_argument("--slow-seconds", type=float, default=70.0)
+    parser.add_argument(
+        "--bridges", type=int, default=3, help="rolling_restart: bridges behind nginx (default 3)"
+    )
+    parser.add_argument(
+        "--per-kind",
+        type=int,
+        default=10,
+        help="rolling_restart: SDK clients of each kind (session, stateless, sse; default 10)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="rolling_restart: the bridges' BRIDGE_SHUTDOWN_GRACE_SECONDS (default 30)",
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=60.0,
+        help="rolling_restart: a call that has no answer by then hangs",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 500:
@@ -818,6 +1075,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
     if not 5 <= args.slow_seconds <= 300:
         parser.error("--slow-seconds must be between 5 and 300")
+    if not 2 <= args.bridges <= 6 or not 1 <= args.per_kind <= 50:
+        parser.error("--bridges must be between 2 and 6, --per-kind between 1 and 50")
+    if not 1 <= args.grace <= 120 or not 10 <= args.call_timeout <= 300:
+        parser.error("--grace must be between 1 and 120 s, --call-timeout between 10 and 300 s")
     return args
 
 
