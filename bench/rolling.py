@@ -156,6 +156,8 @@ def reason_of(error: str) -> str:
     """What kind of failure an error message is, in a few words (equal causes count together)."""
     checks = (
         ("Session not found", "404 session not found"),
+        # The bridge's own refusal of a tool call on a legacy stream it is draining (nothing sent to Dust).
+        ("this bridge process is shutting down", "refused: the bridge is shutting down"),
         ("HangError", "no answer within the call timeout"),
         ("SSE stream ended without a response", "answer stream ended without the answer"),
         ("Connection closed", "legacy stream closed (connection closed)"),
@@ -181,6 +183,7 @@ def reason_of(error: str) -> str:
 RETRYABLE_REASONS = frozenset(
     {
         "answer stream ended without the answer",
+        "refused: the bridge is shutting down",
         "legacy stream closed (connection closed)",
         "HTTP 502 from nginx",
         "HTTP 503",
@@ -189,6 +192,39 @@ RETRYABLE_REASONS = frozenset(
         "connection lost mid-response",
     }
 )
+
+
+class _PostsElsewhere(httpx2.AsyncBaseTransport):
+    """Sends POSTs to `base` (scheme, host and port), everything else where it was going."""
+
+    def __init__(self, base: str) -> None:
+        self._base = httpx2.URL(base)
+        self._inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST":
+            request.url = request.url.copy_with(
+                scheme=self._base.scheme, host=self._base.host, port=self._base.port
+            )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _posting_through(base: str) -> Callable[..., httpx2.AsyncClient]:
+    """An httpx client factory (the SDK's legacy client takes one) whose POSTs go to `base`."""
+
+    def factory(
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            transport=_PostsElsewhere(base), headers=headers, timeout=timeout, auth=auth
+        )
+
+    return factory
 
 
 class SdkConversationalist:
@@ -204,7 +240,10 @@ class SdkConversationalist:
         answer_chars: int = 300,
         call_timeout: float = 60.0,
         think: float = 0.3,
+        post_url: str | None = None,
     ) -> None:
+        """`post_url`: where a legacy client sends its POSTs, when not where its stream is (a probe's
+        stream is opened on one bridge directly, its POSTs go through nginx as a real client's do)."""
         assert kind in KINDS
         self.kind = kind
         self.index = index
@@ -213,6 +252,7 @@ class SdkConversationalist:
         self.answer_chars = answer_chars
         self.call_timeout = call_timeout
         self.think = think
+        self.post_url = post_url
         self.nonce = f"{kind[:4]}{index:03d}x{secrets.token_hex(4)}"
         self.handle: str | None = None
         self.dust_conversation: str | None = None
@@ -231,7 +271,10 @@ class SdkConversationalist:
     async def _client(self) -> AsyncIterator[Client]:
         auth = {"Authorization": f"Bearer {self.key}"}
         if self.kind == "sse":
-            transport = sse_client(f"{self.base_url}/sse", headers=auth, timeout=10, sse_read_timeout=120)
+            elsewhere = {"httpx_client_factory": _posting_through(self.post_url)} if self.post_url else {}
+            transport = sse_client(
+                f"{self.base_url}/sse", headers=auth, timeout=10, sse_read_timeout=120, **elsewhere
+            )
             async with Client(transport, mode="legacy") as client:
                 yield client
             return
@@ -492,7 +535,9 @@ async def start_probes(
     for n, key in enumerate(keys):
         kind = KINDS[n % len(KINDS)]
         probe = Probe(kind, index, f"probe {kind} {n} of bridge {index} {secrets.token_hex(4)}")
-        client = SdkConversationalist(kind, n, stack.bridges[index].url, key, call_timeout=call_timeout)
+        client = SdkConversationalist(
+            kind, n, stack.bridges[index].url, key, call_timeout=call_timeout, post_url=stack.url
+        )
         probe.task = loop.create_task(_ask_probe(probe, client))
         probes.append(probe)
     with contextlib.suppress(TimeoutError):

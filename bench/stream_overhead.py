@@ -685,9 +685,7 @@ async def steady_path(
     return out
 
 
-async def steady_level(
-    concurrency: int, seconds: float, simulator: Proc, bridge: Topology
-) -> dict[str, Any]:
+async def steady_level(concurrency: int, seconds: float, simulator: Proc, bridge: Topology) -> dict[str, Any]:
     """Direct (lean Dust client) vs bridge (lean MCP client), `concurrency` asks always in flight."""
     message, expected = steady_message()
     dust_wires = [

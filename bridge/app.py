@@ -37,6 +37,7 @@ from bridge.http.middleware.trim_headers import TrimHeaderValuesMiddleware
 from bridge.http.openapi import openapi
 from bridge.http.paths import PROTECTED_PREFIXES
 from bridge.http.problems import EXCEPTION_HANDLERS
+from bridge.http.shutdown import draining, keep_answers_through_shutdown
 from bridge.http.sse_sessions import SseSessionTap
 from bridge.http.sse_sharing import SseSessionSharing
 from bridge.http.status import StatusFacts, status_route
@@ -53,6 +54,7 @@ from bridge.security.proxy_identity import ProxyIdentity, parse_networks
 
 def create_app(settings: Settings) -> Starlette:
     """The bridge as one ASGI app: `/mcp`, `/sse` + `/messages/`, uploads, health, status, metrics."""
+    keep_answers_through_shutdown()
     holder = _Holder()
     metrics = Metrics()
     allow = allow_lists(settings)
@@ -278,9 +280,14 @@ def _lifespan(
         async with start_runtime(settings, metrics) as runtime:
             holder.runtime = runtime
             mcp.sse_sharing.listen()
+
+            async def drain() -> None:
+                mcp.endpoint.sessions.drain()
+                await mcp.sse_tap.drain()
+
             try:
                 # Mounted sub-apps' lifespans never run: the host must run the session manager.
-                async with mcp.endpoint.run():
+                async with mcp.endpoint.run(), draining(drain):
                     yield
             finally:
                 holder.runtime = None

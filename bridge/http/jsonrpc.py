@@ -18,6 +18,7 @@ MCP_MAX_BODY_BYTES = DEFAULT_MAX_REQUEST_BODY_SIZE
 # JSON-RPC error codes of the refusals (the server-error range; `data.type` names the cause).
 RATE_LIMITED_CODE = -32029
 TOO_LARGE_CODE = -32013
+SHUTTING_DOWN_CODE = -32003
 
 # What an id that is neither a string nor an integer is called in the error message.
 _KIND_NAMES: Final = {
@@ -79,6 +80,20 @@ def rate_limited_refusal(detail: str, wait: int, request_id: str | int | None = 
         request_id=request_id,
         headers={"Retry-After": str(wait)},
         retry_after=wait,
+    )
+
+
+def shutting_down_refusal(request_id: str | int | None) -> JSONResponse:
+    """The refusal of a request that reached a process on its way out: 503, retryable at once."""
+    return jsonrpc_refusal(
+        503,
+        "shutting_down",
+        "this bridge process is shutting down (a restart or a deploy): nothing was sent to Dust;"
+        " connect again and retry",
+        code=SHUTTING_DOWN_CODE,
+        request_id=request_id,
+        headers={"Retry-After": "1"},
+        retry_after=1,
     )
 
 

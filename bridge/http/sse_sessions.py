@@ -23,6 +23,8 @@ the credential that opened it (the SDK's own `authorization_context` comparison)
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -30,6 +32,7 @@ from urllib.parse import parse_qs
 from uuid import UUID
 
 import anyio
+from anyio.abc import TaskGroup
 from mcp.server.auth.middleware.bearer_auth import (
     AuthenticatedUser,
     AuthorizationContext,
@@ -39,6 +42,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # A session's stream that takes longer than this to accept one more event is not answered on.
 _DELIVER_SECONDS: Final = 5.0
+# How long a draining stream stays open after its last answer, for the client to take that answer.
+_LINGER_SECONDS: Final = 1.0
 _SESSION_IN_ENDPOINT: Final = re.compile(rb"[?&]session_id=([0-9a-f]{32})")
 
 
@@ -56,14 +61,47 @@ def _owner(scope: Scope) -> AuthorizationContext | None:
     return authorization_context(user) if isinstance(user, AuthenticatedUser) else None
 
 
+def request_ids(body: bytes) -> tuple[list[str], bool]:
+    """The ids (as JSON) of the requests a JSON-RPC body holds (none if it is not JSON), and whether
+    one of them is a tool call (what may start work at Dust, refused by a process on its way out)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return [], False
+    messages = [m for m in (parsed if isinstance(parsed, list) else [parsed]) if isinstance(m, dict)]
+    requests = [m for m in messages if "method" in m and "id" in m]
+    return [json.dumps(m["id"]) for m in requests], any(m["method"] == "tools/call" for m in requests)
+
+
+def _answered_ids(chunk: bytes) -> list[str]:
+    """The ids (as JSON) of the responses one body chunk of the stream carries."""
+    if b'"result"' not in chunk and b'"error"' not in chunk:
+        return []
+    ids = []
+    for line in chunk.splitlines():
+        if not line.startswith(b"data: "):
+            continue
+        with contextlib.suppress(ValueError):
+            message = json.loads(line[6:])
+            if isinstance(message, dict) and "id" in message and "method" not in message:
+                ids.append(json.dumps(message["id"]))
+    return ids
+
+
 @dataclass
 class SessionStream:
-    """The open event stream of one legacy SSE session, to send one more whole event on."""
+    """The open event stream of one legacy SSE session, to send one more whole event on.
+
+    It knows the requests its session is serving (`pending`), so that a process on its way out
+    can end it once they are answered (`drain`) rather than under them.
+    """
 
     owner: AuthorizationContext | None
     send: Send
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     open: bool = True
+    pending: set[str] = field(default_factory=set)
+    draining: bool = False
 
     async def deliver(self, event: bytes) -> bool:
         """Send one whole SSE event between the stream's own events; False if that is not possible."""
@@ -78,6 +116,41 @@ class SessionStream:
                     return False
                 return True
         return False
+
+    async def drain(self) -> None:
+        """End the stream once no request of its session is unanswered (now, if none is)."""
+        async with self.lock:
+            self.draining = True
+            await self.end_if_idle()
+
+    def swallows(self, message: Message, first_body: bool) -> bool:
+        """Whether `message` is what the SDK still sends to a stream `drain` has ended (its closing
+        answer included, which would otherwise be an ASGI error), not for the client."""
+        if message["type"] == "http.response.start":
+            return not first_body
+        return message["type"] == "http.response.body" and self.draining and not self.open
+
+    def answered(self, body: bytes) -> bool:
+        """Note the answers a body chunk carries; True when the last one a draining stream waited for
+        has gone out (the stream may then end)."""
+        if not self.pending:
+            return False
+        self.pending.difference_update(_answered_ids(body))
+        return self.draining and not self.pending
+
+    async def end_soon(self) -> None:
+        """End the stream a moment after its last answer went out (if no request came meanwhile):
+        the SDK's legacy client drops an answer still in its hands when the stream ends under it."""
+        await anyio.sleep(_LINGER_SECONDS)
+        async with self.lock:
+            await self.end_if_idle()
+
+    async def end_if_idle(self) -> None:
+        """(Under the lock.) The client then connects again, to a process that is staying."""
+        if self.draining and self.open and not self.pending:
+            self.open = False
+            with contextlib.suppress(OSError):
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class StreamHooks(Protocol):
@@ -116,18 +189,19 @@ class SseSessionTap:
             async def tapped_send(message: Message) -> None:
                 nonlocal session, first_body
                 async with stream.lock:
-                    if message["type"] == "http.response.body":
-                        if first_body:
-                            first_body = False
-                            session = session_of_endpoint_event(message.get("body", b""))
-                            if session is not None:
-                                self._streams[session] = stream
-                                if hooks is not None:
-                                    await hooks.opened(session, scope)
-                                    task_group.start_soon(hooks.held, session, scope)
-                        if not message.get("more_body", False):
-                            stream.open = False
+                    if stream.swallows(message, first_body):
+                        return
+                    body = message.get("body", b"")
+                    if message["type"] == "http.response.body" and first_body:
+                        first_body = False
+                        session = session_of_endpoint_event(body)
+                        if session is not None:
+                            await self._opened(session, stream, scope, task_group)
+                    if message["type"] == "http.response.body" and not message.get("more_body", False):
+                        stream.open = False
                     await send(message)
+                    if stream.answered(body):
+                        task_group.start_soon(stream.end_soon)
 
             try:
                 await app(scope, receive, tapped_send)
@@ -140,22 +214,39 @@ class SseSessionTap:
                     with anyio.CancelScope(shield=True):
                         await hooks.closed(session)
 
+    async def _opened(self, session: str, stream: SessionStream, scope: Scope, tasks: TaskGroup) -> None:
+        self._streams[session] = stream
+        if self.hooks is not None:
+            await self.hooks.opened(session, scope)
+            tasks.start_soon(self.hooks.held, session, scope)
+
+    def stream_of(self, session: str) -> SessionStream | None:
+        """The stream of `session` in this process, open or ended by `drain` (no credential check)."""
+        stream = self._streams.get(session)
+        return stream if stream is not None and (stream.open or stream.draining) else None
+
+    async def drain(self) -> None:
+        """This process is on its way out: end every stream once its requests are answered."""
+        for stream in list(self._streams.values()):
+            await stream.drain()
+
     def holds(self, session: str) -> bool:
         """Whether this process holds the open stream of `session`."""
         stream = self._streams.get(session)
         return stream is not None and stream.open
 
-    def stream_for(self, scope: Scope) -> SessionStream | None:
-        """The open stream of the session a `POST /messages/` names, if it is the caller's own."""
+    def stream_for(self, scope: Scope, *, drained_too: bool = False) -> SessionStream | None:
+        """The open stream of the session a `POST /messages/` names, if it is the caller's own
+        (`drained_too`: also one `drain` has ended while the SDK's session still lives)."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         try:
             session = UUID(hex=(query.get("session_id") or [""])[0]).hex  # as the SDK reads it
         except ValueError:
             return None
         stream = self._streams.get(session)
-        if stream is None or not stream.open or stream.owner != _owner(scope):
+        if stream is None or stream.owner != _owner(scope):
             return None
-        return stream
+        return stream if stream.open or (drained_too and stream.draining) else None
 
     def __len__(self) -> int:
         return len(self._streams)

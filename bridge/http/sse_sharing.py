@@ -14,6 +14,7 @@ session. The answer goes out on the stream, as for any legacy POST.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ import anyio
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.http.sse_sessions import SseSessionTap
+from bridge.http.jsonrpc import shutting_down_refusal, sse_event
+from bridge.http.sse_sessions import SseSessionTap, request_ids
 from bridge.mcp.sessions import SessionBackend, discard_send, owner_of, read_body, replayed_body, user_of
 from bridge.store.base import StoreUnavailable
 from bridge.store.broadcast import LocalBroadcast
@@ -144,14 +146,25 @@ class SseSessionSharing:
         await Response("Accepted", 202)(scope, replayed_body(b""), send)
 
     async def _hear(self, message: dict[str, Any]) -> None:
-        """A POST forwarded by another process: replayed into the SDK's handler if the stream is here."""
+        """A POST forwarded by another process: replayed into the SDK's handler if the stream is here
+        (refused on it instead while this process drains, as a POST received here would be)."""
         session, headers, body = message.get("session"), message.get("headers"), message.get("body")
-        if not isinstance(session, str) or not self._tap.holds(session):
+        stream = self._tap.stream_of(session) if isinstance(session, str) else None
+        if (
+            stream is None
+            or not isinstance(headers, dict)
+            or not isinstance(body, str)
+            or self._messages is None
+        ):
             return
-        if not isinstance(headers, dict) or not isinstance(body, str) or self._messages is None:
+        ids, calls_a_tool = request_ids(body.encode())
+        if stream.draining and calls_a_tool:
+            for request_id in ids:
+                await stream.deliver(sse_event(shutting_down_refusal(json.loads(request_id))))
             return
+        stream.pending.update(ids)
         owner = message.get("owner")
-        scope = _forwarded_scope(session, headers, tuple(owner) if isinstance(owner, list) else None)
+        scope = _forwarded_scope(str(session), headers, tuple(owner) if isinstance(owner, list) else None)
         await self._messages(scope, replayed_body(body.encode()), discard_send)
 
 

@@ -56,6 +56,7 @@ Owner = tuple[str, str | None, str | None]
 FORWARD_KIND: Final = "mcp"
 _FORWARDED_HEADERS: Final = (b"host", b"origin", b"mcp-protocol-version", b"mcp-session-id")
 NOT_FOUND: Final = "Session not found"
+SHUTTING_DOWN: Final = "This bridge process is shutting down: open the stream again (another one serves it)"
 STORE_DOWN: Final = (
     "Session cannot be continued: it was opened on another bridge process and the session store"
     " (Redis) is unavailable. Start a new session (initialize again)."
@@ -192,6 +193,7 @@ class SharedSessionManager:
         self._max_sessions = max_sessions
         self._live: dict[str, _Live] = {}
         self._lock = anyio.Lock()
+        self._draining = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self._lifespan_state: Any = None
         self.asgi_app = RequestBodyLimitMiddleware(self._handle, max_request_body_size)
@@ -216,9 +218,19 @@ class SharedSessionManager:
         """Serve one handshake-era `/mcp` request."""
         await self.asgi_app(scope, receive, send)
 
+    def drain(self) -> None:
+        """This process is on its way out: end the sessions' GET streams, so that their clients open
+        them again elsewhere (answers in flight end by themselves); refuse new ones."""
+        self._draining = True
+        for live in list(self._live.values()):
+            live.transport.close_standalone_sse_stream()
+
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_id = _header(scope, b"mcp-session-id")
         owner = owner_of(scope)
+        if self._draining and scope["method"] == "GET":
+            await refusal(SHUTTING_DOWN, 503, INTERNAL_ERROR)(scope, receive, send)
+            return
         if session_id is None:
             await self._open(scope, receive, send, owner)
             return

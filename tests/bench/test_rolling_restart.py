@@ -85,16 +85,6 @@ def test_a_rolling_restart_behind_nginx_keeps_sessions_contexts_and_conversation
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bridge bug: on SIGTERM, sse-starlette's automatic graceful drain (a patch of uvicorn's "
-        "Server.handle_exit) ends every EventSourceResponse at once: handshake-era /mcp answers in "
-        "flight end without their result ('SSE stream ended without a response') and legacy /sse "
-        "streams close ('Connection closed') although Dust already has the message; only the "
-        "2026-07-28 path, which writes its own SSE, lets answers finish within the grace period"
-    ),
-)
 def test_a_rolling_restart_loses_no_answer(rolling: FaultReport) -> None:
     """Every answer streaming from a bridge when it gets SIGTERM completes exactly, and no call that
     failed had its message posted to Dust (its answer would be lost to the caller)."""

@@ -28,6 +28,7 @@ opened it.
 
 from __future__ import annotations
 
+import json
 from typing import Final
 
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -37,9 +38,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.http.bodies import CappedBody, read_capped_body
-from bridge.http.jsonrpc import MCP_MAX_BODY_BYTES, invalid_id_refusal, sse_event, too_large_refusal
+from bridge.http.jsonrpc import (
+    MCP_MAX_BODY_BYTES,
+    invalid_id_refusal,
+    shutting_down_refusal,
+    sse_event,
+    too_large_refusal,
+)
 from bridge.http.request_ids import VALID_ID_KINDS, IdScan, invalid_request_id
-from bridge.http.sse_sessions import SessionStream, SseSessionTap
+from bridge.http.sse_sessions import SessionStream, SseSessionTap, request_ids
 
 # How much of an oversized body is read, at most, to find its id (the rest is left unread).
 ID_SEARCH_BYTES: Final = 4 * MCP_MAX_BODY_BYTES
@@ -113,8 +120,31 @@ class JsonRpcGuardMiddleware:
             if stream is not None and await stream.deliver(sse_event(refusal)):
                 await refusal(scope, body.receive, send)  # 400, as the SDK answers an invalid message
                 return
+        refused = await self._refused_while_draining(scope, body.data)
+        if refused is not None:
+            await refused(scope, body.receive, send)
+            return
         # Nothing to refuse, or no stream of the caller's to refuse it on: the SDK answers.
         await self._app(scope, body.receive, send)
+
+    async def _refused_while_draining(self, scope: Scope, data: bytes) -> Response | None:
+        """Note the requests a POST brings to its stream. On a stream that is draining (the process
+        is on its way out) a tool call is refused instead, retryably, before anything reaches Dust:
+        on the stream while it is open (202 to the POST), as the POST's answer once it has ended
+        (503, as any request then)."""
+        stream = self.sessions.stream_for(scope, drained_too=True)
+        ids, calls_a_tool = request_ids(data)
+        if stream is None or not ids:
+            return None
+        first = json.loads(ids[0])
+        if stream.draining and not stream.open:
+            return shutting_down_refusal(first)
+        if not (stream.draining and calls_a_tool):
+            stream.pending.update(ids)  # a listing or a read is still answered while draining
+            return None
+        for request_id in ids:
+            await stream.deliver(sse_event(shutting_down_refusal(json.loads(request_id))))
+        return Response("Accepted (refused: shutting down, see the event stream)", 202)
 
     async def _too_large(self, scope: Scope, body: CappedBody, send: Send) -> None:
         """The too-large error, on the session's stream (202 to the POST) or as the POST's answer."""
