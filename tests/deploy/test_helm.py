@@ -306,7 +306,9 @@ def test_readme_documents_every_value_and_the_redis_url_forms(default: Render) -
         "redis+cluster://host:port",
     ):
         assert f"`{form}" in readme, form
-    assert "$http_mcp_session_id" in readme and "helm install" in readme and "1.2 GB" in readme
+    assert "helm install" in readme and "1.2 GB" in readme
+    # Sessions live in Redis: the chart asks for no affinity, and says so.
+    assert "## Session affinity\n\nNone is needed" in readme
 
 
 # --- Validators on the rendered YAML -------------------------------------------------------------------
