@@ -460,6 +460,7 @@ def test_default_render_is_the_secure_minimum(default: Render) -> None:
     assert config["BRIDGE_WORKERS"] == "auto"
     pool = ("BRIDGE_REDIS_MAX_CONNECTIONS", "BRIDGE_REDIS_IDLE_SECONDS", "BRIDGE_REDIS_POOL_TIMEOUT_SECONDS")
     assert [config[name] for name in pool] == ["128", "60", "2"]
+    assert config["BRIDGE_SESSION_TTL_SECONDS"] == "1800"
     hosts = config["BRIDGE_ALLOWED_HOSTS"].split(",")
     assert {FULLNAME, f"{FULLNAME}.{NAMESPACE}.svc", f"{FULLNAME}.{NAMESPACE}.svc.cluster.local:*"} <= set(
         hosts
