@@ -40,6 +40,9 @@ from mcp.server.auth.middleware.bearer_auth import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.http.jsonrpc import shutting_down_refusal, sse_event
+from bridge.mcp.sessions import jsonrpc_messages
+
 # A session's stream that takes longer than this to accept one more event is not answered on.
 _DELIVER_SECONDS: Final = 5.0
 # How long a draining stream stays open after its last answer, for the client to take that answer.
@@ -55,6 +58,15 @@ def session_of_endpoint_event(chunk: bytes) -> str | None:
     return found.group(1).decode("ascii") if found is not None else None
 
 
+def session_of_post(scope: Scope) -> str | None:
+    """The session a `POST /messages/` names, as the SDK reads it (a UUID, in hex), if valid."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    try:
+        return UUID(hex=(query.get("session_id") or [""])[0]).hex
+    except ValueError:
+        return None
+
+
 def _owner(scope: Scope) -> AuthorizationContext | None:
     """The credential a request presents, as the SDK's transports compare it to a session's."""
     user = scope.get("user")
@@ -64,11 +76,7 @@ def _owner(scope: Scope) -> AuthorizationContext | None:
 def request_ids(body: bytes) -> tuple[list[str], bool]:
     """The ids (as JSON) of the requests a JSON-RPC body holds (none if it is not JSON), and whether
     one of them is a tool call (what may start work at Dust, refused by a process on its way out)."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return [], False
-    messages = [m for m in (parsed if isinstance(parsed, list) else [parsed]) if isinstance(m, dict)]
+    messages = [m for m in jsonrpc_messages(body) or [] if isinstance(m, dict)]
     requests = [m for m in messages if "method" in m and "id" in m]
     return [json.dumps(m["id"]) for m in requests], any(m["method"] == "tools/call" for m in requests)
 
@@ -116,6 +124,11 @@ class SessionStream:
                     return False
                 return True
         return False
+
+    async def refuse_for_shutdown(self, ids: list[str]) -> None:
+        """Answer the requests `ids` (as JSON) on the stream: this process is on its way out."""
+        for request_id in ids:
+            await self.deliver(sse_event(shutting_down_refusal(json.loads(request_id))))
 
     async def drain(self) -> None:
         """End the stream once no request of its session is unanswered (now, if none is)."""
@@ -230,20 +243,11 @@ class SseSessionTap:
         for stream in list(self._streams.values()):
             await stream.drain()
 
-    def holds(self, session: str) -> bool:
-        """Whether this process holds the open stream of `session`."""
-        stream = self._streams.get(session)
-        return stream is not None and stream.open
-
     def stream_for(self, scope: Scope, *, drained_too: bool = False) -> SessionStream | None:
         """The open stream of the session a `POST /messages/` names, if it is the caller's own
         (`drained_too`: also one `drain` has ended while the SDK's session still lives)."""
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        try:
-            session = UUID(hex=(query.get("session_id") or [""])[0]).hex  # as the SDK reads it
-        except ValueError:
-            return None
-        stream = self._streams.get(session)
+        session = session_of_post(scope)
+        stream = self._streams.get(session) if session is not None else None
         if stream is None or stream.owner != _owner(scope):
             return None
         return stream if stream.open or (drained_too and stream.draining) else None

@@ -14,20 +14,25 @@ session. The answer goes out on the stream, as for any legacy POST.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
-from uuid import UUID
 
 import anyio
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.http.jsonrpc import shutting_down_refusal, sse_event
-from bridge.http.sse_sessions import SseSessionTap, request_ids
-from bridge.mcp.sessions import SessionBackend, discard_send, owner_of, read_body, replayed_body, user_of
+from bridge.http.sse_sessions import SseSessionTap, request_ids, session_of_post
+from bridge.mcp.sessions import (
+    SessionBackend,
+    discard_send,
+    forwardable_headers,
+    forwarded_scope,
+    owner_of,
+    read_body,
+    replayed_body,
+)
 from bridge.store.base import StoreUnavailable
 from bridge.store.broadcast import LocalBroadcast
 from bridge.store.records import SessionRecord
@@ -40,18 +45,6 @@ _STORE_DOWN: Final = (
     "Session cannot be continued: its event stream is on another bridge process and the session"
     " store (Redis) is unavailable. Connect again (GET /sse)."
 )
-
-
-def _session_of(scope: Scope) -> str | None:
-    """The session a `POST /messages/` names, as the SDK reads it (a UUID, in hex)."""
-    for part in scope.get("query_string", b"").decode("latin-1").split("&"):
-        name, _, value = part.partition("=")
-        if name == "session_id":
-            try:
-                return UUID(hex=value).hex
-            except ValueError:
-                return None
-    return None
 
 
 class SseSessionSharing:
@@ -109,9 +102,10 @@ class SseSessionSharing:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self._messages is not None
-        session = _session_of(scope)
+        session = session_of_post(scope)
         backend = self._backend()
-        if session is None or self._tap.holds(session) or isinstance(backend.broadcast, LocalBroadcast):
+        held_here = session is not None and self._tap.stream_of(session) is not None
+        if session is None or held_here or isinstance(backend.broadcast, LocalBroadcast):
             await self._messages(scope, receive, send)
             return
         try:
@@ -128,14 +122,11 @@ class SseSessionSharing:
     async def _forward(
         self, session: str, record: SessionRecord, scope: Scope, body: bytes, send: Send
     ) -> None:
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _FORWARDED_HEADERS
-        }
         message: dict[str, Any] = {
             "kind": FORWARD_KIND,
             "session": session,
             "owner": list(record.owner) if record.owner is not None else None,
-            "headers": headers,
+            "headers": forwardable_headers(scope, _FORWARDED_HEADERS),
             "body": body.decode("utf-8", "replace"),
         }
         try:
@@ -159,33 +150,14 @@ class SseSessionSharing:
             return
         ids, calls_a_tool = request_ids(body.encode())
         if stream.draining and calls_a_tool:
-            for request_id in ids:
-                await stream.deliver(sse_event(shutting_down_refusal(json.loads(request_id))))
+            await stream.refuse_for_shutdown(ids)
             return
         stream.pending.update(ids)
         owner = message.get("owner")
-        scope = _forwarded_scope(str(session), headers, tuple(owner) if isinstance(owner, list) else None)
+        scope = forwarded_scope(
+            "/messages/",
+            headers,
+            query=f"session_id={session}",
+            owner=(owner[0], owner[1], owner[2]) if isinstance(owner, list) and len(owner) == 3 else None,
+        )
         await self._messages(scope, replayed_body(body.encode()), discard_send)
-
-
-def _forwarded_scope(session: str, headers: dict[str, Any], owner: Any) -> Scope:
-    raw = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/messages/",
-        "raw_path": b"/messages/",
-        "root_path": "",
-        "query_string": f"session_id={session}".encode(),
-        "headers": raw,
-        "client": None,
-        "server": None,
-        "state": {},
-    }
-    user = user_of(owner)
-    if user is not None:
-        scope["user"] = user
-    return scope

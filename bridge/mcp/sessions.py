@@ -133,17 +133,24 @@ def refusal(message: str, status: int, code: int = INVALID_REQUEST) -> Response:
     )
 
 
+def jsonrpc_messages(body: bytes) -> list[Any] | None:
+    """The JSON-RPC messages of a POST body (a batch's, or the one), None when it is not JSON."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
 def carries_request(body: bytes) -> bool:
     """Whether a POST body holds a JSON-RPC request (something with a `method` and an `id`).
 
     Anything unreadable counts as a request: it is served where it landed, and the SDK answers it.
     """
-    try:
-        parsed = json.loads(body)
-    except ValueError:
+    messages = jsonrpc_messages(body)
+    if not messages:
         return True
-    messages = parsed if isinstance(parsed, list) else [parsed]
-    return any(not isinstance(m, dict) or ("method" in m and "id" in m) for m in messages) or not messages
+    return any(not isinstance(m, dict) or ("method" in m and "id" in m) for m in messages)
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -418,13 +425,10 @@ class SharedSessionManager:
         if live is None:
             await refusal(reason, 404)(scope, replayed_body(b""), send)
             return
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _FORWARDED_HEADERS
-        }
         message = {
             "kind": FORWARD_KIND,
             "session": session_id,
-            "headers": headers,
+            "headers": forwardable_headers(scope, _FORWARDED_HEADERS),
             "body": body.decode("utf-8", "replace"),
         }
         try:
@@ -441,8 +445,14 @@ class SharedSessionManager:
         body = message.get("body")
         if live is None or not isinstance(headers, dict) or not isinstance(body, str):
             return
+        # The transport checks the content type and accepted types of every POST.
+        full = {
+            **headers,
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+        }
         await live.transport.handle_request(
-            _forwarded_scope(headers), replayed_body(body.encode()), discard_send
+            forwarded_scope("/mcp", full), replayed_body(body.encode()), discard_send
         )
 
 
@@ -461,26 +471,37 @@ def _connection(
     return connection
 
 
-def _forwarded_scope(headers: dict[str, Any]) -> Scope:
-    """The ASGI scope of a forwarded POST: the original's Host, Origin and MCP headers (never its
-    credentials, which never leave the process that checked them)."""
+def forwardable_headers(scope: Scope, names: tuple[bytes, ...]) -> dict[str, str]:
+    """The headers `names` of a request, to forward it (never its credentials, which never leave
+    the process that checked them)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in names}
+
+
+def forwarded_scope(
+    path: str, headers: dict[str, Any], *, query: str = "", owner: Owner | None = None
+) -> Scope:
+    """The ASGI scope of a POST replayed where it was forwarded to: the headers the receiving
+    process took from it (`forwardable_headers`), as the session's owner when there is one."""
     raw = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
-    raw += [(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream")]
-    return {
+    scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/mcp",
-        "raw_path": b"/mcp",
-        "query_string": b"",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
         "root_path": "",
         "headers": raw,
         "client": None,
         "server": None,
         "state": {},
     }
+    user = user_of(owner)
+    if user is not None:
+        scope["user"] = user
+    return scope
 
 
 async def discard_send(message: Message) -> None:

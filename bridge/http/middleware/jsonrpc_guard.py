@@ -142,8 +142,7 @@ class JsonRpcGuardMiddleware:
         if not (stream.draining and calls_a_tool):
             stream.pending.update(ids)  # a listing or a read is still answered while draining
             return None
-        for request_id in ids:
-            await stream.deliver(sse_event(shutting_down_refusal(json.loads(request_id))))
+        await stream.refuse_for_shutdown(ids)
         return Response("Accepted (refused: shutting down, see the event stream)", 202)
 
     async def _too_large(self, scope: Scope, body: CappedBody, send: Send) -> None:
