@@ -228,15 +228,17 @@ def _sealer(settings: Settings) -> Sealer | None:
     return Sealer(settings.store_keys, require_sealed=settings.store_require_encryption)
 
 
-def _context_store(settings: Settings, redis: RedisPool | None, metrics: Metrics) -> ContextStore:
+def _context_store(
+    settings: Settings, redis: RedisPool | None, sealer: Sealer | None, metrics: Metrics
+) -> ContextStore:
     """Redis or in-process, sealed when BRIDGE_STORE_ENCRYPTION_KEY is set, every operation timed."""
-    store = create_store(redis, settings.context_ttl_seconds, _sealer(settings))
+    store = create_store(redis, settings.context_ttl_seconds, sealer)
     return timed_store(store, metrics.observe_store)
 
 
-def _broadcast(settings: Settings, redis: RedisPool | None) -> Broadcast:
+def _broadcast(redis: RedisPool | None, sealer: Sealer | None) -> Broadcast:
     """Redis pub/sub between the processes that share the store, or this process alone."""
-    return RedisBroadcast(redis, _sealer(settings)) if redis is not None else LocalBroadcast()
+    return RedisBroadcast(redis, sealer) if redis is not None else LocalBroadcast()
 
 
 def _limiter(settings: Settings, redis: RedisPool | None) -> Limiter:
@@ -267,7 +269,8 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
         if redis is not None:
             # Closed after everything that borrows from it (the exit stack unwinds in reverse).
             stack.push_async_callback(redis.aclose)
-        store = _context_store(settings, redis, metrics)
+        sealer = _sealer(settings)
+        store = _context_store(settings, redis, sealer, metrics)
         stack.push_async_callback(store.aclose)
         agents = AgentDirectory(dust, settings.agents_cache_seconds)
         conversations = ConversationService(dust, store, agents, settings, metrics)
@@ -276,7 +279,7 @@ async def start_runtime(settings: Settings, metrics: Metrics | None = None) -> A
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
         task_group.start_soon(_sweep_forever, uploads)
-        broadcast = _broadcast(settings, redis)
+        broadcast = _broadcast(redis, sealer)
         task_group.start_soon(broadcast.run)
         task_group.start_soon(metrics.keep_sampling)
         if redis is not None:
