@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from typing import Any
 
+import anyio
 import httpx2
+from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
 from tests.procs import Proc
@@ -54,3 +57,36 @@ def run_cli(
         timeout=60,
         check=False,
     )
+
+
+async def answer_through_sigterm(bridge: Proc, message: str) -> tuple[CallToolResult, int]:
+    """Ask the echo agent `message` and SIGTERM the bridge once the answer streams: the result the
+    client got, and the bridge's exit status."""
+    progress = anyio.Event()
+    outcome: dict[str, CallToolResult] = {}
+
+    async def on_progress(value: float, total: float | None, text: str | None) -> None:
+        progress.set()
+
+    async with Client(f"{bridge.url}/mcp") as client, anyio.create_task_group() as tg:
+        # The client validates results against the tool's output schema: list the tools now,
+        # while the server still answers new requests.
+        await client.list_tools()
+
+        async def call() -> None:
+            outcome["result"] = await client.call_tool(
+                "ask_agent", {"agent": "echo", "message": message}, progress_callback=on_progress
+            )
+
+        tg.start_soon(call)
+        with anyio.fail_after(20):
+            await progress.wait()
+        bridge.popen.send_signal(signal.SIGTERM)
+    exit_code = await anyio.to_thread.run_sync(bridge.popen.wait, 30)
+    return outcome["result"], int(exit_code)
+
+
+def approval_of(paused: dict[str, Any], decision: str = "approve") -> dict[str, Any]:
+    """`approve_action`'s arguments deciding the one action a paused answer waits for."""
+    (pending,) = paused["pending"]
+    return {"conversation": paused["conversation"], "action_id": pending["action_id"], "decision": decision}

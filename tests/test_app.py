@@ -4,10 +4,8 @@ tests/http/test_health.py."""
 
 from __future__ import annotations
 
-import anyio
 import httpx2
 from mcp import Client
-from mcp.types import CallToolResult
 
 from bridge.app import create_app
 from bridge.config import load_settings
@@ -147,36 +145,11 @@ async def test_an_answer_whose_conversation_cannot_be_stored_still_arrives_and_s
 
 
 async def test_sigterm_lets_a_streaming_answer_finish_then_exits_cleanly(simulator: Proc) -> None:
-    import signal
-
-    from tests.helpers import faults
+    from tests.helpers import answer_through_sigterm, faults
 
     faults(simulator, token_delay_ms=40)
-    progress = anyio.Event()
-
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.set()
-
     with running(start_bridge(bridge_env(simulator, BRIDGE_SHUTDOWN_GRACE_SECONDS="60"))) as bridge:
-        async with Client(f"{bridge.url}/mcp") as client, anyio.create_task_group() as tg:
-            # The client validates results against the tool's output schema: list the tools now,
-            # while the server still answers new requests.
-            await client.list_tools()
-            outcome: dict[str, CallToolResult] = {}
-
-            async def call() -> None:
-                outcome["result"] = await client.call_tool(
-                    "ask_agent",
-                    {"agent": "echo", "message": "finish me " * 20},
-                    progress_callback=on_progress,
-                )
-
-            tg.start_soon(call)
-            with anyio.fail_after(20):
-                await progress.wait()
-            bridge.popen.send_signal(signal.SIGTERM)
-        exit_code = await anyio.to_thread.run_sync(bridge.popen.wait, 30)
-    result = outcome["result"]
+        result, exit_code = await answer_through_sigterm(bridge, "finish me " * 20)
     assert not result.is_error, text_of(result)
     assert result.content[0].text == "Echo (turn 1): " + ("finish me " * 20).strip()  # type: ignore[union-attr]
     assert exit_code == 0

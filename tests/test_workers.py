@@ -15,11 +15,10 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult
 
 from bridge.config import ConfigError
 from bridge.workers import WorkerPlan, available_cores, cgroup_cpu_limit, resolve_workers
-from tests.helpers import faults, run_cli, text_of
+from tests.helpers import answer_through_sigterm, faults, run_cli, text_of
 from tests.observability.test_metrics import value
 from tests.procs import Proc, bridge_env, free_port, running, spawn, wait_for_http
 
@@ -256,11 +255,6 @@ async def test_sigterm_to_the_supervisor_lets_answers_finish_then_leaves_nothing
     simulator: Proc, redis_url: str, tmp_path: Path
 ) -> None:
     faults(simulator, token_delay_ms=40)
-    progress = anyio.Event()
-
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.set()
-
     # Its temporary files (the shared metrics among them) under tmp_path, to see them go.
     bridge = start_workers(
         simulator,
@@ -275,26 +269,10 @@ async def test_sigterm_to_the_supervisor_lets_answers_finish_then_leaves_nothing
         processes = children_of(bridge.pid)
         assert pids <= processes
         assert list(tmp_path.glob("dust-mcp-bridge-metrics-*"))
-        outcome: dict[str, CallToolResult] = {}
-        async with Client(f"{bridge.url}/mcp") as client, anyio.create_task_group() as tg:
-            await client.list_tools()
-
-            async def call() -> None:
-                outcome["result"] = await client.call_tool(
-                    "ask_agent",
-                    {"agent": "echo", "message": "finish me " * 20},
-                    progress_callback=on_progress,
-                )
-
-            tg.start_soon(call)
-            with anyio.fail_after(20):
-                await progress.wait()
-            bridge.popen.send_signal(signal.SIGTERM)
-        exit_code = await anyio.to_thread.run_sync(bridge.popen.wait, 30)
+        result, exit_code = await answer_through_sigterm(bridge, "finish me " * 20)
     finally:
         bridge.stop()
         faults(simulator, token_delay_ms=15)
-    result = outcome["result"]
     assert not result.is_error, text_of(result)
     assert text_of(result).startswith("Echo (turn 1): " + ("finish me " * 20).strip())
     assert exit_code == 0, bridge.log()

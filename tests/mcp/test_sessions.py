@@ -20,20 +20,11 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from bridge.security.auth import hash_key, new_key
 from tests.helpers import text_of
+from tests.http.helpers import INIT
 from tests.mcp.support import answer_of
 from tests.procs import Proc, bridge_env, running, start_bridge, start_redis
 
 HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 class RoundRobin(httpx2.AsyncBaseTransport):
@@ -128,7 +119,7 @@ async def test_a_restarted_bridge_continues_the_session(simulator: Proc, redis_s
     bridge = start_bridge(env)
     try:
         async with httpx2.AsyncClient(timeout=30) as http:
-            init = await http.post(f"{bridge.url}/mcp", headers=HEADERS, json=INITIALIZE)
+            init = await http.post(f"{bridge.url}/mcp", headers=HEADERS, json=INIT)
             session = init.headers["mcp-session-id"]
             port = bridge.port
             bridge.stop()
@@ -148,9 +139,7 @@ async def test_a_restarted_bridge_continues_the_session(simulator: Proc, redis_s
 async def test_a_session_deleted_on_one_bridge_is_gone_on_the_other(pair: list[Proc]) -> None:
     first, second = pair
     async with httpx2.AsyncClient(timeout=30) as http:
-        session = (await http.post(f"{first.url}/mcp", headers=HEADERS, json=INITIALIZE)).headers[
-            "mcp-session-id"
-        ]
+        session = (await http.post(f"{first.url}/mcp", headers=HEADERS, json=INIT)).headers["mcp-session-id"]
         own = {**HEADERS, "Mcp-Session-Id": session}
         listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
         before = await http.post(f"{second.url}/mcp", headers=own, json=listing)
@@ -192,7 +181,7 @@ async def test_a_session_of_another_principal_is_not_found_on_any_bridge(
     with running(start_bridge(env)) as first, running(start_bridge(env)) as second:
         async with httpx2.AsyncClient(timeout=30) as http:
             alice = {**HEADERS, "Authorization": f"Bearer {alice_key}"}
-            session = (await http.post(f"{first.url}/mcp", headers=alice, json=INITIALIZE)).headers[
+            session = (await http.post(f"{first.url}/mcp", headers=alice, json=INIT)).headers[
                 "mcp-session-id"
             ]
             listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
@@ -213,14 +202,14 @@ async def test_with_redis_down_new_sessions_work_and_a_foreign_one_says_it_canno
     try:
         with running(start_bridge(env)) as first, running(start_bridge(env)) as second:
             async with httpx2.AsyncClient(timeout=30) as http:
-                init = await http.post(f"{first.url}/mcp", headers=HEADERS, json=INITIALIZE)
+                init = await http.post(f"{first.url}/mcp", headers=HEADERS, json=INIT)
                 session = init.headers["mcp-session-id"]
                 store.stop()
                 own = {**HEADERS, "Mcp-Session-Id": session}
                 listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
                 held = await http.post(f"{first.url}/mcp", headers=own, json=listing)
                 foreign = await http.post(f"{second.url}/mcp", headers=own, json=listing)
-                fresh = await http.post(f"{second.url}/mcp", headers=HEADERS, json=INITIALIZE)
+                fresh = await http.post(f"{second.url}/mcp", headers=HEADERS, json=INIT)
     finally:
         store.stop()
     assert held.status_code == 200, held.text

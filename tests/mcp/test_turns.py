@@ -24,7 +24,7 @@ from mcp.types import (
 )
 
 from bridge.simulator.agents import long_answer
-from tests.helpers import faults, stats, text_of
+from tests.helpers import approval_of, faults, stats, text_of
 from tests.mcp.support import ERAS, Progress
 from tests.procs import Proc, bridge_env, running, start_bridge
 
@@ -302,12 +302,7 @@ async def test_a_pending_approval_survives_a_restart_and_a_refused_validation(
             paused = structured(
                 await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
             )
-    (pending,) = paused["pending"]
-    arguments = {
-        "conversation": paused["conversation"],
-        "action_id": pending["action_id"],
-        "decision": "approve",
-    }
+    arguments = approval_of(paused)
     with running(start_bridge(env)) as second:
         async with Client(f"{second.url}/mcp", mode="auto") as client:
             faults(

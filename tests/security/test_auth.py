@@ -22,16 +22,13 @@ from mcp.types import ReadResourceResult, TextResourceContents
 
 from bridge.security.auth import hash_key, match_key, new_key, parse_keys
 from bridge.store.records import new_handle, new_upload_id
-from tests.helpers import audit_events, run_cli, text_of
+from tests.helpers import approval_of, audit_events, run_cli, text_of
+from tests.http.helpers import INIT
 from tests.procs import Proc, bridge_env, running, start_bridge
 
 ALICE, BOB = new_key(), new_key()
 KEYS = f"alice:{hash_key(ALICE).hex()},bob:{hash_key(BOB).hex()}"
-INIT_PARAMS = {
-    "protocolVersion": "2025-11-25",
-    "capabilities": {},
-    "clientInfo": {"name": "t", "version": "1"},
-}
+INIT_PARAMS = INIT["params"]
 
 
 # --- key handling -------------------------------------------------------------------------------
@@ -132,12 +129,7 @@ async def test_only_the_owner_of_a_conversation_answers_what_its_agent_waits_for
         first = await alice.call_tool("ask_agent", {"agent": "needs-approval", "message": "alice's report"})
         paused: dict[str, Any] = first.structured_content or {}
     assert paused["status"] == "waiting_for_user"
-    (pending,) = paused["pending"]
-    approval = {
-        "conversation": paused["conversation"],
-        "action_id": pending["action_id"],
-        "decision": "approve",
-    }
+    approval = approval_of(paused)
     async with mcp_client(bridge, BOB) as bob:
         approved = await bob.call_tool("approve_action", approval)
         waited = await bob.call_tool("wait_for_answer", {"conversation": paused["conversation"]})
@@ -200,16 +192,7 @@ async def test_an_mcp_session_is_bound_to_the_key_that_opened_it(bridge: Proc) -
         init = await http.post(
             f"{bridge.url}/mcp",
             headers={"Authorization": f"Bearer {ALICE}", "Accept": "application/json, text/event-stream"},
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "1"},
-                },
-            },
+            json=INIT,
         )
         session = init.headers["mcp-session-id"]
         hijack = await http.post(

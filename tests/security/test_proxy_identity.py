@@ -26,7 +26,7 @@ from bridge.security.proxy_identity import (
     claimed_user,
     parse_networks,
 )
-from tests.helpers import audit_events, faults, text_of
+from tests.helpers import approval_of, audit_events, faults, text_of
 from tests.procs import Proc, bridge_env, running, start_bridge
 
 HEADER = "X-Auth-Request-Email"
@@ -216,12 +216,7 @@ async def test_a_pending_approval_is_answered_by_its_proxy_user_only(proxied: Pr
         paused: dict[str, Any] = (
             await alice.call_tool("ask_agent", {"agent": "needs-approval", "message": "alice's report"})
         ).structured_content or {}
-    (pending,) = paused["pending"]
-    approval = {
-        "conversation": paused["conversation"],
-        "action_id": pending["action_id"],
-        "decision": "approve",
-    }
+    approval = approval_of(paused)
     async with as_user(proxied, BOB) as bob:
         refused = await bob.call_tool("approve_action", approval)
     async with as_user(proxied, ALICE) as alice:
