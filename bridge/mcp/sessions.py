@@ -262,16 +262,13 @@ class SharedSessionManager:
 
     async def _open(self, scope: Scope, receive: Receive, send: Send, owner: Owner | None) -> None:
         """A request without a session id: it may only be `initialize`, which opens a session."""
-        async with self._lock:
-            if len(self._live) >= self._max_sessions:
-                live = None
-            else:
-                session_id = new_session_id()
-                live = self._live[session_id] = _Live(self._transport(session_id), owner)
-        if live is None:
+        # Checked and registered with no await between: no other request can slip in (no lock).
+        if len(self._live) >= self._max_sessions:
             logger.warning("Refusing to open a new session: %d sessions are already open", self._max_sessions)
             await refusal("Too many open sessions", 503, INTERNAL_ERROR)(scope, receive, send)
             return
+        session_id = new_session_id()
+        live = self._live[session_id] = _Live(self._transport(session_id), owner)
         established = False
         try:
             await self._start(session_id, live, None)
