@@ -45,6 +45,11 @@ def test_real_mode_with_key_and_workspace(monkeypatch: pytest.MonkeyPatch) -> No
             "0",
             "BRIDGE_CONTEXT_TTL_SECONDS: Input should be greater than or equal to 1",
         ),
+        (
+            "BRIDGE_SESSION_TTL_SECONDS",
+            "5",
+            "BRIDGE_SESSION_TTL_SECONDS: Input should be greater than or equal to 60 (got '5')",
+        ),
         ("BRIDGE_HEARTBEAT_SECONDS", "-1", "BRIDGE_HEARTBEAT_SECONDS:"),
         ("BRIDGE_DEMO", "maybe", "BRIDGE_DEMO:"),
         ("REDIS_URL", "http://:hunter2@localhost:6379", "REDIS_URL: must start with one of redis://"),
