@@ -292,6 +292,9 @@ async def test_sigterm_to_the_supervisor_lets_answers_finish_then_leaves_nothing
 # --- Sessions across workers, and a worker that dies ------------------------------------------------
 
 
+REBUILT = "continued on this process from the session store"
+
+
 async def test_one_handshake_era_session_is_served_by_every_worker(simulator: Proc, redis_url: str) -> None:
     bridge = start_workers(simulator, redis_url, 2)
     try:
@@ -303,8 +306,12 @@ async def test_one_handshake_era_session_is_served_by_every_worker(simulator: Pr
             Client(streamable_http_client(f"{bridge.url}/mcp", http_client=fresh), mode="legacy") as client,
         ):
             first = await client.call_tool("ask_agent", {"agent": "echo", "message": "one"})
-            for _ in range(6):
+            # Which worker accepts a connection is the kernel's choice and may favour one for a
+            # while: ask until the other one has served the session, within a bound.
+            for _ in range(200):
                 await client.list_tools()
+                if REBUILT in bridge.log():
+                    break
             second = await client.call_tool("ask_agent", {"agent": "echo", "message": "two"})
         log = bridge.log()
     finally:
@@ -313,7 +320,7 @@ async def test_one_handshake_era_session_is_served_by_every_worker(simulator: Pr
     # No `conversation` passed: the session's memory continued the chat, whichever worker answered.
     assert (second.structured_content or {})["continued"] is True
     # The worker that did not open the session rebuilt it from the store.
-    assert "continued on this process from the session store" in log
+    assert REBUILT in log
 
 
 async def test_a_worker_killed_mid_answer_fails_only_its_own_answers(simulator: Proc, redis_url: str) -> None:
