@@ -17,6 +17,8 @@ from bridge.store.pool import CLIENT_NAME
 from bridge.store.records import ConversationRecord, PendingUpload, UploadRecord, new_handle, new_upload_id
 
 LONG_TTL = 3600
+# The password of the Sentinel setup's master (tests/store/conftest.py).
+PASSWORD = "sentinel-and-master-pw"
 SHORT_TTL = 2  # seconds; Redis TTLs are whole seconds
 
 

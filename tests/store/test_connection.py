@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -23,13 +22,8 @@ from tests.procs import (
     bridge_env,
     running,
     start_bridge,
-    start_redis,
-    start_redis_cluster,
-    start_sentinel,
 )
-from tests.store.support import LONG_TTL, bridge_clients, eventually, make_record, sockets_to
-
-PASSWORD = "sentinel-and-master-pw"
+from tests.store.support import LONG_TTL, PASSWORD, bridge_clients, eventually, make_record, sockets_to
 
 
 def test_single_server_forms_pass_through() -> None:
@@ -107,24 +101,6 @@ async def _continues_across_two_bridges(env: dict[str, str]) -> tuple[Proc, Proc
     return first, second
 
 
-@pytest.fixture
-def sentinel_setup() -> Iterator[tuple[Proc, Proc]]:
-    master = start_redis()
-    with running(master):
-        import asyncio
-
-        async def protect() -> None:
-            raw = aioredis.Redis(host="127.0.0.1", port=master.port)
-            try:
-                await raw.config_set("requirepass", PASSWORD)
-            finally:
-                await raw.aclose()
-
-        asyncio.run(protect())
-        with running(start_sentinel(master.port, password=PASSWORD)) as sentinel:
-            yield master, sentinel
-
-
 async def test_bridges_share_context_through_sentinel(
     simulator: Proc, sentinel_setup: tuple[Proc, Proc]
 ) -> None:
@@ -145,15 +121,6 @@ async def test_bridges_share_context_through_sentinel(
     for bridge in (first, second):
         assert PASSWORD not in bridge.log()
         assert "rate-limit storage unavailable" not in bridge.log()
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    nodes = start_redis_cluster(3)
-    try:
-        yield nodes
-    finally:
-        nodes.stop()
 
 
 async def test_bridges_share_context_through_a_cluster(simulator: Proc, cluster: Cluster) -> None:
