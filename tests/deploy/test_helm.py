@@ -469,7 +469,9 @@ def test_default_render_is_the_secure_minimum(default: Render) -> None:
     assert "WARNING: uploads are scanned" not in default.notes and "auth.apiKeys is empty" in default.notes
 
 
-def test_default_deployment_probes_runs_non_root_read_only_and_waits_grace_plus_10(default: Render) -> None:
+def test_default_deployment_probes_runs_non_root_read_only_and_waits_pre_stop_plus_grace_plus_10(
+    default: Render,
+) -> None:
     deployment = default.one("Deployment")
     pod = deployment["spec"]["template"]["spec"]
     bridge = containers(deployment)["bridge"]
@@ -492,8 +494,10 @@ def test_default_deployment_probes_runs_non_root_read_only_and_waits_grace_plus_
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == FULLNAME
+    # Kubernetes drops the pod's endpoint while it terminates: it keeps accepting for 5 s first.
+    assert bridge["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
     grace = int(default.one("ConfigMap")["data"]["BRIDGE_SHUTDOWN_GRACE_SECONDS"])
-    assert grace == 30 and pod["terminationGracePeriodSeconds"] == grace + 10
+    assert grace == 30 and pod["terminationGracePeriodSeconds"] == 5 + grace + 10
     assert {"name": "tmp", "mountPath": "/tmp"} in bridge["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
     assert bridge["envFrom"] == [{"configMapRef": {"name": FULLNAME}}, {"secretRef": {"name": FULLNAME}}]
@@ -555,6 +559,31 @@ def test_render_stops_with_a_clear_message(
     assert message in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("settings", "lifecycle", "termination"),
+    [
+        (["--set", "preStopSleepSeconds=0"], None, 30 + 10),
+        (
+            ["--set", "lifecycle.preStop.exec.command={/app/drain-hook}"],
+            {"preStop": {"exec": {"command": ["/app/drain-hook"]}}},
+            5 + 30 + 10,
+        ),
+    ],
+)
+def test_the_pre_stop_sleep_can_be_turned_off_or_replaced_by_own_hooks(
+    tool: Callable[[str], str],
+    tmp_path: Path,
+    settings: list[str],
+    lifecycle: dict[str, Any] | None,
+    termination: int,
+) -> None:
+    result = render(tool, tmp_path / "out.yaml", *MINIMAL, *settings)
+    assert result.returncode == 0, result.stderr
+    deployment = result.one("Deployment")
+    assert containers(deployment)["bridge"].get("lifecycle") == lifecycle
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == termination
+
+
 # --- Everything on ----------------------------------------------------------------------------------------
 
 
@@ -608,7 +637,11 @@ def test_full_values_render_every_optional_object(full: Render) -> None:
         "REDIS_URL",
     }
     pod = full.one("Deployment")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] == 120 + 10
+    assert containers(full.one("Deployment"))["bridge"]["lifecycle"]["preStop"]["exec"]["command"] == [
+        "sleep",
+        "10",
+    ]
+    assert pod["terminationGracePeriodSeconds"] == 10 + 120 + 10
     assert config["BRIDGE_SHUTDOWN_GRACE_SECONDS"] == "120"
 
 
