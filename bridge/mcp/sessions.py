@@ -321,20 +321,31 @@ class SharedSessionManager:
 
     async def _find(self, session_id: str, owner: Owner | None) -> tuple[_Live | None, str]:
         """The session this request may use, held here or rebuilt from its record; else a reason."""
+        live, record, reason = await self._check(session_id, owner)
+        if live is None and record is not None:
+            return await self._rebuild(session_id, record), ""
+        return live, reason
+
+    async def _check(
+        self, session_id: str, owner: Owner | None
+    ) -> tuple[_Live | None, SessionRecord | None, str]:
+        """Whether `owner` may use the session: held here (and still open), or recorded in the store
+        (its record, for a rebuild); else the reason it may not."""
         live = self._live.get(session_id)
         if live is not None and live.owner != owner:
             logger.warning("Rejecting request for session %s: another credential", session_id[:64])
-            return None, NOT_FOUND
+            return None, None, NOT_FOUND
         backend = self._backend()
         try:
             record = await backend.store.load_session(session_id, backend.session_ttl_seconds)
         except StoreUnavailable:
-            return (live, "") if live is not None else (None, STORE_DOWN)
+            return (live, None, "") if live is not None else (None, None, STORE_DOWN)
         if live is not None:
-            return await self._still_open(session_id, live, record)
+            live, reason = await self._still_open(session_id, live, record)
+            return live, record, reason
         if record is None or record.kind != "http" or record.owner != owner:
-            return None, NOT_FOUND
-        return await self._rebuild(session_id, record), ""
+            return None, None, NOT_FOUND
+        return None, record, ""
 
     async def _still_open(
         self, session_id: str, live: _Live, record: SessionRecord | None
@@ -417,9 +428,10 @@ class SharedSessionManager:
     async def _forward(
         self, session_id: str, owner: Owner | None, scope: Scope, body: bytes, send: Send
     ) -> None:
-        """Answers and notifications go to every process holding the session (see the module docstring)."""
-        live, reason = await self._find(session_id, owner)
-        if live is None:
+        """Answers and notifications go to every process holding the session (see the module
+        docstring); this one need not hold it to pass them on."""
+        live, record, reason = await self._check(session_id, owner)
+        if reason:
             await refusal(reason, 404)(scope, replayed_body(b""), send)
             return
         message = {
@@ -430,7 +442,10 @@ class SharedSessionManager:
         }
         try:
             await self._backend().broadcast.publish(message)
-        except StoreUnavailable:
+        except StoreUnavailable:  # then served here, as without Redis
+            if live is None:
+                assert record is not None  # `_check` gives one of them when it gives no reason
+                live = await self._rebuild(session_id, record)
             await live.transport.handle_request(scope, replayed_body(body), send)
             return
         await Response(status_code=202)(scope, replayed_body(b""), send)

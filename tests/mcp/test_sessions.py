@@ -149,6 +149,25 @@ async def test_a_session_deleted_on_one_bridge_is_gone_on_the_other(pair: list[P
     assert after.status_code == 404 and after.json()["error"]["message"] == "Session not found"
 
 
+async def test_a_notification_passes_through_a_bridge_that_does_not_hold_its_session(
+    pair: list[Proc],
+) -> None:
+    first, second = pair
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        session = (await http.post(f"{first.url}/mcp", headers=HEADERS, json=INIT)).headers["mcp-session-id"]
+        passed = await http.post(
+            f"{second.url}/mcp", headers={**HEADERS, "Mcp-Session-Id": session}, json=initialized
+        )
+        forged = await http.post(
+            f"{second.url}/mcp", headers={**HEADERS, "Mcp-Session-Id": "0" * 32}, json=initialized
+        )
+    assert passed.status_code == 202
+    assert forged.status_code == 404 and forged.json()["error"]["message"] == "Session not found"
+    # Published for the bridge that holds the session: the second one built none of its own.
+    assert "continued on this process" not in second.log()
+
+
 def session_keys(redis_server: Proc) -> list[str]:
     client = redis.Redis(port=redis_server.port, decode_responses=True)
     try:
