@@ -1,8 +1,9 @@
 """`serve --workers N`: how many worker processes, and serving with them under uvicorn's supervisor.
 
-The supervisor binds the port once (bridge.cli), then starts N workers on that one socket; each
-builds its own app from the environment the supervisor hands down (`app_from_environment`, an import
-string, since the workers are new interpreters), as the single process would. SIGTERM to the
+The supervisor binds the port once (bridge.cli), then starts N workers, each listening on that port
+(`PerWorkerListener`); each builds its own app from the environment the supervisor hands down
+(`app_from_environment`, an import string, since the workers are new interpreters), as the single
+process would. SIGTERM to the
 supervisor reaches every worker, which drains its answers for BRIDGE_SHUTDOWN_GRACE_SECONDS.
 
 Workers share nothing in memory, so what must be shared lives in Redis: more than one needs
@@ -25,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 from starlette.applications import Starlette
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 APP_FACTORY = "bridge.workers:app_from_environment"
 _WORKER_HEALTHCHECK_SECONDS = 15
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Linux spreads a port's new connections over the sockets listening on it with SO_REUSEPORT; other
+# systems do not balance that way (or lack the option), and their workers share one socket.
+SPREAD_BY_KERNEL: Final = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ def serve_workers(
             timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
             **uvicorn_options(settings),
         )
-        supervisor = Multiprocess(config, sockets=[listener])
+        shared = per_worker(listener) if SPREAD_BY_KERNEL else listener
+        supervisor = Multiprocess(config, sockets=[shared])
         supervisor.run()
     for process in supervisor.processes:
         # A drained worker exits 0; anything else (a crash on the way out, a failed start) is said.
@@ -165,6 +170,53 @@ def serve_workers(
             logger.warning("worker %s ended with exit status %s", process.pid, process.exitcode)
     failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     return STARTUP_FAILURE if failed else 0
+
+
+class PerWorkerListener(socket.socket):
+    """The port the supervisor holds, which every worker listens on with a socket of its own.
+
+    On one shared socket, the worker whose event loop wakes first accepts a whole burst of new
+    connections (asyncio accepts up to its backlog per wake-up), and keep-alive connections stay
+    where they landed: one worker then serves most of the clients. With a socket per worker, bound
+    with SO_REUSEPORT, the kernel spreads new connections over the workers. This socket is bound and
+    never listens, so it takes no connection itself; it keeps the port the bridge's while workers
+    come and go.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # How multiprocessing hands this socket to a new worker: as a new socket on the same address.
+        return (worker_listener, (self.family, self.getsockname()))
+
+
+def per_worker(listener: socket.socket) -> PerWorkerListener:
+    """`listener`'s address, held for workers that each listen on it (`listener` is closed)."""
+    address = listener.getsockname()
+    held = PerWorkerListener(listener.family, socket.SOCK_STREAM)
+    listener.close()  # bound without SO_REUSEPORT, so that a port in use was a clear error
+    _reuse_port(held)
+    held.bind(address)
+    return held
+
+
+def worker_listener(family: int, address: Any) -> socket.socket:
+    """A worker's own socket on the supervisor's address (a worker that cannot get one fails its
+    start, so the supervisor stops instead of starting it again and again)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        _reuse_port(sock)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        print(
+            f"dust-mcp-bridge: a worker cannot listen on {address!r}: {exc.strerror or exc}", file=sys.stderr
+        )
+        raise SystemExit(STARTUP_FAILURE) from None
+    return sock
+
+
+def _reuse_port(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

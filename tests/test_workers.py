@@ -3,11 +3,16 @@ set of metrics, a graceful stop of them all; and the refusals (no Redis) and exc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
+import pickle
 import signal
+import socket
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -15,9 +20,18 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from uvicorn.config import STARTUP_FAILURE
 
 from bridge.config import ConfigError
-from bridge.workers import WorkerPlan, available_cores, cgroup_cpu_limit, resolve_workers
+from bridge.workers import (
+    SPREAD_BY_KERNEL,
+    WorkerPlan,
+    available_cores,
+    cgroup_cpu_limit,
+    per_worker,
+    resolve_workers,
+    worker_listener,
+)
 from tests.helpers import answer_through_sigterm, faults, run_cli, text_of
 from tests.observability.test_metrics import value
 from tests.procs import Proc, bridge_env, free_port, running, spawn, wait_for_http
@@ -287,6 +301,67 @@ async def test_sigterm_to_the_supervisor_lets_answers_finish_then_leaves_nothing
     assert "ended with exit status" not in log and "Traceback" not in log
     for pid in pids:
         assert f'"message": "Finished server process [{pid}]"' in log
+
+
+# --- Connections spread over the workers ------------------------------------------------------------
+
+
+async def _worker_of_new_connection(port: int) -> tuple[int, asyncio.StreamWriter]:
+    """The worker that answers /status on a new connection, with the connection (kept open)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+    )
+    return int(json.loads(await reader.readexactly(length))["worker"]["pid"]), writer
+
+
+@pytest.mark.skipif(not SPREAD_BY_KERNEL, reason="the kernel spreads connections over sockets on Linux")
+async def test_a_burst_of_new_connections_is_spread_over_the_workers(simulator: Proc, redis_url: str) -> None:
+    bridge = start_workers(simulator, redis_url, 2)
+    try:
+        worker_pids(bridge, 2)
+        # Bursts of 50 clients connecting and asking at once: on one shared socket the worker that
+        # woke first took nearly all of a burst (up to 49 of 50), and kept its keep-alive connections.
+        bursts = []
+        for _ in range(4):
+            held = await asyncio.gather(*(_worker_of_new_connection(bridge.port) for _ in range(50)))
+            for _, writer in held:
+                writer.close()
+            bursts.append(sorted(Counter(pid for pid, _ in held).values()))
+    finally:
+        bridge.stop()
+    assert all(len(burst) == 2 and burst[0] >= 10 for burst in bursts), bursts
+
+
+def test_the_supervisor_holds_the_port_and_each_worker_listens_on_its_own_socket() -> None:
+    plain = socket.socket()
+    plain.bind(("127.0.0.1", 0))
+    held = per_worker(plain)
+    address = held.getsockname()
+    try:
+        with pytest.raises(ConnectionRefusedError):  # bound, not listening: it takes no connection
+            socket.create_connection(address, timeout=5).close()
+        # What multiprocessing does to hand it to a worker: a new socket of the worker's own.
+        worker = pickle.loads(pickle.dumps(held))
+        try:
+            assert type(worker) is socket.socket and worker.getsockname() == address
+            worker.listen()
+            socket.create_connection(address, timeout=5).close()
+        finally:
+            worker.close()
+    finally:
+        held.close()
+
+
+def test_a_worker_that_cannot_take_up_the_port_fails_its_start(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # another program's, without SO_REUSEPORT
+        address = taken.getsockname()
+        with pytest.raises(SystemExit) as failed:
+            worker_listener(socket.AF_INET, address)
+    assert failed.value.code == STARTUP_FAILURE
+    assert f"a worker cannot listen on {address!r}" in capsys.readouterr().err
 
 
 # --- Sessions across workers, and a worker that dies ------------------------------------------------
