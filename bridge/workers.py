@@ -191,7 +191,7 @@ class PerWorkerListener(socket.socket):
 def per_worker(listener: socket.socket) -> PerWorkerListener:
     """`listener`'s address, held for workers that each listen on it (`listener` is closed)."""
     address = listener.getsockname()
-    held = PerWorkerListener(listener.family, socket.SOCK_STREAM)
+    held = PerWorkerListener(listener.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.close()  # bound without SO_REUSEPORT, so that a port in use was a clear error
     _reuse_port(held)
     held.bind(address)
@@ -201,7 +201,9 @@ def per_worker(listener: socket.socket) -> PerWorkerListener:
 def worker_listener(family: int, address: Any) -> socket.socket:
     """A worker's own socket on the supervisor's address (a worker that cannot get one fails its
     start, so the supervisor stops instead of starting it again and again)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP by name: asyncio turns Nagle's algorithm off only on connections of such a socket
+    # (with protocol 0 each answer's first small write waited out a delayed ACK, about 40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         _reuse_port(sock)
         sock.bind(address)

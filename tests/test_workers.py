@@ -347,6 +347,8 @@ def test_the_supervisor_holds_the_port_and_each_worker_listens_on_its_own_socket
         worker = pickle.loads(pickle.dumps(held))
         try:
             assert type(worker) is socket.socket and worker.getsockname() == address
+            # Connections of a socket made as IPPROTO_TCP get TCP_NODELAY from asyncio.
+            assert worker.proto == socket.IPPROTO_TCP
             worker.listen()
             socket.create_connection(address, timeout=5).close()
         finally:
