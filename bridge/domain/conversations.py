@@ -1,18 +1,17 @@
-"""Conversation handles <-> Dust conversations, and one agent turn from question to streamed answer.
+"""One agent turn from question to streamed answer, and going on with a turn the user left waiting.
 
-A handle is the client's proof of a conversation: it maps (in the context store) to the Dust
-conversation, the agent and the principal that made it. Continuing with a handle posts into the same
-Dust conversation; handshake-era sessions also remember their last handle per agent, so a client
-that never passes the handle still gets continuity.
+A turn is checked whole (message, agent, attachments, the conversation it continues) before anything
+reaches Dust, posted (bridge.domain.posting), recorded under its handle (bridge.domain.handles) and
+then followed: the answer streams as progress, a pause is put to the user, and where the stream
+stopped is kept so that wait_for_answer, approve_action and answer_question go on from there.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 import anyio
@@ -31,6 +30,8 @@ from bridge.domain.generated_files import (
     download_generated,
     generated_files,
 )
+from bridge.domain.handles import ConversationRecords, conversation_gone
+from bridge.domain.posting import TurnPoster
 from bridge.domain.relay import RelayOutcome
 from bridge.domain.replies import Reply, check_reply, not_pending, send_reply
 from bridge.domain.streaming import AnswerStreamer, Listener, StreamSettings, StreamTarget
@@ -45,12 +46,10 @@ from bridge.dust.models import (
     MessageContext,
 )
 from bridge.dust.pauses import PendingAction
-from bridge.errors import BridgeError, InvalidInput, NotFound, UpstreamFailure
+from bridge.errors import BridgeError, InvalidInput, NotFound
 from bridge.observability.metrics import Metrics
-from bridge.store.base import ContextStore, StoreUnavailable
-from bridge.store.records import ConversationRecord, UploadRecord, is_valid_handle, new_handle
-
-logger = logging.getLogger(__name__)
+from bridge.store.base import ContextStore
+from bridge.store.records import ConversationRecord, UploadRecord
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -87,12 +86,6 @@ class InvalidMessage(InvalidInput):
     code = "invalid_message"
 
 
-class ConversationNotFound(NotFound):
-    """Malformed, unknown, expired or foreign handle (deliberately indistinguishable)."""
-
-    code = "conversation_not_found"
-
-
 class ConversationService:
     """Runs agent turns and keeps their context in the store."""
 
@@ -108,14 +101,15 @@ class ConversationService:
     ) -> None:
         self._dust = dust
         self._store = store
+        self._records = ConversationRecords(store)
         self._agents = agents
         self._settings = settings
         # Who the messages come from, as Dust records it: the same for every turn.
-        self._context = MessageContext(
+        context = MessageContext(
             username=settings.dust_username, timezone=settings.dust_timezone, origin=settings.dust_origin
         )
+        self._poster = TurnPoster(dust, self._records, context, clock)
         self._metrics = metrics
-        self._clock = clock
         self._streamer = AnswerStreamer(
             dust,
             StreamSettings(
@@ -155,22 +149,22 @@ class ConversationService:
             raise InvalidMessage("pass either conversation (to continue) or new_conversation=true, not both")
         agent = await self._agents.resolve(agent_ref)
         attachments = await self._attachments(principal, files or [])
-        record = await self._existing(principal, session_key, agent, conversation, new_conversation)
+        record = await self._records.existing(principal, session_key, agent, conversation, new_conversation)
         if record is None:
             # Nothing goes to Dust that the bridge could not remember: with the store down, a new
             # conversation fails here, before Dust does any work (a continued one already failed
             # loading its record).
             await self._store.ping()
-        posted = await self._post(record, agent, text, self._context, attachments)
+        posted = await self._poster.post(record, agent, text, attachments)
         continued = record is not None
-        record = self._record_turn(record, principal, agent, posted)
+        record = self._poster.record_turn(record, principal, agent, posted)
         # Saved before streaming: if the stream fails, the handle still reaches the conversation.
         # If the store failed since the check above, Dust has the question all the same: its
         # answer is streamed and returned rather than lost, and the save tried once more after it.
-        unsaved = await self._save(record, session_key)
+        unsaved = await self._records.save(record, session_key)
         answer = await self._follow(record, agent, continued, listener or TurnListener())
         if unsaved is not None:
-            unsaved = await self._save(record, session_key)
+            unsaved = await self._records.save(record, session_key)
         # A continued conversation's record is in the store already: its handle keeps working.
         answer.unremembered = None if continued else unsaved
         return answer
@@ -182,7 +176,7 @@ class ConversationService:
         Raises:
             BridgeError: unknown handle, nothing to wait for, or a Dust failure.
         """
-        record = await self._load(principal, handle)
+        record = await self._records.load(principal, handle)
         agent, message = await self._last_answer(record)
         if message.status != "created":
             return self._finished(record, agent, message)
@@ -206,7 +200,7 @@ class ConversationService:
             InvalidReply: a reply that does not fit its action.
             BridgeError: unknown handle or a Dust failure.
         """
-        record = await self._load(principal, handle)
+        record = await self._records.load(principal, handle)
         agent = _agent_of(record)
         pending = [PendingAction.from_json(item) for item in record.pending]
         if any(reply.action_id not in {action.action_id for action in pending} for reply in replies):
@@ -216,40 +210,13 @@ class ConversationService:
             return await self._paused(record, agent, remaining)
         return await self.resume(principal, handle, replace(listener, ask_user=None))
 
-    def _record_turn(
-        self, record: ConversationRecord | None, principal: str, agent: Agent, posted: _PostedTurn
-    ) -> ConversationRecord:
-        """The record after this turn: a new one for a new conversation, else the old one moved on."""
-        now = self._clock()
-        if record is None:
-            return ConversationRecord(
-                handle=new_handle(),
-                owner=principal,
-                dust_conversation_id=posted.conversation_id,
-                agent_id=agent.s_id,
-                agent_name=agent.name,
-                last_agent_message_id=posted.message.s_id,
-                url=posted.url,
-                created_at=now,
-                last_used_at=now,
-                turns=1,
-            )
-        return replace(
-            record,
-            agent_id=agent.s_id,
-            agent_name=agent.name,
-            last_agent_message_id=posted.message.s_id,
-            last_used_at=now,
-            turns=record.turns + 1,
-        )
-
     async def transcript(self, principal: str, handle: str) -> Transcript:
         """The conversation behind `handle` as Dust has it now.
 
         Raises:
             BridgeError: unknown handle or Dust failure.
         """
-        record = await self._load(principal, handle)
+        record = await self._records.load(principal, handle)
         conversation = await self._dust_conversation(record)
         try:
             names = {agent.s_id: agent.name for agent in await self._agents.list()}
@@ -271,7 +238,7 @@ class ConversationService:
             FileNotServed: Dust will not serve it to the bridge's key (the message has the link).
             BridgeError: too large, or a Dust failure.
         """
-        records = await self._store.list_for_owner(principal)
+        records = await self._records.list(principal)
         record = next((item for item in records if file_id in item.files), None)
         if record is None:
             raise FileNotFound(
@@ -285,14 +252,11 @@ class ConversationService:
         Raises:
             BridgeError: unknown handle or store failure.
         """
-        self._check_handle(handle)
-        deleted = await self._store.delete(handle, principal)
-        if not deleted:
-            raise ConversationNotFound(_NOT_FOUND)
+        await self._records.end(principal, handle)
 
     async def list_conversations(self, principal: str) -> list[ConversationRecord]:
         """The principal's live conversations, most recently used first."""
-        return await self._store.list_for_owner(principal)
+        return await self._records.list(principal)
 
     async def load(self, principal: str, handle: str) -> ConversationRecord:
         """The record behind a handle the principal owns.
@@ -300,7 +264,7 @@ class ConversationService:
         Raises:
             ConversationNotFound: malformed, unknown, expired or foreign.
         """
-        return await self._load(principal, handle)
+        return await self._records.load(principal, handle)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -314,38 +278,6 @@ class ConversationService:
                 " (BRIDGE_MAX_MESSAGE_CHARS). Shorten it or upload the text as a file."
             )
         return text
-
-    @staticmethod
-    def _check_handle(handle: str) -> None:
-        if not is_valid_handle(handle):
-            raise ConversationNotFound(
-                "malformed conversation handle: pass back exactly the `conversation` value an earlier"
-                " ask_agent returned"
-            )
-
-    async def _load(self, principal: str, handle: str) -> ConversationRecord:
-        self._check_handle(handle)
-        record = await self._store.load(handle, principal)
-        if record is None:
-            raise ConversationNotFound(_NOT_FOUND)
-        return record
-
-    async def _existing(
-        self,
-        principal: str,
-        session_key: str | None,
-        agent: Agent,
-        conversation: str | None,
-        new_conversation: bool,
-    ) -> ConversationRecord | None:
-        if conversation is not None:
-            return await self._load(principal, conversation)
-        if new_conversation or session_key is None:
-            return None
-        handle = await self._store.recall(session_key, agent.s_id)
-        if handle is None:
-            return None
-        return await self._store.load(handle, principal)
 
     async def _attachments(self, principal: str, references: list[str]) -> list[UploadRecord]:
         """The principal's uploads named by id or `bridge://uploads/<id>`, checked before posting."""
@@ -362,78 +294,6 @@ class ConversationService:
                 )
             found.append(upload)
         return found
-
-    async def _post(
-        self,
-        record: ConversationRecord | None,
-        agent: Agent,
-        text: str,
-        context: MessageContext,
-        attachments: list[UploadRecord],
-    ) -> _PostedTurn:
-        fragments = [{"title": upload.filename, "fileId": upload.dust_file_id} for upload in attachments]
-        try:
-            if record is None:
-                created = await self._dust.create_conversation(
-                    content=text, mentions=[agent.s_id], context=context, content_fragments=fragments
-                )
-                agent_message = created.agent_message
-                conversation_id = created.conversation.s_id
-                url = created.conversation.url
-            else:
-                # Fragments attach to the next user message, so they go in first.
-                for upload in attachments:
-                    await self._dust.create_content_fragment(
-                        record.dust_conversation_id, title=upload.filename, file_id=upload.dust_file_id
-                    )
-                posted = await self._dust.post_message(
-                    record.dust_conversation_id, content=text, mentions=[agent.s_id], context=context
-                )
-                agent_message = next(
-                    (m for m in posted.agent_messages if m.parent_message_id == posted.user_message.s_id),
-                    posted.agent_messages[0] if posted.agent_messages else None,
-                )
-                conversation_id = record.dust_conversation_id
-                url = record.url
-        except DustNotFound as exc:
-            if record is not None and exc.type == "conversation_not_found":
-                await self._forget(record)
-                raise ConversationNotFound(
-                    "the Dust conversation behind this handle no longer exists; start a new one"
-                    " (omit conversation)"
-                ) from None
-            raise
-        if agent_message is None:
-            # Dust accepted the message but created no agent message: it dropped the mention.
-            raise UpstreamFailure(
-                f"Dust did not start agent {agent.name} ({agent.s_id}); it may have been disabled."
-            )
-        return _PostedTurn(message=agent_message, conversation_id=conversation_id, url=url)
-
-    async def _save(self, record: ConversationRecord, session_key: str | None) -> str | None:
-        """Store the record, then the session's last conversation; the store's error if the record
-        could not be stored (without the session's memory, the handle itself still works)."""
-        try:
-            await self._store.save(record)
-        except StoreUnavailable as exc:
-            logger.warning(
-                "Dust conversation %s has the question, but the context store failed to record it: %s",
-                record.dust_conversation_id,
-                exc,
-            )
-            return str(exc)
-        if session_key is not None:
-            try:
-                await self._store.remember(session_key, record.agent_id, record.handle)
-            except StoreUnavailable as exc:
-                logger.warning("the session's last conversation with an agent was not recorded: %s", exc)
-        return None
-
-    async def _forget(self, record: ConversationRecord) -> None:
-        try:
-            await self._store.delete(record.handle, record.owner)
-        except StoreUnavailable:
-            logger.warning("could not forget a conversation whose Dust side is gone")
 
     async def _follow(
         self, record: ConversationRecord, agent: Agent, continued: bool, listener: TurnListener
@@ -469,7 +329,7 @@ class ConversationService:
             if listener.client_timed_out is None or not await listener.client_timed_out():
                 return False
             position = partial.last_event_id or current.stream_position
-            await self._save(replace(current, stream_position=position, pending=()), None)
+            await self._records.save(replace(current, stream_position=position, pending=()), None)
             return True
 
         target = StreamTarget(
@@ -489,7 +349,7 @@ class ConversationService:
             files=tuple(dict.fromkeys([*record.files, *made])),
         )
         if kept != record:
-            await self._save(kept, None)
+            await self._records.save(kept, None)
         return self._answer(kept, agent, continued, outcome, pending, note=refused[0] if refused else None)
 
     def _answer(
@@ -536,7 +396,7 @@ class ConversationService:
         try:
             return await self._dust.get_conversation(record.dust_conversation_id)
         except DustNotFound:
-            raise _conversation_gone() from None
+            raise conversation_gone() from None
 
     def _finished(self, record: ConversationRecord, agent: Agent, message: AgentMessage) -> Answer:
         """The answer of a message Dust has finished, read from the conversation."""
@@ -550,7 +410,7 @@ class ConversationService:
         try:
             listed = await self._dust.blocked_actions(record.dust_conversation_id)
         except DustNotFound:
-            raise _conversation_gone() from None
+            raise conversation_gone() from None
         known = {action.action_id for action in listed}
         others = [
             action
@@ -562,7 +422,7 @@ class ConversationService:
     async def _paused(self, record: ConversationRecord, agent: Agent, pending: list[PendingAction]) -> Answer:
         kept = replace(record, pending=tuple(action.to_json() for action in pending))
         if kept != record:
-            await self._save(kept, None)
+            await self._records.save(kept, None)
         return self._answer(kept, agent, True, RelayOutcome(text="", terminal=None), pending)
 
     async def _send_replies(
@@ -584,27 +444,11 @@ class ConversationService:
             await send_reply(self._dust, by_id.pop(reply.action_id), reply)
         remaining = list(by_id.values())
         if save:
-            await self._save(replace(record, pending=tuple(action.to_json() for action in remaining)), None)
+            kept = replace(record, pending=tuple(action.to_json() for action in remaining))
+            await self._records.save(kept, None)
         return remaining
 
 
 def _agent_of(record: ConversationRecord) -> Agent:
     """The agent the record's last turn asked."""
     return Agent(s_id=record.agent_id, name=record.agent_name)
-
-
-def _conversation_gone() -> ConversationNotFound:
-    return ConversationNotFound("the Dust conversation behind this handle no longer exists; start a new one")
-
-
-@dataclass
-class _PostedTurn:
-    message: AgentMessage
-    conversation_id: str
-    url: str | None
-
-
-_NOT_FOUND = (
-    "unknown or expired conversation handle; start a new conversation by calling ask_agent without"
-    " conversation"
-)

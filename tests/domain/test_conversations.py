@@ -18,7 +18,8 @@ from pydantic import SecretStr
 
 from bridge.domain.agents import AgentDirectory, UnknownAgent
 from bridge.domain.answers import AgentFailed, TurnListener
-from bridge.domain.conversations import ConversationNotFound, ConversationService, InvalidMessage
+from bridge.domain.conversations import ConversationService, InvalidMessage
+from bridge.domain.handles import ConversationNotFound
 from bridge.dust.client import DustClient
 from bridge.observability.metrics import Metrics
 from bridge.simulator import SimulatorOptions, create_app

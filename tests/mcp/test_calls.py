@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from bridge.domain.conversations import ConversationNotFound
+from bridge.domain.handles import ConversationNotFound
 from bridge.domain.transcripts import Transcript
 from bridge.dust.errors import DustError
 from bridge.dust.models import Agent
