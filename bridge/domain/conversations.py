@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -50,8 +50,6 @@ from bridge.errors import BridgeError, InvalidInput, NotFound
 from bridge.observability.metrics import Metrics
 from bridge.store.base import ContextStore
 from bridge.store.records import ConversationRecord, UploadRecord
-
-Progress = Callable[[str], Awaitable[None]]
 
 _MAX_FILES = 20
 _UPLOAD_URI_PREFIX = "bridge://uploads/"
@@ -109,7 +107,6 @@ class ConversationService:
             username=settings.dust_username, timezone=settings.dust_timezone, origin=settings.dust_origin
         )
         self._poster = TurnPoster(dust, self._records, context, clock)
-        self._metrics = metrics
         self._streamer = AnswerStreamer(
             dust,
             StreamSettings(
