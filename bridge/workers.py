@@ -3,8 +3,8 @@
 The supervisor binds the port once (bridge.cli), then starts N workers, each listening on that port
 (`PerWorkerListener`); each builds its own app from the environment the supervisor hands down
 (`app_from_environment`, an import string, since the workers are new interpreters), as the single
-process would. SIGTERM to the
-supervisor reaches every worker, which drains its answers for BRIDGE_SHUTDOWN_GRACE_SECONDS.
+process would. SIGTERM to the supervisor reaches every worker, which drains its answers for
+BRIDGE_SHUTDOWN_GRACE_SECONDS.
 
 Workers share nothing in memory, so what must be shared lives in Redis: more than one needs
 REDIS_URL, and demo mode (the bundled simulator lives inside the process) always runs one.

@@ -112,9 +112,11 @@ class ConversationRecords:
             )
 
 
-def conversation_gone() -> ConversationNotFound:
-    """The error for a handle whose Dust conversation Dust no longer has."""
-    return ConversationNotFound("the Dust conversation behind this handle no longer exists; start a new one")
+def conversation_gone(how: str = "") -> ConversationNotFound:
+    """The error for a handle whose Dust conversation Dust no longer has (`how`: how to start anew)."""
+    return ConversationNotFound(
+        f"the Dust conversation behind this handle no longer exists; start a new one{how}"
+    )
 
 
 _NOT_FOUND = (

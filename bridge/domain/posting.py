@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bridge.domain.handles import ConversationNotFound, ConversationRecords
+from bridge.domain.handles import ConversationRecords, conversation_gone
 from bridge.dust.client import DustClient
 from bridge.dust.errors import DustNotFound
 from bridge.dust.models import Agent, AgentMessage, MessageContext
@@ -79,10 +79,7 @@ class TurnPoster:
         except DustNotFound as exc:
             if record is not None and exc.type == "conversation_not_found":
                 await self._records.forget(record)
-                raise ConversationNotFound(
-                    "the Dust conversation behind this handle no longer exists; start a new one"
-                    " (omit conversation)"
-                ) from None
+                raise conversation_gone(" (omit conversation)") from None
             raise
         if agent_message is None:
             # Dust accepted the message but created no agent message: it dropped the mention.
