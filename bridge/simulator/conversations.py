@@ -7,6 +7,9 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+# API_KEY_ORIGINS: the origins an API key may post with (front/lib/api/assistant/conversation.ts
+# isUserMessageContextValid for authMethod "api_key"), one list shared with the bridge's settings check.
+from bridge.dust.message_origins import API_KEY_ORIGINS
 from bridge.simulator.agents import AGENTS_BY_SID, ScriptInput
 from bridge.simulator.errors import ApiError
 from bridge.simulator.eventlog import EventLog
@@ -19,10 +22,6 @@ from bridge.simulator.zod import js_length
 MAX_CONVERSATION_DEPTH = 4  # front/lib/api/assistant/conversation/constants.ts
 MAX_INLINE_CONTENT_CHARS = 512 * 1024
 
-# Origins an API key may post with (front/lib/api/assistant/conversation.ts
-# isUserMessageContextValid for authMethod "api_key"); every other origin is refused, and
-# "zendesk" also needs an `x-zendesk-user-id` header.
-API_KEY_ORIGINS = frozenset({"api", "excel", "gsheet", "make", "n8n", "powerpoint", "zapier"})
 
 # postUserMessage refuses to switch agents while one runs (RUNNING_AGENT_SWITCH_BLOCK_MESSAGE in
 # front/lib/api/assistant/errors.ts). Dust's wording of that message could not be read from the

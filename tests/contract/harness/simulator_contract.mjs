@@ -343,7 +343,7 @@ async function agents() {
     },
   );
   await report.op(
-    "list agents, view=global (the bridge's readiness probe)",
+    "list agents, view=global (global agents only; the bridge itself lists with view=all)",
     meta(G, "getAgentConfigurations({view: 'global'})", "GetAgentConfigurationsResponseSchema"),
     async (f) => {
       const list = unwrap(
