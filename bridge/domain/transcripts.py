@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.domain.citations import footnote, sources_in, strip_markers, with_sources
 from bridge.domain.generated_files import generated_files
 from bridge.dust.models import AgentMessage, ContentFragment, Conversation, UserMessage
 
@@ -19,6 +20,7 @@ class TranscriptEntry:
     status: str | None = None
     message_id: str | None = None
     files: list[dict[str, Any]] | None = None  # what an agent message generated
+    sources: list[dict[str, Any]] | None = None  # what an agent message cites, as numbered footnotes
 
 
 @dataclass
@@ -67,25 +69,30 @@ def entries_of(conversation: Conversation, names: dict[str, str]) -> list[Transc
         if isinstance(item, UserMessage):
             entries.append(TranscriptEntry(role="user", content=item.content, message_id=item.s_id))
         elif isinstance(item, AgentMessage):
-            content = item.content or ""
-            if item.status == "failed" and item.error:
-                content = content or f"(failed: {item.error.get('message', 'error')})"
-            entries.append(
-                TranscriptEntry(
-                    role="agent",
-                    content=content,
-                    agent=names.get(item.configuration_id or "", item.configuration_id),
-                    # Dust's "created" is a message still being written (or waiting for the user).
-                    status="in_progress" if item.status == "created" else item.status,
-                    message_id=item.s_id,
-                    files=_made_by(item) or None,
-                )
-            )
+            entries.append(_agent_entry(item, names))
         elif isinstance(item, ContentFragment):
             entries.append(TranscriptEntry(role="file", content=f"{item.title} ({item.content_type})"))
     return entries
 
 
-def _made_by(message: AgentMessage) -> list[dict[str, Any]]:
+def _agent_entry(message: AgentMessage, names: dict[str, str]) -> TranscriptEntry:
+    """An agent message as the user reads it: citations as footnotes (as `ask_agent` shows them),
+    markers stripped while it is still being written, the files it made."""
     actions = [action.model_dump(by_alias=True) for action in message.actions]
-    return [made.as_dict() for made in generated_files(actions)]
+    in_progress = message.status == "created"  # still being written, or waiting for the user
+    if in_progress:
+        content, sources = strip_markers(message.content or ""), []
+    else:
+        text, sources = footnote(message.content or "", sources_in(actions))
+        content = with_sources(text, sources)
+    if message.status == "failed" and message.error:
+        content = content or f"(failed: {message.error.get('message', 'error')})"
+    return TranscriptEntry(
+        role="agent",
+        content=content,
+        agent=names.get(message.configuration_id or "", message.configuration_id),
+        status="in_progress" if in_progress else message.status,
+        message_id=message.s_id,
+        files=[made.as_dict() for made in generated_files(actions)] or None,
+        sources=[source.as_dict() for source in sources] or None,
+    )

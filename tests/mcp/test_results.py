@@ -5,6 +5,7 @@ sources of the agent's searches. End to end through the SDK's client, the simula
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -59,6 +60,9 @@ async def test_an_unknown_file_is_refused_by_resources_read(bridge: Proc) -> Non
 async def test_citations_become_numbered_footnotes_over_the_listed_sources(bridge: Proc) -> None:
     async with Client(f"{bridge.url}/mcp") as client:
         result = await client.call_tool("ask_agent", {"agent": "cite-sources", "message": "onboarding"})
+        handle = _handle(result)
+        transcript = await client.call_tool("get_conversation", {"conversation": handle})
+        resource = (await client.read_resource(f"dust://conversations/{handle}")).contents[0]
     content: dict[str, Any] = result.structured_content or {}
     (web_1, title_1, url_1), (web_2, title_2, url_2), (doc_1, title_3, url_3), _ = citations_sources(
         "onboarding"
@@ -79,6 +83,12 @@ async def test_citations_become_numbered_footnotes_over_the_listed_sources(bridg
     assert content["answer"].endswith(
         f"Sources:\n[1] {title_1} — {url_1}\n[2] {title_2} — {url_2}\n[3] {title_3} — {url_3}"
     )
+    # Read back later, the answer is the same footnoted text with the same sources, never raw markers.
+    agent_turn = (transcript.structured_content or {})["messages"][-1]
+    assert agent_turn["content"] == content["answer"] and agent_turn["sources"] == content["sources"]
+    assert ":cite[" not in text_of(transcript)
+    assert isinstance(resource, TextResourceContents) and ":cite[" not in resource.text
+    assert json.loads(resource.text)["messages"][-1]["sources"] == content["sources"]
 
 
 def _handle(result: Any) -> str:
