@@ -10,15 +10,13 @@ Over HTTP the server's disk is not the user's, so paths are refused there.
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
-
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 
 from bridge.mcp.calls import ToolCall
 from bridge.mcp.pauses import is_modern
 from bridge.store.records import UploadRecord
-from bridge.uploads.local_files import PathNotAllowed, allowed_file
+from bridge.uploads.local_files import PathNotAllowed, allowed_file, path_of_file_uri
 from bridge.uploads.url_fetch import fetch_url
 
 HTTP_PATHS_OFF = (
@@ -41,12 +39,8 @@ async def client_roots(ctx: Context) -> list[str]:
         listed = await ctx.session.list_roots()
     except MCPError:
         return []
-    paths = []
-    for root in listed.roots:
-        parts = urlsplit(str(root.uri))
-        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-            paths.append(unquote(parts.path))
-    return paths
+    paths = (path_of_file_uri(str(root.uri)) for root in listed.roots)
+    return [path for path in paths if path is not None]
 
 
 async def upload_path(call: ToolCall, path: str) -> UploadRecord:

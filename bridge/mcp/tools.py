@@ -78,6 +78,10 @@ class AskAgentResult(BaseModel):
     sources: list[dict[str, Any]] = Field(
         default_factory=list, description="The sources the answer's [n] footnotes cite: number, title, url"
     )
+    files: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Files the agent made: file_id, name, type, uri (dust://files/...: resources/read)",
+    )
 
 
 @bridge_tool(ToolAnnotations(title="List Dust agents", read_only_hint=True, open_world_hint=True))

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -135,11 +136,26 @@ def _open_checked(path: str, roots: list[Path]) -> LocalFile:
         raise
 
 
+def path_of_file_uri(uri: str) -> str | None:
+    """The local path a `file://` URI names (percent-decoded; `file://localhost/` is local too), or
+    None for a file on another host. On Windows `file:///C:/x` is `C:/x`."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    path = unquote(parts.path)
+    if os.name == "nt" and len(path) > 2 and path[0] == "/" and path[2] == ":":
+        path = path[1:]
+    return path
+
+
 def _resolve(path: str) -> Path:
     if not path or "\0" in path:
         raise PathNotAllowed("the path is empty or contains a NUL character")
     if path.startswith("file://"):
-        path = path.removeprefix("file://")
+        local = path_of_file_uri(path)
+        if local is None:
+            raise PathNotAllowed(f"{path!r} names a file on another machine: only this machine's files")
+        path = local
     expanded = Path(path).expanduser()
     if not expanded.is_absolute():
         raise PathNotAllowed(f"{path!r} is not an absolute path: pass the full path (or ~/...)")

@@ -176,3 +176,26 @@ async def test_a_url_to_a_private_address_or_over_plain_http_is_refused_by_defau
     assert plain.is_error and "http" in text_of(plain).lower()
     for refused in (https_loopback, metadata):
         assert refused.is_error and "only public addresses may be fetched" in text_of(refused)
+
+
+async def test_a_path_or_url_over_the_size_cap_is_refused_and_leaves_no_temp_file(
+    simulator: Proc, clamd: Proc, documents: Path, web: Proc, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    params = stdio(
+        simulator,
+        clamd,
+        BRIDGE_UPLOAD_ROOTS=str(documents),
+        BRIDGE_UPLOAD_MAX_BYTES=str(len(PDF) - 1),
+        BRIDGE_UPLOAD_DIR=str(spool),
+        BRIDGE_URL_FETCH_ALLOW_HTTP="true",
+        BRIDGE_URL_FETCH_ALLOW_NETWORKS="127.0.0.1/32",
+    )
+    async with Client(params) as client:
+        by_path = await client.call_tool("upload_file", {"path": str(documents / "report.pdf")})
+        by_url = await client.call_tool("upload_file", {"url": f"{web.url}/report.pdf"})
+        left = sorted(path.name for path in spool.rglob("*"))
+    for refused in (by_path, by_url):
+        assert refused.is_error and "larger than the upload limit" in text_of(refused), text_of(refused)
+    assert left == []

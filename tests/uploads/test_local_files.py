@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bridge.uploads.local_files import FileUnreadable, PathNotAllowed, allowed_file
+from tests.procs import REPO
 
 
 @pytest.fixture
@@ -34,6 +38,50 @@ async def test_a_file_url_and_a_path_with_dots_inside_the_folder_are_read(tree: 
     roots = [str(tree / "docs")]
     assert await read(f"file://{tree}/docs/report.txt", roots) == b"quarterly report\n"
     assert await read(f"{tree}/docs/../docs/report.txt", roots) == b"quarterly report\n"
+
+
+async def test_a_file_url_is_percent_decoded_and_may_name_localhost(tree: Path) -> None:
+    (tree / "docs" / "My Report é.txt").write_text("spaced\n")
+    roots = [str(tree / "docs")]
+    assert await read(f"file://{tree}/docs/My%20Report%20%C3%A9.txt", roots) == b"spaced\n"
+    assert await read(f"file://localhost{tree}/docs/report.txt", roots) == b"quarterly report\n"
+
+
+async def test_a_file_url_of_another_host_is_refused(tree: Path) -> None:
+    with pytest.raises(PathNotAllowed, match="another machine"):
+        await read(f"file://fileserver{tree}/docs/report.txt", [str(tree / "docs")])
+
+
+_READ = """
+import asyncio, sys
+from bridge.uploads.local_files import FileUnreadable, allowed_file
+async def main():
+    try:
+        async with allowed_file(sys.argv[1], [sys.argv[2]]):
+            print("read")
+    except FileUnreadable as exc:
+        print(f"unreadable: {exc}")
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="needs util-linux's setpriv (Linux)")
+def test_a_file_the_user_may_not_read_is_unreadable(tree: Path) -> None:
+    locked = tree / "docs" / "locked.txt"
+    locked.write_text("private\n")
+    locked.chmod(0)
+    # Root reads whatever a file's mode says: the read runs without the capabilities that allow it.
+    as_a_user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    run = subprocess.run(
+        [*as_a_user, sys.executable, "-c", _READ, str(locked), str(tree / "docs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert run.stdout.startswith("unreadable: ") and "locked.txt" in run.stdout, run.stderr
+    assert "private" not in run.stdout
 
 
 @pytest.mark.parametrize(
