@@ -25,7 +25,7 @@ from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import InputRequiredResult, ToolAnnotations
 
 from bridge.errors import BridgeError
 from bridge.mcp.caller import principal_of
@@ -33,6 +33,15 @@ from bridge.mcp.services import Services, ServicesProvider
 from bridge.security.audit import audit_event
 
 ToolBody = Callable[..., Awaitable[Any]]
+
+
+class AskClient(Exception):  # control flow, not a failure: outside the error tree
+    """Raised under a tool body that needs something from a 2026-07-28 client first (its roots):
+    the call is answered with `result`, and the client calls again with its answers."""
+
+    def __init__(self, result: InputRequiredResult) -> None:
+        super().__init__("the client is asked first")
+        self.result = result
 
 
 @dataclass
@@ -74,6 +83,8 @@ class BridgeTool:
             call = ToolCall(live, principal_of(ctx), ctx, demo)
             try:
                 result = await body(call, **arguments)
+            except AskClient as ask:
+                return ask.result  # not accounted: the call goes on in the client's retry
             except BridgeError as exc:
                 self._account(call, exc.code)
                 raise ToolError(exc.for_user()) from None

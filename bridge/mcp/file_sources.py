@@ -4,7 +4,9 @@ A URL is fetched by the bridge with its SSRF guard (https only by default, publi
 every redirect checked, size and time bounded), on any transport.
 
 A path is read only when the bridge runs on the user's own machine (stdio), from the folders the
-user allowed: `BRIDGE_UPLOAD_ROOTS` plus the roots the client shares (`roots/list`, handshake era).
+user allowed: `BRIDGE_UPLOAD_ROOTS` plus the roots the client shares (`roots/list` mid-call in the
+handshake era; in the 2026-07-28 era, which has no back channel, an `InputRequiredResult` asking for
+them, answered in the client's retry of the call).
 Over HTTP the server's disk is not the user's, so paths are refused there.
 """
 
@@ -12,8 +14,9 @@ from __future__ import annotations
 
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
+from mcp.types import InputRequiredResult, ListRootsRequest, ListRootsResult, Root
 
-from bridge.mcp.calls import ToolCall
+from bridge.mcp.calls import AskClient, ToolCall
 from bridge.mcp.pauses import is_modern
 from bridge.store.records import UploadRecord
 from bridge.uploads.local_files import PathNotAllowed, allowed_file, path_of_file_uri
@@ -30,16 +33,28 @@ def on_users_machine(ctx: Context) -> bool:
     return ctx.request_context.request is None
 
 
+ROOTS_INPUT = "roots"
+
+
 async def client_roots(ctx: Context) -> list[str]:
     """The folders the client shares (file:// roots), where it declares the capability."""
     capabilities = ctx.client_capabilities
-    if is_modern(ctx) or capabilities is None or capabilities.roots is None:
+    if capabilities is None or capabilities.roots is None:
         return []
+    if is_modern(ctx):
+        answer = (ctx.input_responses or {}).get(ROOTS_INPUT)
+        if answer is None:
+            raise AskClient(InputRequiredResult(input_requests={ROOTS_INPUT: ListRootsRequest()}))
+        return _local_paths(answer.roots) if isinstance(answer, ListRootsResult) else []
     try:
         listed = await ctx.session.list_roots()
     except MCPError:
         return []
-    paths = (path_of_file_uri(str(root.uri)) for root in listed.roots)
+    return _local_paths(listed.roots)
+
+
+def _local_paths(roots: list[Root]) -> list[str]:
+    paths = (path_of_file_uri(str(root.uri)) for root in roots)
     return [path for path in paths if path is not None]
 
 

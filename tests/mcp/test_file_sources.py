@@ -83,14 +83,28 @@ async def test_a_path_outside_the_allowed_folders_reads_nothing(
         assert result.is_error and "outside the folders the bridge may read" in text_of(result)
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])  # roots/list mid-call; 2026-07-28: input_required
 async def test_the_clients_roots_allow_a_folder_and_nothing_allowed_says_how(
-    simulator: Proc, clamd: Proc, documents: Path
+    simulator: Proc, clamd: Proc, documents: Path, mode: str
 ) -> None:
     async with Client(
-        stdio(simulator, clamd), mode="legacy", list_roots_callback=shared(documents)
+        stdio(simulator, clamd),
+        mode=mode,  # type: ignore[arg-type]
+        list_roots_callback=shared(documents),
     ) as client:
         uploaded = await client.call_tool("upload_file", {"path": str(documents / "report.pdf")})
+        asked = await client.call_tool(
+            "ask_agent",
+            {
+                "agent": "file-reader",
+                "message": "what is attached?",
+                "files": [str(documents / "report.pdf")],
+            },
+        )
+        by_url = await client.call_tool("upload_file", {"url": "https://127.0.0.1/x.pdf"})
     assert not uploaded.is_error, text_of(uploaded)
+    assert text_of(asked).startswith("I can see 1 file(s): report.pdf (application/pdf)")
+    assert by_url.is_error and "only public addresses" in text_of(by_url)  # no roots asked for a URL
     async with Client(stdio(simulator, clamd)) as client:
         refused = await client.call_tool("upload_file", {"path": str(documents / "report.pdf")})
     assert refused.is_error and "set BRIDGE_UPLOAD_ROOTS" in text_of(refused)
