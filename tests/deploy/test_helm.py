@@ -461,6 +461,7 @@ def test_default_render_is_the_secure_minimum(default: Render) -> None:
     pool = ("BRIDGE_REDIS_MAX_CONNECTIONS", "BRIDGE_REDIS_IDLE_SECONDS", "BRIDGE_REDIS_POOL_TIMEOUT_SECONDS")
     assert [config[name] for name in pool] == ["128", "60", "2"]
     assert config["BRIDGE_SESSION_TTL_SECONDS"] == "1800"
+    assert config["BRIDGE_ANSWER_DEADLINE_SECONDS"] == "45"
     hosts = config["BRIDGE_ALLOWED_HOSTS"].split(",")
     assert {FULLNAME, f"{FULLNAME}.{NAMESPACE}.svc", f"{FULLNAME}.{NAMESPACE}.svc.cluster.local:*"} <= set(
         hosts
