@@ -338,7 +338,7 @@ async def test_a_workspace_id_with_spaces_is_the_answer_of_every_tool(
     )
 
 
-async def test_clamav_missing_and_a_folder_that_does_not_exist(
+async def test_clamav_missing_and_a_folder_that_does_not_exist_in_demo_mode_with_a_workspace_typed_in(
     installed: Path, uv: str, documents: Path, tmp_path: Path
 ) -> None:
     gone = tmp_path / "Déplacé"
@@ -346,14 +346,17 @@ async def test_clamav_missing_and_a_folder_that_does_not_exist(
         installed,
         uv,
         tmp_path,
+        workspace_id="my workspace",  # no key: demo mode all the same, the workspace unread
         upload_roots=[str(gone), str(documents)],
         clamd_url=f"tcp://127.0.0.1:{free_port()}",
     )
     (tmp_path / "ailleurs.pdf").write_bytes(PDF)
     with anyio.fail_after(START_SECONDS):
         async with Client(params) as client:
+            agents = await client.call_tool("list_agents", {})
             unscanned = await client.call_tool("upload_file", {"path": str(documents / "rapport été.pdf")})
             outside = await client.call_tool("upload_file", {"path": str(tmp_path / "ailleurs.pdf")})
+    assert "DEMO MODE" in (agents.structured_content or {})["demo"], text_of(agents)
     assert unscanned.is_error
     assert "the virus scanner is unavailable (cannot connect to clamd at 127.0.0.1:" in text_of(unscanned)
     assert text_of(unscanned).endswith(f"the file was not accepted. {scanner_help()}")
