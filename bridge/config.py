@@ -599,6 +599,12 @@ class Settings(BaseSettings):
             raise ValueError(f"not a folder: {', '.join(missing)}")
         return [str(Path(root).expanduser()) for root in roots]
 
+    @field_validator("scan_mode", mode="before")
+    @classmethod
+    def _scan_mode(cls, value: Any) -> Any:
+        # Typed by hand in the extension's form, where "Off" is as likely as "off".
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("upload_allowed_types")
     @classmethod
     def _upload_types(cls, value: list[str]) -> list[str]:

@@ -416,6 +416,14 @@ def test_an_emptied_region_or_scan_mode_means_the_default(monkeypatch: pytest.Mo
     assert settings.dust_base_url == "https://dust.tt" and settings.scan_mode is ScanMode.REQUIRED
 
 
+@pytest.mark.parametrize(("typed", "mode"), [("Off", "off"), (" OFF ", "off"), ("REQUIRED", "required")])
+def test_the_scan_mode_is_read_whatever_its_case(
+    monkeypatch: pytest.MonkeyPatch, typed: str, mode: str
+) -> None:
+    monkeypatch.setenv("BRIDGE_SCAN_MODE", typed)
+    assert load_settings().scan_mode == mode
+
+
 def test_a_principal_header_comes_with_the_proxies_that_may_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_PRINCIPAL_HEADER", "X-Auth-Request-Email")
     with pytest.raises(ConfigError, match="BRIDGE_PRINCIPAL_HEADER needs BRIDGE_PRINCIPAL_PROXIES"):
