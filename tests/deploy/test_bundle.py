@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,8 @@ def mcpb(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`make bundle`'s .mcpb, built into a temporary folder."""
+def bundle(tmp_path_factory: pytest.TempPathFactory, report: Callable[[str], None]) -> Path:
+    """`make bundle`'s .mcpb, built into a temporary folder; its size goes into the run's summary."""
     out = tmp_path_factory.mktemp("dist")
     done = subprocess.run(
         [sys.executable, str(REPO / "tools" / "build_bundle.py"), "--out", str(out)],
@@ -61,7 +61,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     [packed] = out.glob("*.mcpb")
-    print(f"\n{packed.name}: {packed.stat().st_size} bytes ({packed.stat().st_size / 1024:.0f} KiB)")
+    size = packed.stat().st_size
+    report(f"{packed.name}: {size} bytes ({size / 1024:.0f} KiB)")
     return packed
 
 
