@@ -265,7 +265,7 @@ class Settings(BaseSettings):
         """A `${user_config.NAME}` left by Claude Desktop is no value, and neither is an emptied field of
         the extension's form: the setting keeps its default."""
         if isinstance(data, dict):
-            return {
+            kept = {
                 key: value
                 for key, value in data.items()
                 if not _is_placeholder(value)
@@ -273,6 +273,7 @@ class Settings(BaseSettings):
                     str(key).upper() in _EMPTY_MEANS_DEFAULT and isinstance(value, str) and not value.strip()
                 )
             }
+            return _without_demo_workspace(kept)
         return data
 
     @field_validator("url_fetch_allow_http", mode="before")
@@ -598,6 +599,12 @@ class Settings(BaseSettings):
             raise ValueError(f"not a folder: {', '.join(missing)}")
         return [str(Path(root).expanduser()) for root in roots]
 
+    @field_validator("scan_mode", mode="before")
+    @classmethod
+    def _scan_mode(cls, value: Any) -> Any:
+        # Typed by hand in the extension's form, where "Off" is as likely as "off".
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("upload_allowed_types")
     @classmethod
     def _upload_types(cls, value: list[str]) -> list[str]:
@@ -647,10 +654,17 @@ class Settings(BaseSettings):
         if self.demo is DemoMode.OFF and (self.dust_api_key is None or self.dust_workspace_id is None):
             missing = "DUST_API_KEY" if self.dust_api_key is None else "DUST_WORKSPACE_ID"
             raise ValueError(f"{missing} is required when BRIDGE_DEMO=off")
-        if (self.dust_api_key is None) != (self.dust_workspace_id is None) and self.demo is not DemoMode.ON:
-            missing = "DUST_API_KEY" if self.dust_api_key is None else "DUST_WORKSPACE_ID"
-            raise ValueError(f"{missing} must be set together with the other Dust credential")
-        return self
+        if (self.dust_api_key is None) == (self.dust_workspace_id is None) or self.demo is DemoMode.ON:
+            return self
+        if self.configured_in is ConfiguredIn.CLAUDE_DESKTOP_EXTENSION:
+            # Only a key without a workspace gets here (an empty key in the form means demo mode), and
+            # the message leads with the variable so that bridge.desktop puts the form's field there.
+            raise ValueError(
+                "DUST_WORKSPACE_ID: must be filled in with the Dust API key (the part after /w/ in your"
+                " Dust URL), or leave the key empty to try the demo"
+            )
+        missing = "DUST_API_KEY" if self.dust_api_key is None else "DUST_WORKSPACE_ID"
+        raise ValueError(f"{missing} must be set together with the other Dust credential")
 
     @model_validator(mode="after")
     def _dust_over_tls(self) -> Settings:
@@ -756,6 +770,18 @@ def parse_workers(value: Any) -> int | None:
 
 def _is_placeholder(value: Any) -> bool:
     return isinstance(value, str) and is_unsubstituted(value)
+
+
+def _without_demo_workspace(data: dict[str, Any]) -> dict[str, Any]:
+    """The extension's form promises demo mode for an empty key, whatever else is filled in: its
+    workspace then serves nothing and is not checked (a half-typed one must not stop the demo)."""
+    upper = {str(name).upper(): value for name, value in data.items()}
+    where = str(upper.get("BRIDGE_CONFIGURED_IN", "")).strip().lower()
+    key = upper.get("DUST_API_KEY")
+    empty_key = key is None or (isinstance(key, str) and not key.strip())
+    if where != ConfiguredIn.CLAUDE_DESKTOP_EXTENSION or not empty_key:
+        return data
+    return {name: value for name, value in data.items() if str(name).upper() != "DUST_WORKSPACE_ID"}
 
 
 def _is_loopback(host: str) -> bool:

@@ -11,7 +11,15 @@ from bridge.config import ConfigError, DemoMode, load_settings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DUST_API_KEY", "DUST_WORKSPACE_ID", "DUST_BASE_URL", "REDIS_URL", "BRIDGE_DEMO"):
+    names = (
+        "DUST_API_KEY",
+        "DUST_WORKSPACE_ID",
+        "DUST_BASE_URL",
+        "REDIS_URL",
+        "BRIDGE_DEMO",
+        "BRIDGE_CONFIGURED_IN",
+    )
+    for name in names:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
@@ -107,6 +115,45 @@ def test_key_without_workspace_is_an_error_that_does_not_echo_the_key(
         load_settings()
     assert "DUST_WORKSPACE_ID" in str(info.value)
     assert "sk-secretvalue999" not in str(info.value)
+
+
+def test_workspace_without_key_is_an_error_outside_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUST_WORKSPACE_ID", "w0rkspace1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == "DUST_API_KEY must be set together with the other Dust credential"
+
+
+@pytest.mark.parametrize("key", ["", "  ", "${user_config.dust_api_key}", None])
+@pytest.mark.parametrize("workspace", ["w0rkspace1", "my workspace"])
+def test_in_the_extension_an_empty_key_is_demo_mode_whatever_the_workspace_says(
+    monkeypatch: pytest.MonkeyPatch, key: str | None, workspace: str
+) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIGURED_IN", "claude-desktop-extension")
+    if key is not None:
+        monkeypatch.setenv("DUST_API_KEY", key)
+    monkeypatch.setenv("DUST_WORKSPACE_ID", workspace)
+    settings = load_settings()
+    assert settings.demo_active and settings.dust_workspace_id is None
+
+
+def test_in_the_extension_a_key_without_workspace_is_worded_in_the_forms_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge.desktop import for_extension
+
+    monkeypatch.setenv("BRIDGE_CONFIGURED_IN", "claude-desktop-extension")
+    monkeypatch.setenv("DUST_API_KEY", "sk-secretvalue999")
+    monkeypatch.setenv("DUST_WORKSPACE_ID", "${user_config.workspace_id}")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    sentence = for_extension(str(info.value))
+    assert sentence.startswith(
+        'The Dust agents extension is not set up correctly, so it cannot reach Dust: "Workspace ID": must be'
+        " filled in with the Dust API key (the part after /w/ in your Dust URL), or leave the key empty to"
+        " try the demo."
+    )
+    assert "DUST_" not in sentence and "sk-secretvalue999" not in sentence
 
 
 def test_csv_lists_are_split(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -367,6 +414,14 @@ def test_an_emptied_region_or_scan_mode_means_the_default(monkeypatch: pytest.Mo
     monkeypatch.setenv("BRIDGE_SCAN_MODE", " ")
     settings = load_settings()
     assert settings.dust_base_url == "https://dust.tt" and settings.scan_mode is ScanMode.REQUIRED
+
+
+@pytest.mark.parametrize(("typed", "mode"), [("Off", "off"), (" OFF ", "off"), ("REQUIRED", "required")])
+def test_the_scan_mode_is_read_whatever_its_case(
+    monkeypatch: pytest.MonkeyPatch, typed: str, mode: str
+) -> None:
+    monkeypatch.setenv("BRIDGE_SCAN_MODE", typed)
+    assert load_settings().scan_mode == mode
 
 
 def test_a_principal_header_comes_with_the_proxies_that_may_set_it(monkeypatch: pytest.MonkeyPatch) -> None:

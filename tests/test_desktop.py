@@ -84,6 +84,16 @@ async def test_invalid_settings_start_a_server_that_answers_every_tool_call_with
     assert instructions.startswith("The Dust agents extension is not set up correctly")
 
 
+async def test_an_empty_key_is_demo_mode_even_with_a_workspace_typed_in() -> None:
+    params = stdio(DUST_API_KEY="", DUST_WORKSPACE_ID="my workspace")
+    async with Client(params) as client:
+        listed = await client.call_tool("list_agents", {})
+        instructions = client.instructions or ""
+    assert not listed.is_error, text_of(listed)
+    assert "DEMO MODE" in (listed.structured_content or {})["demo"]
+    assert "DEMO MODE" in instructions
+
+
 def test_outside_the_extension_invalid_settings_still_exit_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DUST_", "BRIDGE_"))}
     done = subprocess.run(

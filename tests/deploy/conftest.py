@@ -1,4 +1,5 @@
-"""The offline validators live in .venv-tools (`make test` builds it from tools/requirements.txt)."""
+"""The offline validators live in .venv-tools (`make test` builds it from tools/requirements.txt), and
+what a deploy test reports for the record (the bundle's size) is printed at the end of the run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.procs import REPO, tool_path
+
+_REPORTED = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +32,18 @@ def uv() -> str:
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make test` (it installs tools/uv.txt into .venv-uv)")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """`report(line)` prints `line` in the run's summary: pytest hides what a passing test prints, and
+    CI's log should show it all the same."""
+    return request.config.stash.setdefault(_REPORTED, []).append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    lines = config.stash.get(_REPORTED, [])
+    if lines:
+        terminalreporter.write_sep("-", "deploy")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -16,8 +16,9 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,8 @@ def mcpb(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`make bundle`'s .mcpb, built into a temporary folder."""
+def bundle(tmp_path_factory: pytest.TempPathFactory, report: Callable[[str], None]) -> Path:
+    """`make bundle`'s .mcpb, built into a temporary folder; its size goes into the run's summary."""
     out = tmp_path_factory.mktemp("dist")
     done = subprocess.run(
         [sys.executable, str(REPO / "tools" / "build_bundle.py"), "--out", str(out)],
@@ -61,7 +62,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     [packed] = out.glob("*.mcpb")
-    print(f"\n{packed.name}: {packed.stat().st_size} bytes ({packed.stat().st_size / 1024:.0f} KiB)")
+    size = packed.stat().st_size
+    report(f"{packed.name}: {size} bytes ({size / 1024:.0f} KiB)")
     return packed
 
 
@@ -188,6 +190,15 @@ def test_each_setting_reaches_the_variable_whose_name_the_bridge_translates_back
     assert options["dust_api_key"]["sensitive"] and not options["dust_api_key"].get("required")
     # Claude Desktop leaves `${user_config.NAME}` as it is for an optional field without a default.
     assert all("default" in option for option in options.values() if not option.get("required"))
+
+
+def test_the_manifest_rules_out_intel_macs_exactly_while_the_lock_has_no_cryptography_for_them() -> None:
+    # MCPB's `compatibility` names systems, not processors: the description is where this can be said.
+    lock = tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))
+    wheels = [w["url"] for p in lock["package"] if p["name"] == "cryptography" for w in p.get("wheels", [])]
+    intel = any(re.search(r"-macosx_\d+_\d+_(x86_64|universal2)\.whl$", wheel) for wheel in wheels)
+    assert MANIFEST["compatibility"]["platforms"] == ["darwin", "win32", "linux"]
+    assert ("not on Intel Macs" in MANIFEST["long_description"]) is not intel
 
 
 @pytest.fixture
@@ -338,7 +349,7 @@ async def test_a_workspace_id_with_spaces_is_the_answer_of_every_tool(
     )
 
 
-async def test_clamav_missing_and_a_folder_that_does_not_exist(
+async def test_clamav_missing_and_a_folder_that_does_not_exist_in_demo_mode_with_a_workspace_typed_in(
     installed: Path, uv: str, documents: Path, tmp_path: Path
 ) -> None:
     gone = tmp_path / "Déplacé"
@@ -346,14 +357,17 @@ async def test_clamav_missing_and_a_folder_that_does_not_exist(
         installed,
         uv,
         tmp_path,
+        workspace_id="my workspace",  # no key: demo mode all the same, the workspace unread
         upload_roots=[str(gone), str(documents)],
         clamd_url=f"tcp://127.0.0.1:{free_port()}",
     )
     (tmp_path / "ailleurs.pdf").write_bytes(PDF)
     with anyio.fail_after(START_SECONDS):
         async with Client(params) as client:
+            agents = await client.call_tool("list_agents", {})
             unscanned = await client.call_tool("upload_file", {"path": str(documents / "rapport été.pdf")})
             outside = await client.call_tool("upload_file", {"path": str(tmp_path / "ailleurs.pdf")})
+    assert "DEMO MODE" in (agents.structured_content or {})["demo"], text_of(agents)
     assert unscanned.is_error
     assert "the virus scanner is unavailable (cannot connect to clamd at 127.0.0.1:" in text_of(unscanned)
     assert text_of(unscanned).endswith(f"the file was not accepted. {scanner_help()}")
