@@ -192,13 +192,13 @@ def test_each_setting_reaches_the_variable_whose_name_the_bridge_translates_back
     assert all("default" in option for option in options.values() if not option.get("required"))
 
 
-def test_the_manifest_rules_out_intel_macs_exactly_while_the_lock_has_no_cryptography_for_them() -> None:
-    # MCPB's `compatibility` names systems, not processors: the description is where this can be said.
+def test_the_manifest_names_the_systems_whose_wheels_the_lock_holds() -> None:
+    # MCPB's `compatibility` names systems, not processors: the description says which processors.
     lock = tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))
     wheels = [w["url"] for p in lock["package"] if p["name"] == "cryptography" for w in p.get("wheels", [])]
     intel = any(re.search(r"-macosx_\d+_\d+_(x86_64|universal2)\.whl$", wheel) for wheel in wheels)
     assert MANIFEST["compatibility"]["platforms"] == ["darwin", "win32", "linux"]
-    assert ("not on Intel Macs" in MANIFEST["long_description"]) is not intel
+    assert intel and "macOS (Apple silicon and Intel)" in MANIFEST["long_description"]
 
 
 @pytest.fixture

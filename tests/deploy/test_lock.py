@@ -106,6 +106,7 @@ PLATFORMS = {
     "linux x86_64": r"manylinux[\w.]*_x86_64",
     "linux aarch64": r"manylinux[\w.]*_aarch64",
     "macos arm64": r"macosx_\d+_\d+_(arm64|universal2)",
+    "macos x86_64": r"macosx_\d+_\d+_(x86_64|universal2)",
     "windows amd64": r"win_amd64",
 }
 COMPILED = ["pydantic-core", "aiohttp", "cryptography", "httptools", "multidict", "yarl", "frozenlist"]
@@ -119,10 +120,8 @@ COMPILED = ["pydantic-core", "aiohttp", "cryptography", "httptools", "multidict"
 def test_compiled_dependencies_have_a_locked_wheel_for_each_platform_and_python(
     name: str, platform: str, minor: int
 ) -> None:
-    """Linux, macOS (Apple silicon) and Windows, Python 3.11 to 3.13: a wheel, no compiler needed.
-
-    (Intel Macs are not in the list: cryptography no longer publishes x86_64 macOS wheels.)
-    """
+    """Linux, macOS (Apple silicon and Intel) and Windows, Python 3.11 to 3.13: a wheel, no compiler
+    needed (for Intel Macs the lock holds the last cryptography with such a wheel: pyproject.toml)."""
     wheels = [w["url"].rsplit("/", 1)[1] for p in packages(name) for w in p.get("wheels", [])]
     abi = rf"(cp3{minor}-cp3{minor}|cp3(1[1-{minor - 10}])-abi3)"
     pattern = re.compile(rf"-{abi}-[\w.]*{PLATFORMS[platform]}")
