@@ -30,7 +30,8 @@ from bridge.uploads.record_json import upload_json
 DEMO_NOTE = (
     "DEMO MODE: this bridge is not connected to a Dust workspace. It answers from its bundled Dust"
     " simulator, whose agents (echo, dust, slow, researcher, ...) are demos. Tell the user; to use"
-    " their workspace they set DUST_API_KEY and DUST_WORKSPACE_ID."
+    " their workspace they fill in the Dust API key and Workspace ID (the Claude Desktop extension's"
+    " settings, or DUST_API_KEY and DUST_WORKSPACE_ID)."
 )
 
 _CONVERSATION_ARG = (
