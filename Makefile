@@ -39,20 +39,40 @@ APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
 .PHONY: run demo test lint typecheck unit system-deps run-deps bench-deps node-tools bench chaos clean
 .PHONY: lock lock-check test-latest fresh-check audit image-test
 
-# uv, pinned with the hash of every wheel of its release (tools/uv.txt). pip's venv module needs Debian's
-# python3-venv (ensurepip), installed here when missing; --only-binary: uv's sdist would need Rust.
-$(UVSTAMP): tools/uv.txt
+# A lock file that is not there at all (deleted, or never made in a fork) stops make with what to do,
+# instead of make's "No rule to make target".
+LOCK_FILES := uv.lock tools/requirements.txt tools/audit.txt tools/uv.txt
+$(LOCK_FILES):
+	@echo "error: $@ is missing: run \`make lock\` (it writes the lock files) and commit them" >&2; exit 1
+
+# A new, empty .venv-uv. pip's venv module needs Debian's python3-venv (ensurepip), installed here when missing.
+define new_uv_venv
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing system packages: python3-venv"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3-venv; }
 	rm -rf $(UVENV)
 	$(PYTHON) -m venv $(UVENV)
+endef
+
+# uv, pinned with the hash of every wheel of its release (tools/uv.txt); --only-binary: uv's sdist would
+# need Rust.
+$(UVSTAMP): tools/uv.txt
+	$(new_uv_venv)
 	$(UVENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
 	  --only-binary :all: -r tools/uv.txt
 	touch $@
 
+# `make lock` without tools/uv.txt: uv at the version tools/uv.in pins but unhashed, since the file with the
+# hashes is what it is about to rebuild. No stamp: the next install target puts the hashed one in its place.
+.PHONY: uv-bootstrap
+uv-bootstrap:
+	@echo "tools/uv.txt is missing: installing uv at the version tools/uv.in pins, without hashes, to rebuild it"
+	$(new_uv_venv)
+	$(UVENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+	  -r tools/uv.in
+
 # A lock that no longer matches what it was made from fails here, before anything is installed.
-lock-check: $(UVSTAMP)
+lock-check: $(LOCK_FILES) $(UVSTAMP)
 	@$(UV) lock --check --offline --quiet || { \
 	  echo "error: uv.lock does not match pyproject.toml (it was changed without re-locking):" >&2; \
 	  echo "error: run \`make lock\` and commit the lock files" >&2; exit 1; }
@@ -184,7 +204,7 @@ UPGRADE_FLAG := $(if $(UPGRADE),--upgrade)
 ## make lock: rewrite every lock file from pyproject.toml and tools/*.in, after changing any of them (then
 ## commit them). Pins that still fit are kept; `make lock UPGRADE=1` moves every pin to the newest release
 ## the ranges allow.
-lock: $(UVSTAMP)
+lock: $(if $(wildcard tools/uv.txt),$(UVSTAMP),uv-bootstrap)
 	$(call compile,uv)
 	$(PYTHON) tools/lock.py build-constraints $(UV) $(UPGRADE_FLAG)
 	$(UV) lock --quiet $(UPGRADE_FLAG)
@@ -257,7 +277,7 @@ AUDIT := .venv-audit
 ## make audit: pip-audit on the locked runtime dependencies (exported from uv.lock with their hashes) and
 ## bandit on the code, both from tools/audit.txt. pip-audit asks PyPI's JSON API for known vulnerabilities
 ## (--strict: a dependency it cannot look up fails the audit instead of passing unaudited).
-audit: $(UVSTAMP)
+audit: tools/audit.txt $(UVSTAMP)
 	@$(MAKE) --no-print-directory lock-check
 	$(UV) venv --quiet --clear --python $(PYTHON) $(AUDIT)
 	$(UV) pip sync --quiet --require-hashes --python $(AUDIT)/bin/python tools/audit.txt
