@@ -239,21 +239,28 @@ test-latest: system-deps $(UVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/pytest
 
+# What the README's commands see in fresh-check: a new login's environment and nothing inherited from
+# the shell that runs it (no DUST_*, BRIDGE_*, REDIS_*, CLAMD_* settings, no venv, no pip, uv or make
+# settings), with a home and caches of their own under the recipe's temporary directory ($$tmp). The
+# recipe runs `make` there, not $(MAKE): what a new user types, and `make -n fresh-check` stays a dry run.
+FRESH_PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+FRESH_ENV = env -i HOME="$$tmp/home" PATH="$(FRESH_PATH)" LANG=C.UTF-8 \
+  UV_CACHE_DIR="$$tmp/cache/uv" PIP_CACHE_DIR="$$tmp/cache/pip" npm_config_cache="$$tmp/cache/npm"
+
 ## make fresh-check: the README's two commands the way a new machine runs them: a clone of HEAD (committed
-## work only) in a temporary directory, empty uv/pip/npm caches, no venv; `make run` there until /healthz
-## answers (then stopped), then `make test`. SKIP_SUITE=1: all of `make test` but the suite itself (the
-## installs, lint, types). CI's fresh-check job runs it.
+## work only) in a temporary directory, an empty environment (FRESH_ENV: a new home, empty uv/pip/npm
+## caches, no venv, none of this shell's variables); `make run` there until /healthz answers (then
+## stopped), then `make test`. SKIP_SUITE=1: all of `make test` but the suite itself (the installs, lint,
+## types). CI's fresh-check job runs it in a bare debian:bookworm container.
 fresh-check:
 	@set -eu; tmp="$$(mktemp -d)"; pid=""; \
 	trap '[ -z "$$pid" ] || kill -TERM "-$$pid" 2>/dev/null || true; rm -rf "$$tmp"' EXIT; \
-	echo "fresh-check: $$(git rev-parse --short HEAD) cloned into $$tmp/src, empty caches"; \
+	echo "fresh-check: $$(git rev-parse --short HEAD) cloned into $$tmp/src, an empty environment"; \
 	git init --quiet "$$tmp/src"; git -C "$$tmp/src" fetch --quiet "$(CURDIR)" HEAD; \
-	git -C "$$tmp/src" checkout --quiet --detach FETCH_HEAD; \
-	export UV_CACHE_DIR="$$tmp/cache/uv" PIP_CACHE_DIR="$$tmp/cache/pip" npm_config_cache="$$tmp/cache/npm"; \
-	unset VIRTUAL_ENV UV_PROJECT_ENVIRONMENT UV_PYTHON DUST_API_KEY BRIDGE_DEMO; \
+	git -C "$$tmp/src" checkout --quiet --detach FETCH_HEAD; mkdir "$$tmp/home"; \
 	port="$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"; \
 	echo "fresh-check: make run (BRIDGE_PORT=$$port), until /healthz answers"; \
-	BRIDGE_PORT="$$port" setsid $(MAKE) --no-print-directory -C "$$tmp/src" run >"$$tmp/run.log" 2>&1 & pid=$$!; \
+	setsid $(FRESH_ENV) BRIDGE_PORT="$$port" make --no-print-directory -C "$$tmp/src" run >"$$tmp/run.log" 2>&1 & pid=$$!; \
 	healthy=""; for _ in $$(seq 1 600); do \
 	  if $(PYTHON) -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$$port/healthz', timeout=2)" 2>/dev/null; \
 	  then healthy=1; break; fi; \
@@ -266,9 +273,9 @@ fresh-check:
 	echo "fresh-check: make run answered /healthz"; \
 	if [ "$(SKIP_SUITE)" = 1 ]; then \
 	  echo "fresh-check: make test without the suite (SKIP_SUITE=1)"; \
-	  $(MAKE) --no-print-directory -C "$$tmp/src" system-deps $(DEVSTAMP) $(TOOLSTAMP) node-tools lint typecheck; \
+	  $(FRESH_ENV) make --no-print-directory -C "$$tmp/src" system-deps $(DEVSTAMP) $(TOOLSTAMP) node-tools lint typecheck; \
 	else \
-	  echo "fresh-check: make test"; $(MAKE) --no-print-directory -C "$$tmp/src" test; \
+	  echo "fresh-check: make test"; $(FRESH_ENV) make --no-print-directory -C "$$tmp/src" test; \
 	fi; \
 	echo "fresh-check: passed"
 
