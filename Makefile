@@ -39,20 +39,40 @@ APT_BENCH_PACKAGES := $(APT_TEST_PACKAGES) wrk
 .PHONY: run demo test lint typecheck unit system-deps run-deps bench-deps node-tools bench chaos clean
 .PHONY: lock lock-check test-latest fresh-check audit image-test
 
-# uv, pinned with the hash of every wheel of its release (tools/uv.txt). pip's venv module needs Debian's
-# python3-venv (ensurepip), installed here when missing; --only-binary: uv's sdist would need Rust.
-$(UVSTAMP): tools/uv.txt
+# A lock file that is not there at all (deleted, or never made in a fork) stops make with what to do,
+# instead of make's "No rule to make target".
+LOCK_FILES := uv.lock tools/requirements.txt tools/audit.txt tools/uv.txt
+$(LOCK_FILES):
+	@echo "error: $@ is missing: run \`make lock\` (it writes the lock files) and commit them" >&2; exit 1
+
+# A new, empty .venv-uv. pip's venv module needs Debian's python3-venv (ensurepip), installed here when missing.
+define new_uv_venv
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing system packages: python3-venv"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3-venv; }
 	rm -rf $(UVENV)
 	$(PYTHON) -m venv $(UVENV)
+endef
+
+# uv, pinned with the hash of every wheel of its release (tools/uv.txt); --only-binary: uv's sdist would
+# need Rust.
+$(UVSTAMP): tools/uv.txt
+	$(new_uv_venv)
 	$(UVENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
 	  --only-binary :all: -r tools/uv.txt
 	touch $@
 
+# `make lock` without tools/uv.txt: uv at the version tools/uv.in pins but unhashed, since the file with the
+# hashes is what it is about to rebuild. No stamp: the next install target puts the hashed one in its place.
+.PHONY: uv-bootstrap
+uv-bootstrap:
+	@echo "tools/uv.txt is missing: installing uv at the version tools/uv.in pins, without hashes, to rebuild it"
+	$(new_uv_venv)
+	$(UVENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+	  -r tools/uv.in
+
 # A lock that no longer matches what it was made from fails here, before anything is installed.
-lock-check: $(UVSTAMP)
+lock-check: $(LOCK_FILES) $(UVSTAMP)
 	@$(UV) lock --check --offline --quiet || { \
 	  echo "error: uv.lock does not match pyproject.toml (it was changed without re-locking):" >&2; \
 	  echo "error: run \`make lock\` and commit the lock files" >&2; exit 1; }
@@ -184,7 +204,7 @@ UPGRADE_FLAG := $(if $(UPGRADE),--upgrade)
 ## make lock: rewrite every lock file from pyproject.toml and tools/*.in, after changing any of them (then
 ## commit them). Pins that still fit are kept; `make lock UPGRADE=1` moves every pin to the newest release
 ## the ranges allow.
-lock: $(UVSTAMP)
+lock: $(if $(wildcard tools/uv.txt),$(UVSTAMP),uv-bootstrap)
 	$(call compile,uv)
 	$(PYTHON) tools/lock.py build-constraints $(UV) $(UPGRADE_FLAG)
 	$(UV) lock --quiet $(UPGRADE_FLAG)
@@ -219,21 +239,28 @@ test-latest: system-deps $(UVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/pytest
 
+# What the README's commands see in fresh-check: a new login's environment and nothing inherited from
+# the shell that runs it (no DUST_*, BRIDGE_*, REDIS_*, CLAMD_* settings, no venv, no pip, uv or make
+# settings), with a home and caches of their own under the recipe's temporary directory ($$tmp). The
+# recipe runs `make` there, not $(MAKE): what a new user types, and `make -n fresh-check` stays a dry run.
+FRESH_PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+FRESH_ENV = env -i HOME="$$tmp/home" PATH="$(FRESH_PATH)" LANG=C.UTF-8 \
+  UV_CACHE_DIR="$$tmp/cache/uv" PIP_CACHE_DIR="$$tmp/cache/pip" npm_config_cache="$$tmp/cache/npm"
+
 ## make fresh-check: the README's two commands the way a new machine runs them: a clone of HEAD (committed
-## work only) in a temporary directory, empty uv/pip/npm caches, no venv; `make run` there until /healthz
-## answers (then stopped), then `make test`. SKIP_SUITE=1: all of `make test` but the suite itself (the
-## installs, lint, types). CI's fresh-check job runs it.
+## work only) in a temporary directory, an empty environment (FRESH_ENV: a new home, empty uv/pip/npm
+## caches, no venv, none of this shell's variables); `make run` there until /healthz answers (then
+## stopped), then `make test`. SKIP_SUITE=1: all of `make test` but the suite itself (the installs, lint,
+## types). CI's fresh-check job runs it in a bare debian:bookworm container.
 fresh-check:
 	@set -eu; tmp="$$(mktemp -d)"; pid=""; \
 	trap '[ -z "$$pid" ] || kill -TERM "-$$pid" 2>/dev/null || true; rm -rf "$$tmp"' EXIT; \
-	echo "fresh-check: $$(git rev-parse --short HEAD) cloned into $$tmp/src, empty caches"; \
+	echo "fresh-check: $$(git rev-parse --short HEAD) cloned into $$tmp/src, an empty environment"; \
 	git init --quiet "$$tmp/src"; git -C "$$tmp/src" fetch --quiet "$(CURDIR)" HEAD; \
-	git -C "$$tmp/src" checkout --quiet --detach FETCH_HEAD; \
-	export UV_CACHE_DIR="$$tmp/cache/uv" PIP_CACHE_DIR="$$tmp/cache/pip" npm_config_cache="$$tmp/cache/npm"; \
-	unset VIRTUAL_ENV UV_PROJECT_ENVIRONMENT UV_PYTHON DUST_API_KEY BRIDGE_DEMO; \
+	git -C "$$tmp/src" checkout --quiet --detach FETCH_HEAD; mkdir "$$tmp/home"; \
 	port="$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"; \
 	echo "fresh-check: make run (BRIDGE_PORT=$$port), until /healthz answers"; \
-	BRIDGE_PORT="$$port" setsid $(MAKE) --no-print-directory -C "$$tmp/src" run >"$$tmp/run.log" 2>&1 & pid=$$!; \
+	setsid $(FRESH_ENV) BRIDGE_PORT="$$port" make --no-print-directory -C "$$tmp/src" run >"$$tmp/run.log" 2>&1 & pid=$$!; \
 	healthy=""; for _ in $$(seq 1 600); do \
 	  if $(PYTHON) -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$$port/healthz', timeout=2)" 2>/dev/null; \
 	  then healthy=1; break; fi; \
@@ -246,9 +273,9 @@ fresh-check:
 	echo "fresh-check: make run answered /healthz"; \
 	if [ "$(SKIP_SUITE)" = 1 ]; then \
 	  echo "fresh-check: make test without the suite (SKIP_SUITE=1)"; \
-	  $(MAKE) --no-print-directory -C "$$tmp/src" system-deps $(DEVSTAMP) $(TOOLSTAMP) node-tools lint typecheck; \
+	  $(FRESH_ENV) make --no-print-directory -C "$$tmp/src" system-deps $(DEVSTAMP) $(TOOLSTAMP) node-tools lint typecheck; \
 	else \
-	  echo "fresh-check: make test"; $(MAKE) --no-print-directory -C "$$tmp/src" test; \
+	  echo "fresh-check: make test"; $(FRESH_ENV) make --no-print-directory -C "$$tmp/src" test; \
 	fi; \
 	echo "fresh-check: passed"
 
@@ -257,7 +284,7 @@ AUDIT := .venv-audit
 ## make audit: pip-audit on the locked runtime dependencies (exported from uv.lock with their hashes) and
 ## bandit on the code, both from tools/audit.txt. pip-audit asks PyPI's JSON API for known vulnerabilities
 ## (--strict: a dependency it cannot look up fails the audit instead of passing unaudited).
-audit: $(UVSTAMP)
+audit: tools/audit.txt $(UVSTAMP)
 	@$(MAKE) --no-print-directory lock-check
 	$(UV) venv --quiet --clear --python $(PYTHON) $(AUDIT)
 	$(UV) pip sync --quiet --require-hashes --python $(AUDIT)/bin/python tools/audit.txt

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, DemoMode, load_settings
+from bridge.config import ConfigError, DemoMode, find_env_file, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -481,3 +481,40 @@ def test_workers_are_auto_when_empty_or_a_count(
 ) -> None:
     monkeypatch.setenv("BRIDGE_WORKERS", value)
     assert load_settings().workers == workers
+
+
+# --- which .env ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A source checkout with a .env, the bridge's own (`_CHECKOUT`); the command runs elsewhere."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname = 'dust-mcp-bridge'\n")
+    (root / ".env").write_text("BRIDGE_PORT=9123\n")
+    monkeypatch.setattr("bridge.config._CHECKOUT", root)
+    for name in ("BRIDGE_ENV_FILE", "BRIDGE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    return root
+
+
+def test_a_command_run_from_another_directory_reads_the_checkouts_env(checkout: Path) -> None:
+    found = find_env_file()
+    assert found == (checkout / ".env").resolve()
+    assert load_settings(found).port == 9123
+
+
+def test_a_dotenv_in_the_current_directory_comes_before_the_checkouts(checkout: Path) -> None:
+    here = Path.cwd() / ".env"
+    here.write_text("BRIDGE_PORT=9124\n")
+    assert find_env_file() == here.resolve()
+
+
+def test_an_installed_package_reads_no_env_beside_it(checkout: Path) -> None:
+    # site-packages has no pyproject.toml: a .env that happens to sit there is not the user's
+    (checkout / "pyproject.toml").unlink()
+    assert find_env_file() is None

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 import anyio
 
 from bridge.store.base import StoreUnavailable
+from bridge.store.connection import failure_reason
 from bridge.store.pool import RedisPool
 from bridge.store.sealing import Sealer
 
@@ -35,6 +37,8 @@ CHANNEL: Final = "dmb:forward"
 # How long one handler may take with a message before the next one is heard.
 _HANDLER_SECONDS: Final = 10.0
 _RECONNECT_SECONDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
+# While Redis stays away the outage is said again this often, not at every retry.
+_WARN_SECONDS: Final = 60.0
 
 
 class Broadcast(Protocol):
@@ -81,6 +85,44 @@ class LocalBroadcast(_Handlers):
         await anyio.sleep_forever()
 
 
+class _Outage:
+    """The listener's failures to reach Redis: said with where and why when they start, at most once
+    a minute while they last, and once when it hears again; the retry delay grows with them."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._failures = 0
+        self._warned_at: float | None = None
+        self._unwarned = 0
+
+    def failed(self, exc: Exception) -> float:
+        """Note one failure (a warning unless one was given within the minute); the seconds to wait."""
+        delay = _RECONNECT_SECONDS[min(self._failures, len(_RECONNECT_SECONDS) - 1)]
+        self._failures += 1
+        reason = failure_reason(exc)
+        logger.debug("cannot hear forwarded MCP messages (%s); retrying in %.1f s", reason, delay)
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < _WARN_SECONDS:
+            self._unwarned += 1
+            return delay
+        also = f" ({self._unwarned} more failed attempts since the last warning)" if self._unwarned else ""
+        logger.warning(
+            "%scannot hear forwarded MCP messages from Redis at %s: %s; retrying until it answers%s",
+            "" if self._warned_at is None else "still ",
+            self._target,
+            reason,
+            also,
+        )
+        self._warned_at, self._unwarned = now, 0
+        return delay
+
+    def heard(self) -> None:
+        """The subscription is in place: an outage that was said is over, and retries start quick again."""
+        if self._warned_at is not None:
+            logger.info("hearing forwarded MCP messages again from Redis at %s", self._target)
+        self._failures, self._warned_at, self._unwarned = 0, None, 0
+
+
 class RedisBroadcast(_Handlers):
     """Redis pub/sub on `CHANNEL`: published on the shared pool (one round trip), heard on one
     connection held for the process's lifetime (`RedisPool.held_client`), outside the pool's bound."""
@@ -90,6 +132,7 @@ class RedisBroadcast(_Handlers):
         self._pool = pool
         self._sealer = sealer
         self._listener: Any = None
+        self._outage = _Outage(pool.describe())
 
     async def publish(self, message: Message) -> None:
         payload = json.dumps(message, separators=(",", ":"))
@@ -101,17 +144,11 @@ class RedisBroadcast(_Handlers):
             raise StoreUnavailable("context store (Redis) is unreachable") from exc
 
     async def run(self) -> None:
-        failures = 0
         while True:
             try:
                 await self._listen()
             except Exception as exc:
-                delay = _RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)]
-                failures += 1
-                logger.warning(
-                    "cannot hear forwarded MCP messages (%s); retrying in %.1f s", type(exc).__name__, delay
-                )
-                await anyio.sleep(delay)
+                await anyio.sleep(self._outage.failed(exc))
 
     async def _listen(self) -> None:
         if self._listener is None:
@@ -119,6 +156,7 @@ class RedisBroadcast(_Handlers):
         pubsub = self._listener.pubsub()
         try:
             await pubsub.subscribe(CHANNEL)
+            self._outage.heard()
             while True:
                 raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if raw is not None and raw.get("type") == "message":

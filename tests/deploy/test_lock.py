@@ -167,6 +167,37 @@ def test_a_changed_range_without_make_lock_stops_make_with_make_lock(checkout: P
     assert "run `make lock`" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("missing", "target"),
+    [
+        ("uv.lock", ".venv/.installed"),  # what `make run` and `make test` install first
+        ("tools/requirements.txt", ".venv-tools/.installed"),
+        ("tools/audit.txt", "audit"),
+        ("tools/uv.txt", ".venv-uv/.installed"),
+    ],
+)
+def test_a_missing_lock_file_stops_make_with_make_lock(checkout: Path, missing: str, target: str) -> None:
+    (checkout / missing).unlink()
+    # -o as in lock_check, but not when uv's own lock is the one missing: its stamp must be made for that
+    keep_uv = [] if missing == "tools/uv.txt" else ["-o", ".venv-uv/.installed"]
+    done = run(["make", "--no-print-directory", *keep_uv, target], cwd=checkout)
+    assert done.returncode != 0
+    assert f"{missing} is missing: run `make lock`" in done.stderr, done.stderr
+    assert "No rule to make target" not in done.stderr, done.stderr
+
+
+def test_make_lock_without_tools_uv_txt_bootstraps_uv_from_tools_uv_in(checkout: Path) -> None:
+    (checkout / "tools" / "uv.txt").unlink()
+    done = run(["make", "--no-print-directory", "--dry-run", "lock"], cwd=checkout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    install, compile_uv = (
+        next(i for i, line in enumerate(done.stdout.splitlines()) if needle in line)
+        for needle in ("-r tools/uv.in", "pip compile")
+    )
+    assert install < compile_uv, done.stdout
+    assert "tools/uv.in -o tools/uv.txt" in done.stdout.splitlines()[compile_uv]
+
+
 def test_a_changed_tool_pin_without_make_lock_stops_make_with_make_lock(checkout: Path) -> None:
     source = checkout / "tools" / "requirements.in"
     text = source.read_text(encoding="utf-8")

@@ -223,19 +223,66 @@ def test_audit_job_runs_pip_audit_on_the_locked_dependencies_and_bandit(workflow
     assert re.search(r"^bandit==\d+\.\d+\.\d+$", pins, flags=re.MULTILINE)
 
 
-def test_fresh_check_job_runs_make_fresh_check(workflow: dict[str, Any]) -> None:
+def test_fresh_check_job_runs_make_fresh_check_on_a_bare_debian_with_the_readmes_prerequisites(
+    workflow: dict[str, Any],
+) -> None:
     job = workflow["jobs"]["fresh-check"]
     assert re.search(r"^make fresh-check$", steps_of(job), flags=re.MULTILINE)
+    assert job["container"] == "debian:bookworm"
+    # only what the README asks of a fresh machine, installed before the checkout that needs git
+    first = job["steps"][0]["run"]
+    (install,) = [line for line in first.splitlines() if "apt-get install" in line]
+    assert install.split("--no-install-recommends")[1].split() == ["python3", "make", "git"]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "fresh Debian/Ubuntu machine that has `python3` (3.11 or newer), `make`\nand `git`" in readme
+    assert not any(str(s.get("uses", "")).startswith("actions/setup-python@") for s in job["steps"])
     recipe = make_target("fresh-check")
-    # a clone of HEAD in a temporary directory, empty caches, no venv, no Dust key
+    # a clone of HEAD in a temporary directory
     assert 'fetch --quiet "$(CURDIR)" HEAD' in recipe and "mktemp -d" in recipe
-    for cache in ("UV_CACHE_DIR", "PIP_CACHE_DIR", "npm_config_cache"):
-        assert re.search(rf'{cache}="\$\$tmp/cache/', recipe), cache
-    assert "unset VIRTUAL_ENV" in recipe and "DUST_API_KEY" in recipe
-    # both README commands: make run until /healthz answers (then stopped), make test
-    assert re.search(r"setsid \$\(MAKE\) [^\n]*-C \"\$\$tmp/src\" run", recipe)
+    # both README commands, in the empty environment: make run until /healthz answers (then
+    # stopped), make test
+    assert re.search(r'setsid \$\(FRESH_ENV\) BRIDGE_PORT="\$\$port" make [^\n]*-C "\$\$tmp/src" run', recipe)
     assert "/healthz" in recipe and 'kill -TERM "-$$pid"' in recipe
-    assert re.search(r'\$\(MAKE\) --no-print-directory -C "\$\$tmp/src" test;', recipe)
+    assert re.search(r'\$\(FRESH_ENV\) make --no-print-directory -C "\$\$tmp/src" test;', recipe)
+    makes = re.findall(r"(\S+ )make --no-print-directory -C", recipe)
+    assert makes == ['BRIDGE_PORT="$$port" ', "$(FRESH_ENV) ", "$(FRESH_ENV) "], makes
+
+
+def test_fresh_check_environment_inherits_nothing_but_a_login_s_basics() -> None:
+    """FRESH_ENV as the fresh-check recipe expands it, from a shell full of the bridge's settings."""
+    probe = "fresh-env-probe: ; @tmp=/fresh; $(FRESH_ENV) env"
+    inherited = {
+        "PATH": "/opt/somewhere/bin:/usr/bin:/bin",
+        "HOME": "/root",
+        "DUST_API_KEY": "sk-fromthedevelopersshell",
+        "DUST_WORKSPACE_ID": "ws1",
+        "BRIDGE_DEMO": "off",
+        "BRIDGE_ENV_FILE": "/somewhere/.env",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "CLAMD_URL": "tcp://127.0.0.1:3310",
+        "VIRTUAL_ENV": "/somewhere/.venv",
+        "UV_PYTHON": "3.13",
+        "PIP_INDEX_URL": "https://mirror.example/simple",
+    }
+    done = subprocess.run(
+        ["make", "--no-print-directory", "--eval", probe, "fresh-env-probe"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+        env=inherited,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    assert seen == {
+        "HOME": "/fresh/home",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "UV_CACHE_DIR": "/fresh/cache/uv",
+        "PIP_CACHE_DIR": "/fresh/cache/pip",
+        "npm_config_cache": "/fresh/cache/npm",
+    }
 
 
 def test_latest_workflow_runs_make_test_latest_weekly(latest_workflow: dict[str, Any]) -> None:
@@ -272,9 +319,13 @@ def test_make_installs_only_from_the_lock_files() -> None:
     lines = recipe_lines()
     installs = [line for line in lines if re.search(r"\b(pip install|UV\) sync|pip sync)\b", line)]
     assert installs
+    bootstrap = make_target("uv-bootstrap")
     for line in installs:
-        if "pip install" in line and "$(UV)" not in line and '"$$uv"' not in line:
-            # pip only bootstraps uv, from its hashed pin
+        if line.rstrip().endswith("-r tools/uv.in"):
+            # `make lock` without tools/uv.txt: the pinned version, unhashed, only to rebuild tools/uv.txt
+            assert line in bootstrap.replace("\\\n", " ") and "--no-deps" in line, line
+        elif "pip install" in line and "$(UV)" not in line and '"$$uv"' not in line:
+            # otherwise pip only bootstraps uv, from its hashed pin
             assert "--require-hashes" in line and "-r tools/uv.txt" in line, line
         elif "pip sync" in line:
             assert "--require-hashes" in line, line

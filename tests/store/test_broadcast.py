@@ -4,7 +4,10 @@ Redis deployment the bridge supports, sealed when a store key is set, and throug
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
+from functools import partial
 
 import anyio
 import pytest
@@ -125,6 +128,51 @@ async def test_listening_resumes_after_redis_restarts_on_its_address() -> None:
                 heard.clear()
                 await until_heard(publisher, heard, timeout=20)
     assert all(m.get("probe") for m in heard)
+
+
+def _said(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level and text in r.getMessage()]
+
+
+async def test_redis_down_is_said_once_with_where_and_why_and_its_return_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.store.broadcast._RECONNECT_SECONDS", (0.02,))
+    port = free_port()
+    with caplog.at_level(logging.DEBUG, logger="bridge.store.broadcast"):
+        async with listening(f"redis://127.0.0.1:{port}/0") as (publisher, heard):
+            retries = partial(_said, caplog, logging.DEBUG, "retrying in")
+            await eventually(lambda: len(retries()) >= 5, "five retries while Redis is down")
+            assert _said(caplog, logging.WARNING, "forwarded MCP messages") == [
+                f"cannot hear forwarded MCP messages from Redis at 127.0.0.1:{port}: Connection refused;"
+                " retrying until it answers"
+            ]
+            with running(start_redis(port)):
+                await until_heard(publisher, heard, timeout=20)
+                await publisher.publish({"kind": "test", "body": "after"})
+                await eventually(lambda: heard[-1].get("body") == "after", "a message heard after")
+    assert _said(caplog, logging.INFO, "forwarded MCP messages") == [
+        f"hearing forwarded MCP messages again from Redis at 127.0.0.1:{port}"
+    ]
+    assert len(_said(caplog, logging.WARNING, "forwarded MCP messages")) == 1
+
+
+async def test_redis_still_down_is_said_again_after_the_warning_period_with_the_attempts_between(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.store.broadcast._RECONNECT_SECONDS", (0.02,))
+    monkeypatch.setattr("bridge.store.broadcast._WARN_SECONDS", 0.3)
+    port = free_port()
+    with caplog.at_level(logging.WARNING, logger="bridge.store.broadcast"):
+        async with listening(f"redis://127.0.0.1:{port}/0"):
+            await eventually(lambda: bool(_said(caplog, logging.WARNING, "still")), "a second warning")
+    first, again = _said(caplog, logging.WARNING, "forwarded MCP messages")[:2]
+    assert first.startswith("cannot hear forwarded MCP messages from Redis at 127.0.0.1:")
+    assert re.fullmatch(
+        rf"still cannot hear forwarded MCP messages from Redis at 127\.0\.0\.1:{port}: Connection refused;"
+        r" retrying until it answers \(\d+ more failed attempts since the last warning\)",
+        again,
+    ), again
 
 
 async def test_one_failing_handler_does_not_stop_the_next_message() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -101,6 +102,10 @@ async def _continues_across_two_bridges(env: dict[str, str]) -> tuple[Proc, Proc
     return first, second
 
 
+# The rate limiter's warning that requests go uncounted (bridge/security/ratelimit.py), any target.
+UNCOUNTED = re.compile(r"rate-limit storage \(.*\) unavailable")
+
+
 async def test_bridges_share_context_through_sentinel(
     simulator: Proc, sentinel_setup: tuple[Proc, Proc]
 ) -> None:
@@ -120,7 +125,7 @@ async def test_bridges_share_context_through_sentinel(
     assert limit_keys
     for bridge in (first, second):
         assert PASSWORD not in bridge.log()
-        assert "rate-limit storage unavailable" not in bridge.log()
+        assert not UNCOUNTED.search(bridge.log()), bridge.log()
 
 
 async def test_bridges_share_context_through_a_cluster(simulator: Proc, cluster: Cluster) -> None:
@@ -137,7 +142,7 @@ async def test_bridges_share_context_through_a_cluster(simulator: Proc, cluster:
     # Keys are spread over the nodes by slot; a cross-slot MULTI or MGET would have failed above.
     assert sum(counts) >= 3
     for bridge in (first, second):
-        assert "rate-limit storage unavailable" not in bridge.log()
+        assert not UNCOUNTED.search(bridge.log()), bridge.log()
         assert "Traceback" not in bridge.log()
 
 
