@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.context import ClientRequestContext
 from mcp.shared.exceptions import MCPError
+from mcp.types import ElicitRequestParams, ElicitResult
 
 from bridge.mcp.pauses import MODERN_ERA
 from bridge.simulator.agents import long_answer
-from tests.helpers import faults, stats
-from tests.mcp.test_turns import my_conversation, wait_until_complete
-from tests.procs import Proc, bridge_env
+from tests.helpers import approval_of, faults, stats, text_of
+from tests.mcp.test_turns import SENT, my_conversation, structured, wait_until_complete
+from tests.procs import Proc, bridge_env, running, start_bridge
 
 pytestmark = pytest.mark.usefixtures("reset_simulator")
 
@@ -56,3 +60,50 @@ async def test_a_modern_stdio_client_that_cancels_stops_the_dust_answer(simulato
         with anyio.fail_after(10):
             while not stats(simulator)["cancels"]:
                 await anyio.sleep(0.1)
+
+
+# --- the deadline bounds the whole call, a form nobody answers included ----------------------------
+
+DEADLINE = 4.0
+
+
+@pytest.fixture
+def hurried(simulator: Proc, redis_server: Proc, redis_url: str) -> Iterator[Proc]:
+    """A bridge whose tool calls return after DEADLINE seconds, on the simulator and a clean Redis."""
+    env = bridge_env(simulator, redis_server.port, BRIDGE_ANSWER_DEADLINE_SECONDS=f"{DEADLINE:g}")
+    with running(start_bridge(env)) as proc:
+        yield proc
+
+
+async def silent(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+    """A client that shows the form and never gets an answer."""
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def timed(client: Client, tool: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], str, float]:
+    """Call `tool`: its structured content, its text and how long it took."""
+    started = anyio.current_time()
+    with anyio.fail_after(4 * DEADLINE):
+        result = await client.call_tool(tool, arguments)
+    return structured(result), text_of(result), anyio.current_time() - started
+
+
+async def test_a_form_nobody_answers_late_in_the_call_still_ends_it_at_the_deadline(
+    hurried: Proc, simulator: Proc
+) -> None:
+    # The agent thinks for about 2.6 s before it asks: the form gets what is left of the deadline.
+    faults(simulator, token_delay_ms=200)
+    async with Client(f"{hurried.url}/mcp", mode="legacy", elicitation_callback=silent) as client:
+        paused, text, took = await timed(
+            client, "ask_agent", {"agent": "needs-approval", "message": "weekly report"}
+        )
+        assert paused["status"] == "waiting_for_user" and "nobody answered within 4 s" in text
+        assert took < DEADLINE + 1.2  # not the 2.6 s of thinking plus a whole deadline for the form
+        # Asked again by wait_for_answer, the silent client gets the same bound.
+        waiting, text, took = await timed(client, "wait_for_answer", {"conversation": paused["conversation"]})
+        assert waiting["status"] == "waiting_for_user" and "nobody answered within 4 s" in text
+        assert DEADLINE - 0.5 < took < DEADLINE + 1.2
+        faults(simulator, token_delay_ms=15)
+        done = structured(await client.call_tool("approve_action", approval_of(paused)))
+    assert done["answer"] == SENT
