@@ -1,26 +1,29 @@
-"""Pauses and long answers at their edges, end to end: a 2026-07-28 stdio client that times out, the
-deadline over a form nobody answers, pending actions rebuilt from Dust, and replies Dust or the
-bridge refuses."""
+"""Pauses and long answers at their edges, end to end: a 2026-07-28 stdio client that times out or
+cancels, the deadline over a form nobody answers, pending actions rebuilt from Dust, replies Dust or
+the bridge refuses, and a personal authorisation on the 2026-07-28 input-required path."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
+import redis.asyncio as aioredis
 from mcp import Client, StdioServerParameters
 from mcp.client.context import ClientRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp.types import ElicitRequestParams, ElicitResult
+from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 
 from bridge.mcp.pauses import MODERN_ERA
 from bridge.simulator.agents import long_answer
 from tests.helpers import approval_of, faults, stats, text_of
-from tests.mcp.test_turns import SENT, my_conversation, structured, wait_until_complete
-from tests.procs import Proc, bridge_env, running, start_bridge
+from tests.mcp.test_turns import FOUND, SENT, my_conversation, structured, wait_until_complete
+from tests.procs import TEST_DUST_KEY, Proc, bridge_env, running, start_bridge
 
 pytestmark = pytest.mark.usefixtures("reset_simulator")
 
@@ -107,3 +110,134 @@ async def test_a_form_nobody_answers_late_in_the_call_still_ends_it_at_the_deadl
         faults(simulator, token_delay_ms=15)
         done = structured(await client.call_tool("approve_action", approval_of(paused)))
     assert done["answer"] == SENT
+
+
+# --- pending actions the bridge forgot are rebuilt from Dust ----------------------------------------
+
+
+async def forget_pending(redis_url: str, handle: str) -> None:
+    """Drop what the stored conversation record says is pending, as a record written before the
+    pause (another replica's, a lost write) would."""
+    raw = aioredis.from_url(redis_url)
+    try:
+        key = f"dmb:conv:{handle}"
+        record = json.loads(await raw.get(key))
+        assert record["pending"], "the pause was stored"
+        record["pending"] = []
+        await raw.set(key, json.dumps(record), keepttl=True)
+    finally:
+        await raw.aclose()
+
+
+async def test_pending_actions_missing_from_the_record_are_rebuilt_from_dusts_blocked_list(
+    simulator: Proc, redis_server: Proc, redis_url: str
+) -> None:
+    env = bridge_env(simulator, redis_server.port)
+    with running(start_bridge(env)) as first:
+        async with Client(f"{first.url}/mcp", mode="legacy") as client:
+            paused = structured(
+                await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
+            )
+    arguments = approval_of(paused)
+    await forget_pending(redis_url, paused["conversation"])
+    with running(start_bridge(env)) as second:  # and a process that never saw the pause
+        async with Client(f"{second.url}/mcp", mode="legacy") as client:
+            waiting = structured(
+                await client.call_tool("wait_for_answer", {"conversation": paused["conversation"]})
+            )
+            assert waiting["status"] == "waiting_for_user"
+            assert [item["action_id"] for item in waiting["pending"]] == [arguments["action_id"]]
+            assert waiting["pending"][0]["tool"] == "send_email"
+            await forget_pending(redis_url, paused["conversation"])
+            done = structured(await client.call_tool("approve_action", arguments))
+    assert done["answer"] == SENT
+
+
+# --- replies Dust or the bridge refuses -------------------------------------------------------------
+
+
+def posts_to(simulator: Proc, route: str) -> int:
+    """How many POSTs the bridge made to a Dust route ending in `route`."""
+    bodies = httpx2.get(f"{simulator.url}/_sim/bodies", timeout=5).json()["bodies"]
+    return sum(1 for body in bodies if body["path"].endswith(route))
+
+
+async def test_an_action_answered_in_dust_meanwhile_is_no_action_waiting(
+    bridge: Proc, simulator: Proc
+) -> None:
+    async with Client(f"{bridge.url}/mcp", mode="legacy") as client:
+        paused = structured(
+            await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
+        )
+        arguments = approval_of(paused)
+        # The user approves it in Dust's web app; the bridge's record still says it is pending.
+        path = (
+            f"/api/v1/w/demo/assistant/conversations/{paused['dust_conversation_id']}"
+            f"/messages/{paused['message_id']}/validate-action"
+        )
+        answered = httpx2.post(
+            simulator.url + path,
+            json={"actionId": arguments["action_id"], "approved": "approved"},
+            headers={"Authorization": f"Bearer {TEST_DUST_KEY}"},
+            timeout=5,
+        )
+        answered.raise_for_status()
+        late = await client.call_tool("approve_action", {**arguments, "decision": "reject"})
+        assert late.is_error
+        assert f"no action '{arguments['action_id']}' is waiting" in text_of(late)
+        assert "answered already" in text_of(late) and "wait_for_answer" in text_of(late)
+        done = structured(await client.call_tool("wait_for_answer", {"conversation": paused["conversation"]}))
+    assert done["answer"] == SENT
+
+
+async def test_replies_that_do_not_fit_the_question_are_refused_before_dust(
+    bridge: Proc, simulator: Proc
+) -> None:
+    async with Client(f"{bridge.url}/mcp", mode="legacy") as client:
+        paused = structured(
+            await client.call_tool("ask_agent", {"agent": "asks-question", "message": "sales"})
+        )
+        (pending,) = paused["pending"]
+        question = {"conversation": paused["conversation"], "action_id": pending["action_id"]}
+        refusals = {
+            "answer_question": [
+                ({"options": [3]}, "choose options between 0 and 2"),
+                ({"options": [-1]}, "choose options between 0 and 2"),
+                ({"options": [0, 1]}, "this question takes one option only"),
+                ({}, "choose at least one option or answer in your own words"),
+            ],
+            "approve_action": [({"decision": "approve"}, "is a question, not something approve answers")],
+        }
+        for tool, cases in refusals.items():
+            for extra, message in cases:
+                refused = await client.call_tool(tool, {**question, **extra})
+                assert refused.is_error and message in text_of(refused), (tool, extra, text_of(refused))
+        invalid = await client.call_tool("approve_action", {**question, "decision": "maybe"})
+        assert invalid.is_error and "decision" in text_of(invalid)
+        assert posts_to(simulator, "/answer-question") == posts_to(simulator, "/validate-action") == 0
+        done = structured(await client.call_tool("answer_question", {**question, "options": [2]}))
+    assert done["answer"] == "You chose: Table"
+
+
+# --- personal authorisation in the 2026-07-28 era ---------------------------------------------------
+
+
+async def test_a_modern_client_gets_a_personal_authorisation_as_a_url_input_request(
+    bridge: Proc, simulator: Proc
+) -> None:
+    asked: list[ElicitRequestParams] = []
+
+    async def connect_in_dust(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params)
+        async with httpx2.AsyncClient() as http:  # the user connects the account in Dust's UI
+            (await http.post(f"{simulator.url}/_sim/connect")).raise_for_status()
+        return ElicitResult(action="accept")
+
+    async with Client(f"{bridge.url}/mcp", mode=MODERN_ERA, elicitation_callback=connect_in_dust) as client:
+        result = structured(
+            await client.call_tool("ask_agent", {"agent": "needs-auth", "message": "roadmap"})
+        )
+    assert result["status"] == "complete" and result["answer"] == FOUND
+    (params,) = asked
+    assert isinstance(params, ElicitRequestURLParams) and params.url == result["url"]
+    assert "Open the conversation in Dust" in params.message
