@@ -52,6 +52,8 @@ from bridge.store.base import ContextStore
 from bridge.store.records import ConversationRecord, UploadRecord
 
 _MAX_FILES = 20
+# What is left of the deadline for the answer's stream once the user's replies took all of it.
+_LAST_LOOK_SECONDS = 0.1
 _UPLOAD_URI_PREFIX = "bridge://uploads/"
 
 
@@ -179,12 +181,14 @@ class ConversationService:
             return self._finished(record, agent, message)
         pending = await self._still_pending(record)
         if pending:
-            replies = await listener.ask_user(pending, record) if listener.ask_user else None
+            started = anyio.current_time()
+            replies, note = await _ask_in_time(listener, pending, record)
             if not replies:
-                return await self._paused(record, agent, pending)
+                return await self._paused(record, agent, pending, note)
             pending = await self._send_replies(record, pending, replies)
             if pending:
                 return await self._paused(record, agent, pending)
+            listener = _spent(listener, anyio.current_time() - started)
         return await self._follow(record, agent, True, listener)
 
     async def reply(
@@ -301,15 +305,16 @@ class ConversationService:
         answered: list[str] = []
         refused: list[str] = []
 
-        async def on_pause(blocked: list[PendingAction]) -> bool:
+        async def on_pause(blocked: list[PendingAction], left: float | None) -> bool:
             if listener.ask_user is None:
                 return False
-            # The user gets one deadline's time to answer; a client that never does leaves the
+            # The user answers within what is left of the call's deadline, so that the call still
+            # returns before the client gives up on it; a client that never answers leaves the
             # actions pending (approve_action still works later).
-            with anyio.move_on_after(listener.deadline or math.inf):
+            with anyio.move_on_after(math.inf if left is None else left):
                 replies = await listener.ask_user(blocked, current)
                 return await send(blocked, replies)
-            refused.append(f"nobody answered within {listener.deadline:g} s")
+            refused.append(_unanswered(listener))
             return False
 
         async def send(blocked: list[PendingAction], replies: list[Reply] | None) -> bool:
@@ -416,11 +421,13 @@ class ConversationService:
         ]
         return [*listed, *others]
 
-    async def _paused(self, record: ConversationRecord, agent: Agent, pending: list[PendingAction]) -> Answer:
+    async def _paused(
+        self, record: ConversationRecord, agent: Agent, pending: list[PendingAction], note: str | None = None
+    ) -> Answer:
         kept = replace(record, pending=tuple(action.to_json() for action in pending))
         if kept != record:
             await self._records.save(kept, None)
-        return self._answer(kept, agent, True, RelayOutcome(text="", terminal=None), pending)
+        return self._answer(kept, agent, True, RelayOutcome(text="", terminal=None), pending, note)
 
     async def _send_replies(
         self,
@@ -444,6 +451,29 @@ class ConversationService:
             kept = replace(record, pending=tuple(action.to_json() for action in remaining))
             await self._records.save(kept, None)
         return remaining
+
+
+async def _ask_in_time(
+    listener: TurnListener, pending: list[PendingAction], record: ConversationRecord
+) -> tuple[list[Reply] | None, str | None]:
+    """The user's replies if they come within the call's deadline; else why there are none."""
+    if listener.ask_user is None:
+        return None, None
+    with anyio.move_on_after(listener.deadline or math.inf):
+        return await listener.ask_user(pending, record), None
+    return None, _unanswered(listener)
+
+
+def _spent(listener: TurnListener, seconds: float) -> TurnListener:
+    """The listener for the rest of a call that spent `seconds` of its deadline."""
+    if not listener.deadline:
+        return listener
+    # Not 0, which means no deadline: a call whose time is up returns once the stream is open.
+    return replace(listener, deadline=max(listener.deadline - seconds, _LAST_LOOK_SECONDS))
+
+
+def _unanswered(listener: TurnListener) -> str:
+    return f"nobody answered within {listener.deadline:g} s (BRIDGE_ANSWER_DEADLINE_SECONDS)"
 
 
 def _agent_of(record: ConversationRecord) -> Agent:

@@ -23,9 +23,10 @@ from bridge.dust.pauses import PendingAction
 
 Emit = Callable[[str], Awaitable[None]]
 
-OnPause = Callable[[list[PendingAction]], Awaitable[bool]]
-"""Called with the actions an agent step is blocked on; True once they were answered (the stream
-goes on), False to stop relaying and leave them pending."""
+OnPause = Callable[[list[PendingAction], float | None], Awaitable[bool]]
+"""Called with the actions an agent step is blocked on and the seconds left of the caller's deadline
+(None: no deadline), which it must keep to; True once they were answered (the stream goes on),
+False to stop relaying and leave them pending."""
 
 
 @dataclass
@@ -117,8 +118,9 @@ class StreamRelay:
         """Relay `events` until a terminal event or the end of the stream.
 
         When an agent step blocks on the user, `on_pause` is asked to get the answers (without it,
-        or when it returns False, the relay stops with the pauses). `deadline` (seconds of relaying,
-        not counting the time `on_pause` takes) stops it with `deadline_passed`.
+        or when it returns False, the relay stops with the pauses). `deadline` (seconds of the whole
+        relay, the time `on_pause` takes included: it gets what is left) stops it with
+        `deadline_passed`.
 
         Errors raised by the event stream are re-raised here. Cancellation propagates as usual; the
         caller owns cancelling the generation at Dust.
@@ -156,7 +158,9 @@ class _Turn:
         self._clock = relay._clock
         self._on_pause = on_pause
         self._deadline = None if deadline is None else self._clock() + deadline
-        self._pausing = False  # on_pause is running: the deadline waits
+        # on_pause is running: it keeps to the deadline itself, so that an answer it is sending to
+        # Dust is not cut off half-way.
+        self._pausing = False
         self._blocked: list[PendingAction] = []
         self._markers = MarkerFilter()
         self.outcome = RelayOutcome(text="", terminal=None)
@@ -271,16 +275,14 @@ class _Turn:
         blocked, self._blocked = self._blocked, []
         await self._flush()
         if self._on_pause is not None:
-            started = self._clock()
+            left = None if self._deadline is None else max(0.0, self._deadline - self._clock())
             self._pausing = True
             try:
-                if await self._on_pause(blocked):
+                if await self._on_pause(blocked, left):
                     return False
             finally:
                 self._pausing = False
-                if self._deadline is not None:
-                    self._deadline += self._clock() - started
-                    self._rearm()
+                self._rearm()
         self.outcome.pauses = blocked
         return True
 

@@ -1,12 +1,14 @@
 """Why a client cancelled a tool call: a client that only timed out keeps the Dust work.
 
-A handshake-era client cancels with `notifications/cancelled`, whose `reason` tells a user's cancel
-from a timeout: the TypeScript SDK (Claude Desktop, Cursor, VS Code) sends "McpError: MCP error
--32001: Request timed out", the Python SDK "timed out after <n>s". The SDK cancels the tool's scope
-before any handler sees the notification, so this server middleware records the reason as it passes
-and a cancelled tool waits a moment for it (a call that ended some other way, a client gone
-without a word, finds none and counts as cancelled). A 2026-07-28 client cancels by closing the response
-stream: no reason travels, and that is a cancel (the spec's meaning of it).
+A client cancels with `notifications/cancelled` on every handshake-era transport and, in both eras,
+on stdio (the Python SDK's stream transports write it for a 2026-07-28 request too). Its `reason`
+tells a user's cancel from a timeout: the TypeScript SDK (Claude Desktop, Cursor, VS Code) sends
+"McpError: MCP error -32001: Request timed out", the Python SDK "timed out after <n>s". The SDK
+cancels the tool's scope before any handler sees the notification, so this server middleware
+records the reason as it passes and a cancelled tool waits a moment for it (a call that ended some
+other way, a client gone without a word, finds none and counts as cancelled). A 2026-07-28 client
+over HTTP cancels by closing the response stream instead: no reason travels, and that is a cancel
+(the spec's meaning of it; bridge.mcp.turns does not wait for a reason there).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class CancelReasons(ServerMiddleware[Any]):
         return await call_next(ctx)
 
     async def timed_out(self, ctx: ServerRequestContext[Any, Any]) -> bool:
-        """True when the client cancelled this (handshake-era) request because it timed out.
+        """True when the client cancelled this request, by notification, because it timed out.
 
         Called once the request was cancelled; waits up to REASON_WAIT_SECONDS for the reason.
         """

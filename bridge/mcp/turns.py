@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from mcp.server.mcpserver import Context
 from mcp.server.session import ServerSession
 from mcp.types import CallToolResult, InputRequiredResult
 
@@ -73,8 +74,8 @@ def listener_for(call: ToolCall) -> TurnListener:
 
     async def client_timed_out() -> bool:
         reasons = _cancel_reasons(call)
-        if reasons is None or is_modern(ctx):
-            return False  # a 2026-07-28 cancel carries no reason: it is a cancel
+        if reasons is None or not _cancel_says_why(ctx):
+            return False
         return await reasons.timed_out(ctx.request_context)
 
     return TurnListener(
@@ -83,6 +84,16 @@ def listener_for(call: ToolCall) -> TurnListener:
         deadline=call.services.answer_deadline_seconds or None,
         client_timed_out=client_timed_out,
     )
+
+
+def _cancel_says_why(ctx: Context) -> bool:
+    """Whether a cancel of this request carries its reason.
+
+    `notifications/cancelled` does: every handshake-era transport, and stdio in both eras (the
+    SDK's stream transports still write it for a 2026-07-28 request). A 2026-07-28 client over HTTP
+    cancels by closing the response stream, which says nothing: that is a cancel.
+    """
+    return not is_modern(ctx) or ctx.request_context.request is None  # no HTTP request: stdio
 
 
 def _cancel_reasons(call: ToolCall) -> CancelReasons | None:

@@ -239,7 +239,7 @@ async def test_a_pause_nobody_answers_stops_the_relay_with_every_action_of_its_s
 async def test_a_pause_answered_mid_stream_lets_the_answer_go_on() -> None:
     asked: list[list[str]] = []
 
-    async def on_pause(pending: list[PendingAction]) -> bool:
+    async def on_pause(pending: list[PendingAction], left: float | None) -> bool:
         asked.append([p.action_id for p in pending])
         return True
 
@@ -258,12 +258,29 @@ async def test_the_deadline_stops_the_relay_with_the_text_so_far_and_where_to_re
     assert outcome.text == "part one two" and outcome.last_event_id == "1-2"
 
 
-async def test_time_spent_asking_the_user_does_not_count_towards_the_deadline() -> None:
-    async def on_pause(pending: list[PendingAction]) -> bool:
-        await anyio.sleep(0.5)  # the user takes their time
+async def test_asking_the_user_gets_what_is_left_of_the_deadline_and_counts_towards_it() -> None:
+    given: list[float | None] = []
+
+    async def on_pause(pending: list[PendingAction], left: float | None) -> bool:
+        given.append(left)
+        await anyio.sleep(0.5)  # the user takes their time (on_pause's own bound aside)
         return True
 
-    events: list[AgentEvent | float] = [approval(1, "a1"), 0.1, tokens("done", 2), success("done")]
+    events: list[AgentEvent | float] = [0.3, approval(1, "a1"), 0.1, tokens("done", 2), success("done")]
     with anyio.fail_after(3):
-        outcome = await make_relay([]).run(feed(events), on_pause=on_pause, deadline=0.3)
-    assert not outcome.deadline_passed and outcome.text == "done"
+        outcome = await make_relay([]).run(feed(events), on_pause=on_pause, deadline=0.6)
+    (left,) = given
+    assert left is not None and 0.1 < left < 0.35
+    assert outcome.deadline_passed and outcome.terminal is None and outcome.last_event_id == "2-1"
+
+
+async def test_without_a_deadline_asking_the_user_has_no_bound() -> None:
+    given: list[float | None] = []
+
+    async def on_pause(pending: list[PendingAction], left: float | None) -> bool:
+        given.append(left)
+        return True
+
+    events: list[AgentEvent | float] = [approval(1, "a1"), tokens("done", 2), success("done")]
+    outcome = await make_relay([]).run(feed(events), on_pause=on_pause)
+    assert given == [None] and outcome.text == "done"
