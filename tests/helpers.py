@@ -34,6 +34,14 @@ def stats(simulator: Proc) -> dict[str, Any]:
     return body
 
 
+def posted(simulator: Proc, endpoint: str) -> list[dict[str, Any]]:
+    """The JSON bodies POSTed to Dust's `.../{endpoint}` since the last reset (each accepted)."""
+    recorded = httpx2.get(f"{simulator.url}/_sim/bodies", timeout=5).json()["bodies"]
+    sent = [body for body in recorded if body["path"].endswith(f"/{endpoint}")]
+    assert all(body["status"] == 200 for body in sent), sent
+    return [body["json"] for body in sent]
+
+
 _AUDIT_LINE = re.compile(r"bridge\.audit(?: \[[^\]]*\])?: (\{.*\})$")
 
 

@@ -1,11 +1,13 @@
 """Pauses and long answers end to end: the SDK's own Client drives a running bridge on the simulator
-and Redis, with and without the elicitation capability, in both protocol eras."""
+and Redis, with and without the elicitation capability, in both protocol eras, over /mcp, /sse and
+stdio."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -17,14 +19,16 @@ from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     CallToolResult,
+    ElicitRequestFormParams,
     ElicitRequestParams,
     ElicitRequestURLParams,
     ElicitResult,
     InputRequiredResult,
 )
 
+from bridge.mcp.pauses import MODERN_ERA
 from bridge.simulator.agents import long_answer
-from tests.helpers import approval_of, faults, stats, text_of
+from tests.helpers import approval_of, faults, posted, stats, text_of
 from tests.mcp.support import ERAS, Progress
 from tests.procs import Proc, bridge_env, running, start_bridge
 
@@ -32,6 +36,7 @@ pytestmark = pytest.mark.usefixtures("reset_simulator")
 
 SENT = "Email sent to team@example.com: weekly report"
 NOT_SENT = "The email was not sent: the action was rejected."
+FORMATS = ["Summary", "Full report", "Table"]  # the options of the asks-question agent's question
 
 
 class User:
@@ -64,95 +69,140 @@ def structured(result: CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
-@pytest.mark.parametrize("mode", ERAS)
-@pytest.mark.parametrize(
-    ("decision", "answer"), [("approve", SENT), ("reject", NOT_SENT), ("always_approve", SENT)]
-)
-async def test_an_approval_is_put_to_a_client_that_can_elicit_and_the_answer_streams_on(
-    bridge: Proc, simulator: Proc, mode: str, decision: str, answer: str
+# Every way a client reaches the bridge: where, then the era it speaks (Claude Desktop is
+# stdio-handshake).
+TRANSPORTS = ["mcp-handshake", "mcp-2026", "sse-handshake", "sse-2026", "stdio-handshake", "stdio-2026"]
+ELICITS = pytest.mark.parametrize("elicits", [True, False], ids=["elicitation", "no-elicitation"])
+
+
+@asynccontextmanager
+async def connected(
+    transport: str, bridge: Proc, simulator: Proc, user: User | None
+) -> AsyncIterator[Client]:
+    """The SDK's client over `transport`, declaring elicitation (answered by `user`) if given."""
+    where, era = transport.split("-")
+    target: Any  # a URL, the SSE transport or stdio parameters: Client tells them apart
+    if where == "mcp":
+        target = f"{bridge.url}/mcp"
+    elif where == "sse":
+        target = sse_client(f"{bridge.url}/sse")
+    else:
+        target = stdio(simulator)
+    mode = "auto" if era == "2026" else "legacy"
+    async with Client(target, mode=mode, elicitation_callback=user) as client:
+        # "auto" falls back to the handshake without a word: the era under test must be the one spoken.
+        assert (client.protocol_version == MODERN_ERA) == (era == "2026"), client.protocol_version
+        yield client
+
+
+async def decide(client: Client, user: User | None, decision: str) -> tuple[dict[str, Any], str | None]:
+    """Ask the needs-approval agent and take `decision`: in the form when the client elicits
+    (answered by `user`), else with the approve_action call ask_agent's result names. The final
+    result, and the id of the action decided when the client was shown it."""
+    first = await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
+    if user is not None:
+        asked = user.asked[-1]
+        assert "send_email" in asked.message and "team@example.com" in asked.message
+        return structured(first), None
+    paused = structured(first)
+    assert paused["status"] == "waiting_for_user"
+    (pending,) = paused["pending"]
+    assert pending["kind"] == "approval" and pending["tool"] == "send_email" and pending["stake"] == "high"
+    assert f'approve_action(conversation="{paused["conversation"]}"' in text_of(first)
+    done = await client.call_tool("approve_action", approval_of(paused, decision))
+    return structured(done), pending["action_id"]
+
+
+async def answer_with_answer_question(client: Client, first: CallToolResult) -> tuple[dict[str, Any], str]:
+    """What a client without elicitation does with a question: choose "Table" by its number and
+    add words. The final result, and the id of the question answered."""
+    paused = structured(first)
+    assert paused["status"] == "waiting_for_user"
+    (pending,) = paused["pending"]
+    assert [option["label"] for option in pending["options"]] == FORMATS
+    assert f'answer_question(conversation="{paused["conversation"]}"' in text_of(first)
+    arguments = {"conversation": paused["conversation"], "action_id": pending["action_id"]}
+    done = await client.call_tool("answer_question", {**arguments, "options": [2], "text": "wide columns"})
+    return structured(done), pending["action_id"]
+
+
+# Each decision, what Dust's validate-action receives for it, and what the agent says then.
+DECISIONS_AT_DUST = [
+    ("approve", "approved", SENT),
+    ("reject", "rejected", NOT_SENT),
+    ("always_approve", "always_approved", SENT),
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@ELICITS
+async def test_an_approval_approved_rejected_and_always_approved_reaches_dust_from_every_client(
+    bridge: Proc, simulator: Proc, transport: str, elicits: bool
 ) -> None:
-    user = User(decision=decision)
-    progress = Progress()
-    async with Client(f"{bridge.url}/mcp", mode=mode, elicitation_callback=user) as client:  # type: ignore[arg-type]
-        result = await client.call_tool(
-            "ask_agent", {"agent": "needs-approval", "message": "weekly report"}, progress_callback=progress
-        )
-    content = structured(result)
-    assert content["status"] == "complete" and content["answer"] == answer
-    assert len(user.asked) == 1
-    assert "send_email" in user.asked[0].message and "team@example.com" in user.asked[0].message
+    user = User()
+    # One session takes the three decisions in turn: a stdio bridge is a process to start.
+    async with connected(transport, bridge, simulator, user if elicits else None) as client:
+        for decision, approved, answer in DECISIONS_AT_DUST:
+            user.content = {"decision": decision}
+            done, action_id = await decide(client, user if elicits else None, decision)
+            assert done["status"] == "complete" and done["answer"] == answer, decision
+            body = posted(simulator, "validate-action")[-1]
+            # A form shows no action id; the fallback's result names the one to decide.
+            assert body == {"actionId": action_id or body["actionId"], "approved": approved}, decision
+    assert len(posted(simulator, "validate-action")) == 3
+    assert len(user.asked) == (3 if elicits else 0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@ELICITS
+async def test_a_question_is_answered_with_an_option_and_words_from_every_client(
+    bridge: Proc, simulator: Proc, transport: str, elicits: bool
+) -> None:
+    user = User(choice="Table", answer="wide columns")
+    async with connected(transport, bridge, simulator, user if elicits else None) as client:
+        first = await client.call_tool("ask_agent", {"agent": "asks-question", "message": "sales"})
+        if elicits:
+            done, action_id = structured(first), None
+            (asked,) = user.asked
+            assert isinstance(asked, ElicitRequestFormParams) and "Which format" in asked.message
+            assert asked.requested_schema["properties"]["choice"]["enum"] == FORMATS
+        else:
+            done, action_id = await answer_with_answer_question(client, first)
+    assert done["status"] == "complete" and done["answer"] == "You chose: Table (note: wide columns)"
+    (body,) = posted(simulator, "answer-question")
+    answer = {"selectedOptions": [2], "customResponse": "wide columns"}
+    assert body == {"actionId": action_id or body["actionId"], "answer": answer}
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_a_client_without_elicitation_gets_the_pending_approval_and_approve_action_finishes(
-    bridge: Proc, mode: str
-) -> None:
+async def test_approve_action_refuses_an_action_already_decided_or_unknown(bridge: Proc, mode: str) -> None:
     async with Client(f"{bridge.url}/mcp", mode=mode) as client:  # type: ignore[arg-type]
         paused = structured(
             await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
         )
-        assert paused["status"] == "waiting_for_user"
-        (pending,) = paused["pending"]
-        assert (
-            pending["kind"] == "approval" and pending["tool"] == "send_email" and pending["stake"] == "high"
-        )
-        arguments = {"conversation": paused["conversation"], "action_id": pending["action_id"]}
-        done = structured(await client.call_tool("approve_action", {**arguments, "decision": "approve"}))
-        assert done["status"] == "complete" and done["answer"] == SENT
-        again = await client.call_tool("approve_action", {**arguments, "decision": "approve"})
+        arguments = approval_of(paused)
+        assert structured(await client.call_tool("approve_action", arguments))["answer"] == SENT
+        again = await client.call_tool("approve_action", arguments)
         assert again.is_error and "no action" in text_of(again) and "waiting" in text_of(again)
-        unknown = await client.call_tool(
-            "approve_action", {**arguments, "action_id": "nope", "decision": "reject"}
-        )
+        unknown = await client.call_tool("approve_action", {**arguments, "action_id": "nope"})
         assert unknown.is_error and "no action 'nope'" in text_of(unknown)
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_a_question_is_answered_by_elicitation_with_an_option_and_words(
-    bridge: Proc, mode: str
+@pytest.mark.parametrize("refusal", ["decline", "cancel"])
+async def test_a_declined_or_cancelled_elicitation_leaves_the_action_pending_for_approve_action(
+    bridge: Proc, simulator: Proc, mode: str, refusal: str
 ) -> None:
-    user = User(choice="Table", answer="wide columns")
-    async with Client(f"{bridge.url}/mcp", mode=mode, elicitation_callback=user) as client:  # type: ignore[arg-type]
-        result = await client.call_tool("ask_agent", {"agent": "asks-question", "message": "sales"})
-    assert structured(result)["answer"] == "You chose: Table (note: wide columns)"
-
-
-async def test_a_question_is_answered_with_answer_question_when_the_client_cannot_elicit(
-    bridge: Proc,
-) -> None:
-    async with Client(f"{bridge.url}/mcp", mode="legacy") as client:
-        paused = structured(
-            await client.call_tool("ask_agent", {"agent": "asks-question", "message": "sales"})
-        )
-        (pending,) = paused["pending"]
-        assert [option["label"] for option in pending["options"]] == ["Summary", "Full report", "Table"]
-        result = await client.call_tool(
-            "answer_question",
-            {"conversation": paused["conversation"], "action_id": pending["action_id"], "options": [0]},
-        )
-    assert structured(result)["answer"] == "You chose: Summary"
-
-
-@pytest.mark.parametrize("mode", ERAS)
-async def test_a_declined_elicitation_leaves_the_action_pending_for_approve_action(
-    bridge: Proc, mode: str
-) -> None:
-    user = User("decline")
+    user = User(refusal)
     async with Client(f"{bridge.url}/mcp", mode=mode, elicitation_callback=user) as client:  # type: ignore[arg-type]
         paused = structured(
             await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
         )
         assert paused["status"] == "waiting_for_user" and len(user.asked) == 1
-        (pending,) = paused["pending"]
-        done = await client.call_tool(
-            "approve_action",
-            {
-                "conversation": paused["conversation"],
-                "action_id": pending["action_id"],
-                "decision": "approve",
-            },
-        )
+        assert posted(simulator, "validate-action") == []  # nothing was decided in Dust
+        done = await client.call_tool("approve_action", approval_of(paused))
     assert structured(done)["answer"] == SENT
+    assert [body["approved"] for body in posted(simulator, "validate-action")] == ["approved"]
 
 
 async def test_a_sub_agents_approval_goes_to_its_own_conversation(bridge: Proc, simulator: Proc) -> None:
@@ -161,39 +211,6 @@ async def test_a_sub_agents_approval_goes_to_its_own_conversation(bridge: Proc, 
         result = await client.call_tool("ask_agent", {"agent": "delegator", "message": "weekly report"})
     content = structured(result)
     assert content["answer"] == f"The sub-agent finished: {SENT}"
-
-
-# --- the other transports ------------------------------------------------------------------------
-
-
-async def test_an_approval_over_legacy_sse_is_elicited_and_the_answer_streams_on(bridge: Proc) -> None:
-    user = User(decision="approve")
-    async with Client(sse_client(f"{bridge.url}/sse"), elicitation_callback=user) as client:
-        result = await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
-    assert structured(result)["answer"] == SENT and len(user.asked) == 1
-
-
-@pytest.mark.parametrize("elicits", [True, False])
-async def test_an_approval_over_stdio_with_and_without_elicitation(simulator: Proc, elicits: bool) -> None:
-    user = User(decision="approve")
-    async with Client(stdio(simulator), elicitation_callback=user if elicits else None) as client:
-        result = structured(
-            await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
-        )
-        if not elicits:
-            assert result["status"] == "waiting_for_user" and not user.asked
-            (pending,) = result["pending"]
-            result = structured(
-                await client.call_tool(
-                    "approve_action",
-                    {
-                        "conversation": result["conversation"],
-                        "action_id": pending["action_id"],
-                        "decision": "approve",
-                    },
-                )
-            )
-    assert result["answer"] == SENT
 
 
 # --- long answers, restarts and cancellations -----------------------------------------------------
