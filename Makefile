@@ -243,8 +243,13 @@ test-latest: system-deps $(UVSTAMP) $(TOOLSTAMP) $(NODE_TOOLSTAMP)
 # the shell that runs it (no DUST_*, BRIDGE_*, REDIS_*, CLAMD_* settings, no venv, no pip, uv or make
 # settings), with a home and caches of their own under the recipe's temporary directory ($$tmp). The
 # recipe runs `make` there, not $(MAKE): what a new user types, and `make -n fresh-check` stays a dry run.
+# Only how this machine reaches the network goes through (its proxy and the certificates it trusts, where
+# set): a new login on it would have them too, and without them nothing can be downloaded.
 FRESH_PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+FRESH_NETWORK := http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY SSL_CERT_FILE SSL_CERT_DIR \
+  REQUESTS_CA_BUNDLE CURL_CA_BUNDLE NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO PIP_CERT
 FRESH_ENV = env -i HOME="$$tmp/home" PATH="$(FRESH_PATH)" LANG=C.UTF-8 \
+  $(foreach v,$(FRESH_NETWORK),$(if $($(v)),$(v)="$($(v))")) \
   UV_CACHE_DIR="$$tmp/cache/uv" PIP_CACHE_DIR="$$tmp/cache/pip" npm_config_cache="$$tmp/cache/npm"
 
 ## make fresh-check: the README's two commands the way a new machine runs them: a clone of HEAD (committed

@@ -248,7 +248,7 @@ def test_fresh_check_job_runs_make_fresh_check_on_a_bare_debian_with_the_readmes
     assert makes == ['BRIDGE_PORT="$$port" ', "$(FRESH_ENV) ", "$(FRESH_ENV) "], makes
 
 
-def test_fresh_check_environment_inherits_nothing_but_a_login_s_basics() -> None:
+def test_fresh_check_environment_inherits_nothing_but_a_login_s_basics_and_the_network() -> None:
     """FRESH_ENV as the fresh-check recipe expands it, from a shell full of the bridge's settings."""
     probe = "fresh-env-probe: ; @tmp=/fresh; $(FRESH_ENV) env"
     inherited = {
@@ -263,6 +263,9 @@ def test_fresh_check_environment_inherits_nothing_but_a_login_s_basics() -> None
         "VIRTUAL_ENV": "/somewhere/.venv",
         "UV_PYTHON": "3.13",
         "PIP_INDEX_URL": "https://mirror.example/simple",
+        # how the machine reaches the network: kept
+        "HTTPS_PROXY": "http://proxy.example:3128",
+        "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
     }
     done = subprocess.run(
         ["make", "--no-print-directory", "--eval", probe, "fresh-env-probe"],
@@ -279,6 +282,8 @@ def test_fresh_check_environment_inherits_nothing_but_a_login_s_basics() -> None
         "HOME": "/fresh/home",
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
+        "HTTPS_PROXY": "http://proxy.example:3128",
+        "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
         "UV_CACHE_DIR": "/fresh/cache/uv",
         "PIP_CACHE_DIR": "/fresh/cache/pip",
         "npm_config_cache": "/fresh/cache/npm",
