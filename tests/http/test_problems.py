@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.desktop import NotConfigured
 from bridge.errors import BridgeError, InvalidInput, LimitExceeded, NotFound, Unavailable, UpstreamFailure
 from bridge.http.problems import EXCEPTION_HANDLERS
 
@@ -26,6 +27,7 @@ CASES: list[tuple[BridgeError, int, str | None]] = [
     (LimitExceeded("slow down"), 429, "60"),
     (Unavailable("the context store (Redis) is unreachable", code="store_unavailable"), 503, "60"),
     (UpstreamFailure("Dust refused it"), 502, None),
+    (NotConfigured('"Workspace ID": must be set'), 400, None),
 ]
 
 
@@ -49,7 +51,7 @@ async def test_a_raised_bridge_error_is_answered_as_problem_json(
         "type": failure.code,
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": str(failure),
+        "detail": failure.for_user(),
     }
     assert response.headers.get("retry-after") == retry_after
 
