@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import anyio
 
 from bridge.config import ConfiguredIn
-from bridge.errors import BridgeError
+from bridge.errors import InvalidInput
 
 #: The manifest's user_config titles, by the variable each one sets (tests/deploy/test_bundle.py
 #: holds them to bundle/manifest.json).
@@ -50,8 +50,9 @@ _INSTALL_CLAMAV = {
 }
 
 
-class NotConfigured(BridgeError):
-    """The extension's settings are invalid; the message says which field and where to fix it."""
+class NotConfigured(InvalidInput):
+    """The extension's settings are invalid (the user's to fix, retrying will not help); the message
+    says which field and where to fix it."""
 
     code = "not_configured"
 

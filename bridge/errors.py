@@ -14,7 +14,7 @@ into a tool error, the HTTP face into problem+json with the status of its catego
     ├── LimitExceeded    over a budget; `retry_after` says when to try again     429
     │     TooManyAnswers, DustRateLimited
     ├── Unavailable      a dependency cannot serve now; retrying may work        503
-    │     StoreUnavailable, ScannerUnavailable, DustUnavailable, DustStreamError
+    │     StoreUnavailable, ScannerUnavailable, DustUnavailable (unreachable, 503), DustStreamError
     └── UpstreamFailure  Dust refused or failed what was asked of it             502
           DustError and its kinds (dust/errors.py), AgentFailed (domain/answers.py)
 

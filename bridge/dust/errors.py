@@ -102,6 +102,10 @@ class DustForbidden(DustBadRequest):
 class DustRateLimited(DustError, LimitExceeded):
     """Dust is throttling this workspace (429, or 403 `plan_message_limit_exceeded`)."""
 
+    # Its category's code, not DustError's (which the method order would pick): the metric outcome
+    # and the problem type of a refusal over budget are `rate_limited` whoever set the budget.
+    code = "rate_limited"
+
     def __init__(
         self,
         message: str,
@@ -144,14 +148,19 @@ class DustFileTooLarge(DustError):
 
 
 class DustServerError(DustError):
-    """Dust answered 5xx (after the retries that were safe), or a response we cannot read."""
+    """Dust answered 5xx other than 503 (after the retries that were safe), or a response we
+    cannot read."""
 
 
 class DustUnavailable(DustError, Unavailable):
-    """Dust could not be reached (connect errors, timeouts) or the circuit breaker is open."""
+    """Dust could not be reached (connect errors, timeouts), answered 503 Service Unavailable after
+    the retries, or the circuit breaker is open: retrying later may work."""
+
+    code = "dust_unavailable"
 
     def for_user(self) -> str:
-        return f"Dust is unreachable right now ({self.reason}); try again shortly."
+        state = "unavailable" if self.status else "unreachable"
+        return f"Dust is {state} right now ({self.reason}); try again shortly."
 
 
 class DustStreamError(DustError, Unavailable):
@@ -262,6 +271,9 @@ def error_from_response(
         return DustForbidden(message, status=status, type=kind)
     if status == 404:
         return DustNotFound(message, status=status, type=kind)
+    if status == http.HTTPStatus.SERVICE_UNAVAILABLE:
+        # Dust says it cannot serve now, not that it failed the request: retrying may work.
+        return DustUnavailable(message, status=status, type=kind)
     if status >= 500:
         return DustServerError(message, status=status, type=kind)
     return DustBadRequest(message, status=status, type=kind)

@@ -96,6 +96,7 @@ OPENAPI_SPEC: Final[dict[str, Any]] = {
                             "scanner_unavailable",
                             "dust_rejected",
                             "dust_unavailable",
+                            "upstream_error",
                             "rate_limited",
                             "store_unavailable",
                         ],

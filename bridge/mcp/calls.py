@@ -11,8 +11,8 @@ as the description clients see, and marked with `@bridge_tool(...)`. Registered 
   translation (bridge/errors.py); so does a services provider that raises one (a bridge whose
   settings are invalid answers every call with that).
 
-Anything else a tool raises (a `ToolError` for bad input it found itself, a bug) passes through
-uncounted, to the SDK's own handling.
+A tool reports bad input it finds itself as `InvalidInput`, so that it is counted like any other
+refusal; anything else it raises (a bug) passes through uncounted, to the SDK's own handling.
 """
 
 from __future__ import annotations

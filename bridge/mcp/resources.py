@@ -2,15 +2,18 @@
 an agent made.
 
 All are resource templates; `resources/list` shows the concrete ones the caller may read
-(`listed_resources`: their conversations and uploads, the workspace's agents).
+(`listed_resources`: their conversations and uploads, the workspace's agents). Every read runs in
+`bridge_resource`, the resources' one translation of a `BridgeError` (as `bridge_tool` is the tools').
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
@@ -18,12 +21,29 @@ from mcp.types import BlobResourceContents, ReadResourceResult, Resource, TextRe
 
 from bridge.dust.errors import DustError
 from bridge.dust.models import DownloadedFile
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, NotFound
 from bridge.mcp.caller import principal_of
 from bridge.mcp.services import Services, ServicesProvider
 from bridge.uploads.record_json import upload_json
 
 logger = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def bridge_resource(read: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """Run a resource read so that a `BridgeError` reaches the client as the SDK's `ResourceError`
+    with the error's `for_user()` text: the MCP face's one translation for resources."""
+
+    @functools.wraps(read)
+    async def read_translated(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await read(*args, **kwargs)
+        except BridgeError as exc:
+            raise ResourceError(exc.for_user()) from None
+
+    return read_translated
 
 
 def register_resources(mcp: MCPServer[Any], services: ServicesProvider) -> None:
@@ -72,26 +92,22 @@ def register_resources(mcp: MCPServer[Any], services: ServicesProvider) -> None:
         return await transcript_json(services(), principal_of(ctx), handle)
 
 
+@bridge_resource
 async def upload_record(services: Services, principal: str, upload_id: str) -> str:
     """`bridge://uploads/{upload_id}`: the record of one of the caller's uploads."""
-    try:
-        record = await services.uploads.get(principal, upload_id)
-    except BridgeError as exc:
-        raise ResourceError(exc.for_user()) from None
+    record = await services.uploads.get(principal, upload_id)
     if record is None:
-        raise ResourceError(f"unknown or expired upload {upload_id}")
+        raise NotFound(f"unknown or expired upload {upload_id}", code="upload_not_found")
     return json.dumps(upload_json(record))
 
 
 FILE_URI_PREFIX = "dust://files/"
 
 
+@bridge_resource
 async def generated_file_bytes(services: Services, principal: str, file_id: str) -> DownloadedFile:
     """The bytes of a file an agent made in one of the caller's conversations."""
-    try:
-        return await services.conversations.read_file(principal, file_id, services.file_read_max_bytes)
-    except BridgeError as exc:
-        raise ResourceError(exc.for_user()) from None
+    return await services.conversations.read_file(principal, file_id, services.file_read_max_bytes)
 
 
 async def generated_file_contents(services: Services, principal: str, uri: str) -> ReadResourceResult:
@@ -112,12 +128,10 @@ async def generated_file_contents(services: Services, principal: str, uri: str) 
 _TEXT_TYPES = frozenset({"application/json", "application/xml", "application/x-yaml", "application/yaml"})
 
 
+@bridge_resource
 async def agent_card_json(services: Services, s_id: str) -> str:
     """`dust://agents/{s_id}`: an agent's card."""
-    try:
-        agent = await services.agents.resolve(s_id)
-    except BridgeError as exc:
-        raise ResourceError(exc.for_user()) from None
+    agent = await services.agents.resolve(s_id)
     return json.dumps(
         {
             "sId": agent.s_id,
@@ -130,12 +144,10 @@ async def agent_card_json(services: Services, s_id: str) -> str:
     )
 
 
+@bridge_resource
 async def transcript_json(services: Services, principal: str, handle: str) -> str:
     """`dust://conversations/{handle}`: the transcript of one of the caller's conversations."""
-    try:
-        transcript = await services.conversations.transcript(principal, handle)
-    except BridgeError as exc:
-        raise ResourceError(exc.for_user()) from None
+    transcript = await services.conversations.transcript(principal, handle)
     return json.dumps(transcript.as_dict())
 
 

@@ -13,12 +13,12 @@ import re
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.domain.answers import Answer, TurnListener
 from bridge.domain.replies import AnswerQuestion, Approve, Reply
+from bridge.errors import InvalidInput
 from bridge.mcp.caller import session_key
 from bridge.mcp.calls import BridgeTool, ToolCall, bridge_tool
 from bridge.mcp.file_sources import resolve_files, upload_path, upload_url
@@ -265,17 +265,21 @@ async def upload_file(
     through the bridge's POST /v1/uploads (multipart, part `file`).
     """
     if [path, url, content_base64].count(None) != 2:
-        raise ToolError("give exactly one of path, url or content_base64 (with filename)")
+        raise InvalidInput(
+            "give exactly one of path, url or content_base64 (with filename)", code="bad_request"
+        )
     if path is not None:
         return upload_json(await upload_path(call, path))
     if url is not None:
         return upload_json(await upload_url(call, url))
     if not filename or content_base64 is None:
-        raise ToolError("content_base64 needs filename, the file's name with its extension")
+        raise InvalidInput(
+            "content_base64 needs filename, the file's name with its extension", code="bad_request"
+        )
     try:
         data = base64.b64decode("".join(content_base64.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ToolError("content_base64 is not valid base64") from None
+        raise InvalidInput("content_base64 is not valid base64", code="bad_request") from None
     record = await call.services.uploads.ingest_bytes(
         owner=call.principal, filename=filename, declared_type=mime_type, data=data
     )

@@ -20,9 +20,9 @@ from pathlib import Path
 import anyio
 
 from bridge.dust.client import DustClient
-from bridge.dust.errors import DustBadRequest, DustError, DustRateLimited
+from bridge.dust.errors import DustBadRequest, DustForbidden
 from bridge.dust.models import DustFile
-from bridge.errors import BridgeError, InvalidInput, LimitExceeded, UpstreamFailure
+from bridge.errors import BridgeError, InvalidInput
 from bridge.observability.metrics import Metrics
 from bridge.security.audit import audit_event
 from bridge.store.base import ContextStore
@@ -358,30 +358,25 @@ class UploadPipeline:
     async def _create_in_dust(self, name: str, mime: str, size: int) -> DustFile:
         try:
             return await self._dust.create_file(content_type=mime, file_name=name, file_size=size)
-        except DustRateLimited as exc:
-            raise LimitExceeded(
-                f"Dust is rate-limiting file uploads: {exc.message}", retry_after=exc.retry_after
-            ) from None
+        except DustForbidden:
+            raise
         except DustBadRequest as exc:
-            raise InvalidInput(
-                f"Dust refused the file: {exc.type}: {exc.message}", code="dust_rejected"
-            ) from None
-        except DustError as exc:
-            raise UpstreamFailure(
-                f"Dust could not take the file: {exc.type}: {exc.message}", code="dust_unavailable"
-            ) from None
+            raise _rejected(exc) from None
 
     async def _upload_to_dust(self, created: DustFile, path: Path, mime: str) -> DustFile:
         try:
             return await self._dust.upload_file(created, _read_chunks(path), content_type=mime)
-        except DustRateLimited as exc:
-            raise LimitExceeded(
-                f"Dust refused the file: {exc.type}: {exc.message}", retry_after=exc.retry_after
-            ) from None
-        except DustError as exc:
-            raise InvalidInput(
-                f"Dust refused the file: {exc.type}: {exc.message}", code="dust_rejected"
-            ) from None
+        except DustForbidden:
+            raise
+        except DustBadRequest as exc:
+            raise _rejected(exc) from None
+
+
+def _rejected(exc: DustBadRequest) -> InvalidInput:
+    """Dust refusing the file itself (its size, its type, an expired upload window) is the caller's
+    to fix. Only that is mapped here: every other DustError (a key that may not upload, a rate
+    limit, Dust unavailable or failing) is already in the error tree and passes unchanged."""
+    return InvalidInput(f"Dust refused the file: {exc.type}: {exc.message}", code="dust_rejected")
 
 
 def _clean_name(filename: str) -> str:

@@ -5,15 +5,11 @@ Each test is one rule of a turn: what reaches Dust, what is remembered, and what
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from bridge.domain.agents import AgentDirectory, UnknownAgent
@@ -22,7 +18,6 @@ from bridge.domain.conversations import ConversationService, InvalidMessage
 from bridge.domain.handles import ConversationNotFound
 from bridge.dust.client import DustClient
 from bridge.observability.metrics import Metrics
-from bridge.simulator import SimulatorOptions, create_app
 from bridge.simulator.state import Simulator
 from bridge.store.base import StoreUnavailable
 from bridge.store.memory import MemoryStore
@@ -55,30 +50,6 @@ class DownStore(MemoryStore):
 
     async def ping(self) -> None:
         raise StoreUnavailable("context store (Redis) is unreachable")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-async def simulator() -> AsyncIterator[tuple[str, Simulator]]:
-    app = create_app(SimulatorOptions(token_delay_ms=0, slow_seconds=0))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    # A plain task, not a task group: pytest-asyncio may tear a fixture down in another task.
-    serving = asyncio.get_running_loop().create_task(server.serve())
-    with anyio.fail_after(10):
-        while not server.started:
-            await anyio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}", app.state.sim
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def world(simulator: tuple[str, Simulator], store: MemoryStore | None = None) -> AsyncIterator[World]:

@@ -15,10 +15,12 @@ from bridge.dust.errors import (
     DustNotFound,
     DustRateLimited,
     DustServerError,
+    DustUnavailable,
     error_from_response,
     parse_retry_after,
     sanitize,
 )
+from bridge.errors import BridgeError, LimitExceeded, Unavailable, UpstreamFailure
 
 
 def body(err_type: str, message: str) -> bytes:
@@ -41,7 +43,7 @@ def body(err_type: str, message: str) -> bytes:
         (413, "content_too_large", DustBadRequest),
         (429, "rate_limit_error", DustRateLimited),
         (500, "internal_server_error", DustServerError),
-        (503, "service_unavailable", DustServerError),
+        (503, "service_unavailable", DustUnavailable),
     ],
 )
 def test_status_and_type_map_to_class(status: int, err_type: str, expected: type[DustError]) -> None:
@@ -50,6 +52,31 @@ def test_status_and_type_map_to_class(status: int, err_type: str, expected: type
     assert error.status == status
     assert error.type == err_type
     assert error.message == "Something."
+
+
+@pytest.mark.parametrize(
+    ("status", "err_type", "category", "code"),
+    [
+        (429, "rate_limit_error", LimitExceeded, "rate_limited"),
+        (503, "service_unavailable", Unavailable, "dust_unavailable"),
+        (500, "internal_server_error", UpstreamFailure, "upstream_error"),
+    ],
+)
+def test_a_dust_failure_carries_its_categorys_code(
+    status: int, err_type: str, category: type[BridgeError], code: str
+) -> None:
+    error = error_from_response(status, body(err_type, "Something."))
+    assert isinstance(error, category) and error.code == code
+
+
+def test_a_503_says_dust_is_unavailable_and_an_unreachable_dust_says_so() -> None:
+    answered = error_from_response(503, body("service_unavailable", "Down for maintenance."))
+    assert answered.for_user() == (
+        "Dust is unavailable right now (HTTP 503 service_unavailable: Down for maintenance.); "
+        "try again shortly."
+    )
+    unreachable = DustUnavailable("could not reach Dust", type="connection_refused")
+    assert unreachable.for_user().startswith("Dust is unreachable right now")
 
 
 def test_html_body_gives_short_clean_message() -> None:

@@ -13,8 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.desktop import NotConfigured
+from bridge.dust.errors import error_from_response
 from bridge.errors import BridgeError, InvalidInput, LimitExceeded, NotFound, Unavailable, UpstreamFailure
 from bridge.http.problems import EXCEPTION_HANDLERS
+
+DUST_ERROR = b'{"error": {"type": "some_error", "message": "Dust says no."}}'
 
 CASES: list[tuple[BridgeError, int, str | None]] = [
     (InvalidInput("no file part", code="bad_request"), 400, None),
@@ -26,6 +30,12 @@ CASES: list[tuple[BridgeError, int, str | None]] = [
     (LimitExceeded("slow down"), 429, "60"),
     (Unavailable("the context store (Redis) is unreachable", code="store_unavailable"), 503, "60"),
     (UpstreamFailure("Dust refused it"), 502, None),
+    (NotConfigured('"Workspace ID": must be set'), 400, None),
+    # Dust's errors reach this boundary unmapped: their category decides.
+    (error_from_response(429, DUST_ERROR, retry_after="7"), 429, "7"),
+    (error_from_response(503, DUST_ERROR), 503, "60"),
+    (error_from_response(500, DUST_ERROR), 502, None),
+    (error_from_response(400, DUST_ERROR), 502, None),
 ]
 
 
@@ -49,7 +59,7 @@ async def test_a_raised_bridge_error_is_answered_as_problem_json(
         "type": failure.code,
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": str(failure),
+        "detail": failure.for_user(),
     }
     assert response.headers.get("retry-after") == retry_after
 

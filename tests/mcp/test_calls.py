@@ -220,10 +220,19 @@ async def test_an_agent_tool_counts_and_audits_as_ask_agent_with_its_agent() -> 
     assert services.counted() == {("ask_agent", "upstream_error"): 1.0}
 
 
-async def test_a_tool_error_of_the_tool_itself_is_neither_counted_nor_audited() -> None:
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"filename": "a.txt", "content_base64": "not base64!"}, "content_base64 is not valid base64"),
+        ({"content_base64": "aGk="}, "content_base64 needs filename"),
+        ({"path": "/tmp/a.txt", "url": "https://example.com/a.txt"}, "give exactly one of path, url"),
+    ],
+    ids=["bad-base64", "no-filename", "two-sources"],
+)
+async def test_bad_input_a_tool_finds_itself_is_counted_as_a_bad_request(
+    arguments: dict[str, Any], said: str
+) -> None:
     services = FakeServices()
-    with audited() as events:
-        result = await call(services, "upload_file", {"filename": "a.txt", "content_base64": "not base64!"})
-    assert result.is_error and "content_base64 is not valid base64" in text_of(result)
-    assert events == []
-    assert services.counted() == {}
+    result = await call(services, "upload_file", arguments)
+    assert result.is_error and said in text_of(result)
+    assert services.counted() == {("upload_file", "bad_request"): 1.0}

@@ -376,6 +376,37 @@ def test_dust_rate_limit_and_expired_upload_window(bridge: Proc, simulator: Proc
     assert leftovers(upload_dir) == []
 
 
+@pytest.mark.parametrize("path", ["/files", "/files/fil_"], ids=["file-creation", "byte-upload"])
+async def test_dust_unavailable_for_a_file_is_a_503_over_http_and_says_so_over_mcp(
+    bridge: Proc, simulator: Proc, upload_dir: Path, path: str
+) -> None:
+    # Enough 503s to outlast the bridge's retries of the creation, for both calls below.
+    unavailable = {
+        "match": path,
+        "method": "POST",
+        "status": 503,
+        "type": "service_unavailable",
+        "message": "Down for maintenance.",
+        "count": 20,
+    }
+    faults(simulator, fail_next=[unavailable])
+    response = post_file(bridge, "a.txt", b"hello", "text/plain")
+    async with Client(f"{bridge.url}/mcp") as client:
+        result = await client.call_tool(
+            "upload_file", {"filename": "a.txt", "content_base64": base64.b64encode(b"hello").decode()}
+        )
+    faults(simulator, fail_next=[])
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "dust_unavailable" and response.headers["retry-after"]
+    said = "Dust is unavailable right now (HTTP 503 service_unavailable: Down for maintenance.)"
+    assert said in response.json()["detail"]
+    assert result.is_error and said in text_of(result)
+    # A file Dust created before refusing the bytes was deleted again.
+    assert sim_files(simulator) == []
+    assert leftovers(upload_dir) == []
+
+
 def test_metrics_and_openapi_describe_uploads(bridge: Proc) -> None:
     post_file(bridge, "note.txt", b"counted", "text/plain")
     metrics = httpx2.get(f"{bridge.url}/metrics", timeout=5).text
