@@ -173,8 +173,8 @@ bundle: $(NODE_TOOLSTAMP)
 
 ## make image-test: only the image test (tests/deploy/test_image.py, also part of `make test`): the
 ## Dockerfile built with podman from uv.lock on a Debian bookworm base made with mmdebstrap, then run
-## read-only beside Redis, clamd and the Dust simulator and driven over /mcp; prints the build time,
-## the image's size and its start time (docs/deployment.md)
+## read-only beside the Dust simulator and Redis and clamd containers (Debian's packages on that base)
+## and driven over /mcp; prints the build time, the images' sizes and the start times (docs/deployment.md)
 image-test: system-deps $(DEVSTAMP)
 	$(BIN)/pytest -s tests/deploy/test_image.py
 

@@ -14,32 +14,41 @@ test_dockerfile.py checks the Dockerfile without an engine; this builds it and r
   alone (the network, CNI's default bridge, is the machine's). One run at a time uses it (a file
   lock; another run waits). At the start and at the end the run removes every container in it,
   running or not (podman's and a build's working containers, and the RUN step of a build killed
-  mid-way, which runs under an OCI runtime root of its own), and every image but the base. Its
-  bridge and simulator run with `--timeout` (the module's time limit): should the run be killed
-  before its cleanup, conmon still kills them, and the next run removes them.
+  mid-way, which runs under an OCI runtime root of its own), every volume, and every image but the
+  base and the Redis and clamd images. Its containers run with `--timeout` (the module's time
+  limit): should the run be killed before its cleanup, conmon still kills them, and the next run
+  removes them.
 * Base image: no registry is reachable there, and the Dockerfile is built unchanged: its FROM lines
   name python:3.11.15-slim-bookworm (Dependabot proposes its updates), so in the private storage a
   Debian bookworm made with mmdebstrap (Debian's python3.11, linked at /usr/local/bin as in the
   official image) is given that name, docker.io/library/python:3.11.15-slim-bookworm, and the build runs with
   `--pull=never`: FROM finds the stand-in and nothing else, and the test checks that the image's
   layers start with the stand-in's. The stand-in is kept between runs (tagged besides with a hash of
-  its recipe and the ISO week, so it is remade weekly) and is the only thing cached: every instruction
-  of the Dockerfile runs on every build (`--layers=false`). A FROM pinned by digest cannot be stood in
-  for (the test fails saying so). CI's image job builds on the real image (`docker build --pull`).
+  its recipe and the ISO week, so it is remade weekly), and so are the Redis and clamd images made on
+  it; nothing else is cached: every instruction of the Dockerfile runs on every build
+  (`--layers=false`). A FROM pinned by digest cannot be stood in for (the test fails saying so).
+  CI's image job builds on the real image (`docker build --pull`).
 * CA: builds reach the package registries over the host's network (`--network=host`); the host's CA
   bundle is mounted for the build only and named by BUILD_CA_BUNDLE. The test checks that the image
   carries the base image's bundle, not the host's.
 * Run: as docs/deployment.md says: `--read-only` with a tmpfs /tmp and nothing else writable (podman's
   own extra tmpfs mounts are turned off), as the image's user, its CMD unchanged (0.0.0.0:8080 in its
   own network namespace), published on 127.0.0.1 only. Beside it: the Dust simulator, from the same
-  image (`dust-mcp-bridge simulator`), owning the network namespace the bridge joins; Redis and clamd
-  are the host's own binaries (as in the rest of the suite) listening on unix sockets only, in a
-  directory mounted read-only into the bridge: the shape of the chart's clamd sidecar, no TCP port for
-  either, and no network path from the container to the host needed.
+  image (`dust-mcp-bridge simulator`), owning the network namespace the bridge joins; and Redis and
+  clamd, each a container of its own from an image of Debian's package (redis-server, clamav-daemon
+  with the EICAR test signature only: freshclam has no internet there) built on the stand-in base and
+  kept between runs as the base is (their tags hash their recipe and the base's tag). Both run
+  read-only as their packages' users, with no network at all (`--network none`), and listen on unix
+  sockets in a volume of their own each (podman named volumes, chowned to that user with `:U`),
+  mounted read-only into the bridge: the shape of the chart's clamd sidecar (an emptyDir). Not a pod:
+  its infra container needs a pause image, which podman 4.3 builds from catatonit (`podman pod
+  create` fails without it) or takes from an `infra_image` a registry would serve; the simulator
+  already holds the network namespace for the published ports, and Redis and clamd need none.
 * Health: without systemd podman schedules no health check, so the image's HEALTHCHECK is run with
   `podman healthcheck run` until it passes; the time from `podman run` to that pass is printed with
   the image's size and the build time (`make image-test` shows them).
-* Every container is removed by name, and the built image by tag, in a `finally`; each wait is bounded.
+* Every container and volume is removed by name, and the built image by tag, in a `finally`; each wait
+  is bounded.
 """
 
 from __future__ import annotations
@@ -59,9 +68,9 @@ import subprocess
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx2
 import pytest
@@ -69,18 +78,7 @@ from mcp import Client
 
 from tests.deploy.test_dockerfile import DOCKERFILE, parse_dockerfile
 from tests.helpers import text_of
-from tests.procs import (
-    EICAR_NDB,
-    REPO,
-    TEST_DUST_KEY,
-    Proc,
-    clamd_binary,
-    clamd_ping,
-    free_port,
-    redis_binary,
-    spawn,
-    wait_for_http,
-)
+from tests.procs import EICAR_NDB, REPO, TEST_DUST_KEY, clamd_ping, free_port, wait_for_http
 
 # The first test's fixtures make the base (when it is not cached: about a minute here) and build the
 # image (20-30 s here), longer than the suite's 120 s default allows on a slow machine.
@@ -126,11 +124,93 @@ BASE_REPO = "localhost/dust-mcp-bridge-test-base"
 BUILD_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 
 SIM_PORT = 8787  # the simulator's port inside the shared network namespace
-SOCKETS = "/run/deps"  # where the bridge sees the host's Redis and clamd sockets
 EICAR = bytes.fromhex(EICAR_NDB.rsplit(":", 1)[1])  # rebuilt here, never committed as such
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 )
+
+
+@dataclass(frozen=True)
+class Service:
+    """Redis or clamd: Debian's package on the stand-in base, run as its user on a unix socket only."""
+
+    name: str
+    package: str
+    user: str  # the package's system user, made by its postinst
+    command: tuple[str, ...]
+    socket: str  # in a directory that is a volume of its own, mounted read-only into the bridge
+    tmpfs_size: str
+    files: tuple[tuple[str, str], ...] = ()  # (path in the image, content)
+
+    @property
+    def socket_dir(self) -> str:
+        return str(PurePosixPath(self.socket).parent)
+
+    def containerfile(self, base: str) -> str:
+        install = "apt-get install -y --no-install-recommends"
+        lines = [
+            f"FROM {base}",
+            f"RUN apt-get update && DEBIAN_FRONTEND=noninteractive {install} {self.package}"
+            " && rm -rf /var/lib/apt/lists/*",
+            *(f"COPY {PurePosixPath(target).name} {target}" for target, _ in self.files),
+            f"USER {self.user}",
+            f"CMD {json.dumps(list(self.command))}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def tag(self) -> str:
+        """Kept between runs as the base is: a hash of this recipe on the base's own (weekly) tag."""
+        recipe = json.dumps([self.containerfile(base_tag()), self.files]).encode()
+        return f"localhost/dust-mcp-bridge-test-{self.name}:{hashlib.sha256(recipe).hexdigest()[:12]}"
+
+
+# Debian's own paths for them (redis.conf's commented unixsocket, clamd.conf's LocalSocket)
+REDIS_SOCKET, CLAMD_SOCKET = "/run/redis/redis-server.sock", "/run/clamav/clamd.ctl"
+# clamd's settings: those docs/deployment.md asks for (the 50 MiB upload cap), clamd in the foreground
+# (its log on stdout: no LogFile), its socket readable by the bridge's uid, temporary files in its tmpfs.
+CLAMD_CONF = {
+    "DatabaseDirectory": "/var/lib/clamav",
+    "TemporaryDirectory": "/tmp",
+    "LocalSocket": CLAMD_SOCKET,
+    "LocalSocketMode": "666",
+    "FixStaleSocket": "yes",
+    "Foreground": "yes",
+    "AlertExceedsMax": "yes",
+    "StreamMaxLength": "50M",
+    "MaxScanSize": "200M",
+    "MaxFileSize": "200M",
+    "MaxRecursion": "16",
+    "MaxFiles": "10000",
+    "MaxScanTime": "60000",
+    "SelfCheck": "0",
+}
+REDIS = Service(
+    name="redis",
+    package="redis-server",
+    user="redis",
+    # no TCP port, no persistence (a read-only root; the bridge needs none)
+    command=(
+        *("redis-server", "--port", "0", "--unixsocket", REDIS_SOCKET, "--unixsocketperm", "666"),
+        *("--save", "", "--appendonly", "no", "--dir", "/tmp"),
+    ),
+    socket=REDIS_SOCKET,
+    tmpfs_size="16m",
+)
+CLAMD = Service(
+    name="clamd",
+    package="clamav-daemon",
+    user="clamav",
+    command=("clamd",),  # Debian's, reading /etc/clamav/clamd.conf
+    socket=CLAMD_SOCKET,
+    tmpfs_size="64m",
+    # the EICAR test signature only: Debian ships no signatures, and freshclam has no internet there
+    files=(
+        ("/etc/clamav/clamd.conf", "".join(f"{k} {v}\n" for k, v in CLAMD_CONF.items())),
+        ("/var/lib/clamav/test-eicar.ndb", EICAR_NDB + "\n"),
+    ),
+)
+SERVICES = (REDIS, CLAMD)
+
 
 # Set when the first fixture starts; the last teardown prints the whole module's duration.
 _STARTED: list[float] = []
@@ -193,12 +273,21 @@ class Podman:
         self("rm", "--force", "--time", "5", name, check=False, timeout=60)
         assert self("container", "exists", name, check=False).returncode != 0, f"{name} is still there"
 
+    def remove_volume(self, name: str) -> None:
+        self("volume", "rm", "--force", name, check=False, timeout=60)
+        assert self("volume", "exists", name, check=False).returncode != 0, f"volume {name} is still there"
+
     def containers(self) -> list[str]:
         """Every container of the private storage: podman's, and a build's working containers."""
         return self("ps", "--all", "--external", "--quiet", "--no-trunc", timeout=60).stdout.split()
 
-    def sweep(self, keep: str) -> None:
-        """Remove every container of the private storage, running or not, and every image but `keep`.
+    def layers(self, image: str) -> list[str]:
+        found = json.loads(self("image", "inspect", "--format", "{{json .RootFS.Layers}}", image).stdout)
+        assert isinstance(found, list)
+        return found
+
+    def sweep(self, keep: Collection[str]) -> None:
+        """Remove every container and volume of the private storage, and every image but those `keep` names.
 
         The storage is this test's alone and held under LOCK: whatever is in it is this run's, or an
         earlier run's that was killed before its own cleanup."""
@@ -210,9 +299,13 @@ class Podman:
             self("rm", "--force", "--depend", "--ignore", "--time", "5", container, check=False, timeout=120)
         left = self.containers()
         assert not left, f"containers left in the private storage {STORAGE}: {left}"
-        kept = self("image", "inspect", "--format", "{{.Id}}", keep, check=False).stdout.strip()
+        if volumes := self("volume", "ls", "--quiet", timeout=60).stdout.split():
+            self("volume", "rm", "--force", *volumes, timeout=120)
+        # (a name not made yet fails the inspect, which still prints the others' IDs)
+        found = self("image", "inspect", "--format", "{{.Id}}", *keep, check=False).stdout.split()
+        kept = {image.removeprefix("sha256:") for image in found}
         images = set(self("images", "--all", "--quiet", "--no-trunc", timeout=60).stdout.split())
-        if stale := sorted(i for i in images if i.removeprefix("sha256:") != kept.removeprefix("sha256:")):
+        if stale := sorted(i for i in images if i.removeprefix("sha256:") not in kept):
             self("rmi", "--force", *stale, timeout=300)
 
 
@@ -261,6 +354,11 @@ def base_tag() -> str:
     return f"{BASE_REPO}:{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}-{year}w{week:02d}"
 
 
+def kept_images() -> list[str]:
+    """What the private storage keeps between runs: the base and the Redis and clamd images on it."""
+    return [base_tag(), *(service.tag() for service in SERVICES)]
+
+
 def production_base() -> str:
     """The image both of the Dockerfile's stages start FROM, fully qualified as podman names it."""
     (base,) = {stage.base for stage in parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))}
@@ -292,14 +390,14 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
                 f"no container engine can start here: `podman --runtime runc info` on {STORAGE} failed:\n"
                 f"{info.stderr}"
             )
-        engine.sweep(keep=base_tag())  # what a killed run left, and the bases of other weeks
+        engine.sweep(keep=kept_images())  # what a killed run left, and the bases of other weeks
         try:
             yield engine
         finally:
-            engine.sweep(keep=base_tag())
+            engine.sweep(keep=kept_images())
             print(
                 f"\nimage test: {time.monotonic() - _STARTED[0]:.1f} s in all (base, build, run, checks, "
-                f"cleanup); no container left in {STORAGE}"
+                f"cleanup); no container or volume left in {STORAGE}"
             )
 
 
@@ -331,6 +429,33 @@ def base_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
     podman("tag", tag, name)
     print(f"\nbase image: {tag} as {name}, made in {time.monotonic() - started:.1f} s")
     return name
+
+
+@pytest.fixture(scope="module")
+def service_images(podman: Podman, base_image: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Redis's and clamd's images, Debian's packages on the stand-in: made with the base, then reused."""
+    base = base_tag()
+    base_layers = podman.layers(base)
+    base_size = int(podman("image", "inspect", "--format", "{{.Size}}", base).stdout)
+    for service in SERVICES:
+        tag, started = service.tag(), time.monotonic()
+        # (the same tag on an older base: the base was removed by hand and made again)
+        if podman("image", "exists", tag, check=False).returncode == 0 and (
+            podman.layers(tag)[: len(base_layers)] == base_layers
+        ):
+            made = "reused"
+        else:
+            context = tmp_path_factory.mktemp(service.name)
+            (context / "Containerfile").write_text(service.containerfile(base), encoding="utf-8")
+            for target, content in service.files:
+                (context / PurePosixPath(target).name).write_text(content, encoding="utf-8")
+            # apt reaches Debian's mirror (plain HTTP, signed indexes: no CA needed) over the host's network
+            args = ["build", "--network", "host", "--layers=false", "--pull=never"]
+            podman(*args, "--runtime-flag", f"root={BUILD_RUNC}", "--tag", tag, str(context), timeout=1200)
+            made = f"made in {time.monotonic() - started:.1f} s"
+        size = int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout)
+        above = (size - base_size) / 1e6
+        print(f"\n{service.name} image: {tag} {made}; {size / 1e6:.0f} MB, {above:.0f} MB above the base")
 
 
 def host_ca_bundle() -> Path | None:
@@ -383,14 +508,7 @@ def one_off(podman: Podman, *args: str) -> str:
         podman.remove(name)
 
 
-# --- Redis and clamd on unix sockets --------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.1)
+# --- Redis and clamd, answering on their sockets ---------------------------------------------------
 
 
 def unix_command(path: Path, command: bytes, timeout: float = 2.0) -> bytes:
@@ -407,50 +525,24 @@ def redis_answers(path: Path) -> bool:
     return False
 
 
-def start_redis_on_socket(workdir: Path, sockets: Path) -> Proc:
-    path = sockets / "redis.sock"
-    args = [redis_binary(), "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "777"]
-    proc = spawn([*args, "--save", "", "--appendonly", "no", "--dir", str(workdir)], 0, name="redis")
-    try:
-        wait_until(lambda: proc.popen.poll() is None and redis_answers(path), "redis on its socket", 20)
-    except AssertionError:
-        proc.stop()
-        raise AssertionError(f"redis did not answer on {path}:\n{proc.log()}") from None
-    return proc
+ANSWERS: dict[str, Callable[[Path], bool]] = {
+    REDIS.name: redis_answers,
+    CLAMD.name: lambda path: clamd_ping(str(path)),
+}
 
 
-def start_clamd_on_socket(workdir: Path, sockets: Path) -> Proc:
-    """clamd with the EICAR test signature and the scan limits docs/deployment.md asks for, socket only."""
-    (workdir / "db").mkdir()
-    (workdir / "tmp").mkdir()
-    (workdir / "db" / "test-eicar.ndb").write_text(EICAR_NDB + "\n", encoding="ascii")
-    path = sockets / "clamd.sock"
-    settings = {
-        "DatabaseDirectory": workdir / "db",
-        "TemporaryDirectory": workdir / "tmp",
-        "LocalSocket": path,
-        "LocalSocketMode": "666",
-        "FixStaleSocket": "yes",
-        "Foreground": "yes",
-        "AlertExceedsMax": "yes",
-        "StreamMaxLength": "50M",
-        "MaxScanSize": "200M",
-        "MaxFileSize": "200M",
-        "MaxRecursion": "16",
-        "MaxFiles": "10000",
-        "MaxScanTime": "60000",
-        "LogFile": workdir / "clamd.log",
-        "SelfCheck": "0",
-    }
-    conf = workdir / "clamd.conf"
-    conf.write_text("".join(f"{k} {v}\n" for k, v in settings.items()), encoding="utf-8")
-    proc = spawn([clamd_binary(), f"--config-file={conf}"], 0, name="clamd")
-    try:
-        wait_until(lambda: proc.popen.poll() is None and clamd_ping(str(path)), "clamd on its socket", 60)
-    except AssertionError:
-        proc.stop()
-        raise AssertionError(f"clamd did not answer on {path}:\n{proc.log()}") from None
-    return proc
+def wait_answering(podman: Podman, name: str, service: Service, path: Path, timeout: float = 60) -> None:
+    """Until the service answers on its socket, as the host sees it in the volume (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not ANSWERS[service.name](path):
+        state = podman("inspect", "--format", "{{.State.Status}}", name, check=False).stdout.strip()
+        assert state == "running", (
+            f"{name} is {state} before answering on {service.socket}:\n{podman.logs(name)}"
+        )
+        assert time.monotonic() < deadline, (
+            f"{name}: no answer on {service.socket} in {timeout} s:\n{podman.logs(name)}"
+        )
+        time.sleep(0.1)
 
 
 # --- the deployment -------------------------------------------------------------------------------
@@ -460,9 +552,10 @@ def start_clamd_on_socket(workdir: Path, sockets: Path) -> Proc:
 class Deployment:
     bridge: str  # container names
     simulator: str
+    services: dict[str, str]  # Service.name: its container's name, also its volume's
     url: str  # the bridge, as published on 127.0.0.1
     sim_url: str
-    sockets: Path
+    sockets: dict[str, Path]  # Service.name: its socket, as the host sees it in the volume
     run_seconds: float  # `podman run` of the bridge, until it returned
     healthy_seconds: float  # `podman run` of the bridge, until its HEALTHCHECK first passed
 
@@ -491,23 +584,32 @@ def wait_healthy(podman: Podman, name: str, started: float, timeout: float = 120
         time.sleep(0.2)
 
 
+def start_service(podman: Podman, name: str, service: Service) -> Path:
+    """Its volume, then its container, until it answers: its socket, as the host sees it in the volume."""
+    podman("volume", "create", name)
+    mountpoint = podman("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout.strip()
+    path = Path(mountpoint) / PurePosixPath(service.socket).name
+    tmpfs = f"/tmp:rw,size={service.tmpfs_size},mode=1777"
+    volume = f"{name}:{service.socket_dir}:U"  # chowned to the service's user, who makes its socket there
+    started = time.monotonic()
+    podman(*read_only_run(name), "--network", "none", "--tmpfs", tmpfs, "--volume", volume, service.tag())
+    wait_answering(podman, name, service, path)
+    seconds = time.monotonic() - started
+    print(f"\n{service.name} container: answering on its socket {seconds:.2f} s after `podman run` began")
+    return path
+
+
 @pytest.fixture(scope="module")
-def deployment(
-    podman: Podman, image: Image, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Deployment]:
-    token = uuid.uuid4().hex[:12]
-    bridge, simulator = f"dmb-test-{token}-bridge", f"dmb-test-{token}-simulator"
-    work = tmp_path_factory.mktemp("deps")
-    sockets = work / "sockets"
-    sockets.mkdir()
-    sockets.chmod(0o755)  # the bridge's uid (10001) reaches the sockets through it
-    (work / "redis").mkdir()
-    (work / "clamd").mkdir()
+def deployment(podman: Podman, image: Image, service_images: None) -> Iterator[Deployment]:
+    prefix = f"dmb-test-{uuid.uuid4().hex[:12]}"
+    bridge, simulator = f"{prefix}-bridge", f"{prefix}-simulator"
+    services = {service.name: f"{prefix}-{service.name}" for service in SERVICES}
     port, sim_port = free_port(), free_port()
-    procs: list[Proc] = []
     try:
-        procs.append(start_redis_on_socket(work / "redis", sockets))
-        procs.append(start_clamd_on_socket(work / "clamd", sockets))
+        sockets = {
+            service.name: start_service(podman, services[service.name], service) for service in SERVICES
+        }
+
         # The simulator owns the network namespace (and the published ports); the bridge joins it.
         run = [*read_only_run(simulator), "--tmpfs", "/tmp:rw,size=64m,mode=1777"]
         run += ["--publish", f"127.0.0.1:{port}:8080", "--publish", f"127.0.0.1:{sim_port}:{SIM_PORT}"]
@@ -520,11 +622,12 @@ def deployment(
             "DUST_API_KEY": TEST_DUST_KEY,
             "DUST_WORKSPACE_ID": "demo",
             "DUST_BASE_URL": f"http://127.0.0.1:{SIM_PORT}",
-            "REDIS_URL": f"unix://{SOCKETS}/redis.sock",
-            "CLAMD_URL": f"unix://{SOCKETS}/clamd.sock",
+            "REDIS_URL": f"unix://{REDIS.socket}",
+            "CLAMD_URL": f"unix://{CLAMD.socket}",
         }
         run = [*read_only_run(bridge), "--tmpfs", "/tmp:rw,size=256m,mode=1777"]
-        run += ["--network", f"container:{simulator}", "--volume", f"{sockets}:{SOCKETS}:ro"]
+        run += ["--network", f"container:{simulator}"]
+        run += [f"--volume={services[service.name]}:{service.socket_dir}:ro" for service in SERVICES]
         run += [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
         started = time.monotonic()
         podman(*run, image.tag)  # its own USER and CMD
@@ -539,12 +642,12 @@ def deployment(
         while (ready := httpx2.get(f"{url}/readyz", timeout=5)).status_code != 200:
             assert time.monotonic() < deadline, f"/readyz: {ready.text}\n{podman.logs(bridge)}"
             time.sleep(0.5)
-        yield Deployment(bridge, simulator, url, sim_url, sockets, run_seconds, healthy_seconds)
+        yield Deployment(bridge, simulator, services, url, sim_url, sockets, run_seconds, healthy_seconds)
     finally:
-        for name in (bridge, simulator):
+        for name in (bridge, simulator, *services.values()):
             podman.remove(name)
-        for proc in reversed(procs):
-            proc.stop()
+        for name in services.values():
+            podman.remove_volume(name)
 
 
 # --- the checks -----------------------------------------------------------------------------------
@@ -572,13 +675,8 @@ def test_image_has_the_locked_packages_its_user_its_healthcheck_and_no_build_ca(
     assert not [e for e in config["Env"] if e.startswith(("SSL_CERT_FILE=", "PIP_CERT=", "BUILD_CA"))]
 
     # Built FROM the production name, which here is the stand-in (--pull=never): its layers come first
-    def layers(of: str) -> list[str]:
-        found = json.loads(podman("image", "inspect", "--format", "{{json .RootFS.Layers}}", of).stdout)
-        assert isinstance(found, list)
-        return found
-
-    base_layers = layers(image.base)
-    assert base_layers and layers(image.tag)[: len(base_layers)] == base_layers
+    base_layers = podman.layers(image.base)
+    assert base_layers and podman.layers(image.tag)[: len(base_layers)] == base_layers
 
     # The venv holds what uv.lock pins (the dev extra left out), and the bridge as a wheel.
     probe = (
@@ -619,7 +717,7 @@ def write(path):
     return "written"
 with open("/proc/1/cmdline", "rb") as f:
     pid1 = [arg.decode() for arg in f.read().split(b"\\0") if arg]
-paths = ("/opt/venv/x", "/etc/x", "/x", "/var/tmp/x", "/run/x", "/tmp/x")
+paths = ("/opt/venv/x", "/etc/x", "/x", "/var/tmp/x", "/run/x", "/run/redis/x", "/run/clamav/x", "/tmp/x")
 writes = {p: write(p) for p in paths}
 print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "pid1": pid1, "writes": writes}))
 """
@@ -647,6 +745,20 @@ def test_runs_read_only_as_its_user_and_its_healthcheck_passes(
     writes = inside["writes"]
     assert writes.pop("/tmp/x") == "written"
     assert set(writes.values()) == {"Read-only file system"}, writes
+
+
+def test_redis_and_clamd_are_containers_read_only_as_their_users_with_no_network(
+    podman: Podman, deployment: Deployment
+) -> None:
+    for service in SERVICES:
+        state = podman.inspect("container", deployment.services[service.name])
+        assert state["State"]["Status"] == "running", state["State"]  # type: ignore[index]
+        assert state["ImageName"] == service.tag()
+        assert state["Config"]["User"] == service.user  # type: ignore[index]
+        assert state["HostConfig"]["ReadonlyRootfs"] is True  # type: ignore[index]
+        assert state["HostConfig"]["NetworkMode"] == "none"  # type: ignore[index]
+        # its socket, the only way in, made by the service's process: not root's
+        assert deployment.sockets[service.name].stat().st_uid != 0, service.name
 
 
 def post_upload(url: str, name: str, data: bytes, content_type: str) -> httpx2.Response:
@@ -687,7 +799,7 @@ async def test_mcp_lists_answers_and_uploads_through_redis_and_clamd(deployment:
 
     status = httpx2.get(f"{url}/status", timeout=5).json()
     assert status["mode"] == "dust" and status["store"] == "redis" and status["uploads"]["scan"] == "required"
-    keys = unix_command(deployment.sockets / "redis.sock", b"DBSIZE\r\n")
+    keys = unix_command(deployment.sockets[REDIS.name], b"DBSIZE\r\n")
     assert keys.startswith(b":") and int(keys[1:].strip()) > 0, keys
     ready = httpx2.get(f"{url}/readyz", timeout=5).json()
     assert ready["checks"] == {"store": "ok", "dust": "ok", "scanner": "ok"}, ready
