@@ -129,14 +129,18 @@ async def forget_pending(redis_url: str, handle: str) -> None:
         await raw.aclose()
 
 
+@pytest.mark.parametrize(
+    ("agent", "answer"),
+    [("needs-approval", SENT), ("delegator", f"The sub-agent finished: {SENT}")],  # a sub-agent's: nested
+)
 async def test_pending_actions_missing_from_the_record_are_rebuilt_from_dusts_blocked_list(
-    simulator: Proc, redis_server: Proc, redis_url: str
+    simulator: Proc, redis_server: Proc, redis_url: str, agent: str, answer: str
 ) -> None:
     env = bridge_env(simulator, redis_server.port)
     with running(start_bridge(env)) as first:
         async with Client(f"{first.url}/mcp", mode="legacy") as client:
             paused = structured(
-                await client.call_tool("ask_agent", {"agent": "needs-approval", "message": "weekly report"})
+                await client.call_tool("ask_agent", {"agent": agent, "message": "weekly report"})
             )
     arguments = approval_of(paused)
     await forget_pending(redis_url, paused["conversation"])
@@ -150,7 +154,7 @@ async def test_pending_actions_missing_from_the_record_are_rebuilt_from_dusts_bl
             assert waiting["pending"][0]["tool"] == "send_email"
             await forget_pending(redis_url, paused["conversation"])
             done = structured(await client.call_tool("approve_action", arguments))
-    assert done["answer"] == SENT
+    assert done["answer"] == answer
 
 
 # --- replies Dust or the bridge refuses -------------------------------------------------------------
