@@ -35,6 +35,7 @@ HTTP_CLIENTS = ["claude-code", "cursor", "vscode"]
 HOW = ["key-by-reference", "key-in-env-file", "demo"]
 CLIENT_KEY = new_key()
 CLIENT_KEYS = f"tester:{hash_key(CLIENT_KEY).hex()}"
+KEY_PLACEHOLDER = "<your client key, dmb_...>"
 # What each client puts in place of a reference: the variables of its environment, or (VS Code)
 # what the user typed when it asked.
 FILLED = {"DUST_API_KEY": TEST_DUST_KEY, "DUST_BRIDGE_KEY": CLIENT_KEY}
@@ -278,9 +279,7 @@ def mcp_remote_target(entry: dict[str, Any]) -> Target:
     read from its environment (parseCommandLineArgs in its src/lib/utils.ts)."""
     args = list(entry["args"])
     assert args[:2] == ["-y", "mcp-remote"]
-    env = {
-        name: value.replace("<your client key, dmb_...>", CLIENT_KEY) for name, value in entry["env"].items()
-    }
+    env = {name: value.replace(KEY_PLACEHOLDER, CLIENT_KEY) for name, value in entry["env"].items()}
     headers = {}
     for index in [i for i, arg in enumerate(args) if arg == "--header"]:
         match = re.fullmatch(r"([A-Za-z0-9_-]+):\s*(.*)", args[index + 1])
@@ -303,6 +302,23 @@ async def list_agents_over_http(target: Target) -> dict[str, Any]:
         listing = await session.call_tool("list_agents", {})
     assert not listing.is_error
     return listing.structured_content or {}
+
+
+async def test_the_mcp_remote_entry_runs_as_printed_and_reaches_the_bridge_with_its_key(
+    keyed_bridge: Proc, tmp_path: Path
+) -> None:
+    """The real mcp-remote (pinned in tools/node), started with the printed arguments and environment
+    (the key in place of the placeholder): it expands `${DUST_BRIDGE_AUTH}` and proxies stdio to /mcp."""
+    url = f"{keyed_bridge.url}/mcp"
+    blocks = client_config("remote", "--url", url, env={"BRIDGE_API_KEYS": CLIENT_KEYS})
+    entry = json.loads(blocks[-1])["mcpServers"]["dust"]
+    assert entry["command"] == "npx" and entry["args"][:2] == ["-y", "mcp-remote"]  # npx runs this tool
+    env = node_env(tmp_path)  # mcp-remote keeps its state in ~/.mcp-auth
+    env.update({name: value.replace(KEY_PLACEHOLDER, CLIENT_KEY) for name, value in entry["env"].items()})
+    params = StdioServerParameters(command=str(node_tool("mcp-remote")), args=entry["args"][2:], env=env)
+    async with Client(params) as client:
+        listing = await client.call_tool("list_agents", {})
+    assert not listing.is_error and "echo" in json.dumps(listing.structured_content)
 
 
 @pytest.mark.parametrize("client", [*HTTP_CLIENTS, "remote"])
