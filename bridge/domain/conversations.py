@@ -397,8 +397,8 @@ class ConversationService:
     async def _dust_conversation(self, record: ConversationRecord) -> Conversation:
         try:
             return await self._dust.get_conversation(record.dust_conversation_id)
-        except DustNotFound:
-            raise conversation_gone() from None
+        except DustNotFound as exc:
+            raise conversation_gone(exc) from None
 
     def _finished(self, record: ConversationRecord, agent: Agent, message: AgentMessage) -> Answer:
         """The answer of a message Dust has finished, read from the conversation."""
@@ -411,8 +411,8 @@ class ConversationService:
         """What the conversation waits for, as Dust says now (a sub-agent's, from the record)."""
         try:
             listed = await self._dust.blocked_actions(record.dust_conversation_id)
-        except DustNotFound:
-            raise conversation_gone() from None
+        except DustNotFound as exc:
+            raise conversation_gone(exc) from None
         known = {action.action_id for action in listed}
         others = [
             action

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from bridge.dust.errors import DustNotFound
 from bridge.dust.models import Agent
 from bridge.errors import NotFound
 from bridge.store.base import ContextStore, StoreUnavailable
@@ -112,10 +113,11 @@ class ConversationRecords:
             )
 
 
-def conversation_gone(how: str = "") -> ConversationNotFound:
-    """The error for a handle whose Dust conversation Dust no longer has (`how`: how to start anew)."""
+def conversation_gone(dust: DustNotFound, how: str = "") -> ConversationNotFound:
+    """The error for a handle whose Dust conversation Dust no longer has, with Dust's own reason
+    (`how`: how to start anew)."""
     return ConversationNotFound(
-        f"the Dust conversation behind this handle no longer exists; start a new one{how}"
+        f"the Dust conversation behind this handle no longer exists ({dust.reason}); start a new one{how}"
     )
 
 

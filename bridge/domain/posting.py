@@ -79,7 +79,7 @@ class TurnPoster:
         except DustNotFound as exc:
             if record is not None and exc.type == "conversation_not_found":
                 await self._records.forget(record)
-                raise conversation_gone(" (omit conversation)") from None
+                raise conversation_gone(exc, " (omit conversation)") from None
             raise
         if agent_message is None:
             # Dust accepted the message but created no agent message: it dropped the mention.

@@ -128,7 +128,10 @@ async def test_an_agent_error_names_the_agent_and_the_handle(w: World) -> None:
 async def test_a_conversation_gone_from_dust_is_forgotten(w: World) -> None:
     first = await ask(w, agent_ref="echo", message="one")
     w.sim.store.conversations.clear()
-    with pytest.raises(ConversationNotFound, match="no longer exists"):
+    # Dust's own reason goes with it.
+    with pytest.raises(
+        ConversationNotFound, match=r"no longer exists \(HTTP 404 conversation_not_found: .+\)"
+    ):
         await ask(w, agent_ref="echo", message="two", conversation=first.handle)
     assert await w.store.load(first.handle, "alice") is None
 
