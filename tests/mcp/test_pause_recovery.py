@@ -1,6 +1,6 @@
 """Pauses and long answers at their edges, end to end: a 2026-07-28 stdio client that times out or
 cancels, the deadline over a form nobody answers, pending actions rebuilt from Dust, replies Dust or
-the bridge refuses, and a personal authorisation on the 2026-07-28 input-required path."""
+the bridge refuses."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import redis.asyncio as aioredis
 from mcp import Client, StdioServerParameters
 from mcp.client.context import ClientRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
+from mcp.types import ElicitRequestParams, ElicitResult
 
 from bridge.mcp.pauses import MODERN_ERA
 from bridge.simulator.agents import long_answer
-from tests.helpers import approval_of, faults, stats, text_of
-from tests.mcp.test_turns import FOUND, SENT, my_conversation, structured, wait_until_complete
+from tests.helpers import approval_of, faults, posted, stats, text_of
+from tests.mcp.test_turns import SENT, my_conversation, structured, wait_until_complete
 from tests.procs import TEST_DUST_KEY, Proc, bridge_env, running, start_bridge
 
 pytestmark = pytest.mark.usefixtures("reset_simulator")
@@ -160,12 +160,6 @@ async def test_pending_actions_missing_from_the_record_are_rebuilt_from_dusts_bl
 # --- replies Dust or the bridge refuses -------------------------------------------------------------
 
 
-def posts_to(simulator: Proc, route: str) -> int:
-    """How many POSTs the bridge made to a Dust route ending in `route`."""
-    bodies = httpx2.get(f"{simulator.url}/_sim/bodies", timeout=5).json()["bodies"]
-    return sum(1 for body in bodies if body["path"].endswith(route))
-
-
 async def test_an_action_answered_in_dust_meanwhile_is_no_action_waiting(
     bridge: Proc, simulator: Proc
 ) -> None:
@@ -218,30 +212,6 @@ async def test_replies_that_do_not_fit_the_question_are_refused_before_dust(
                 assert refused.is_error and message in text_of(refused), (tool, extra, text_of(refused))
         invalid = await client.call_tool("approve_action", {**question, "decision": "maybe"})
         assert invalid.is_error and "decision" in text_of(invalid)
-        assert posts_to(simulator, "/answer-question") == posts_to(simulator, "/validate-action") == 0
+        assert posted(simulator, "answer-question") == posted(simulator, "validate-action") == []
         done = structured(await client.call_tool("answer_question", {**question, "options": [2]}))
     assert done["answer"] == "You chose: Table"
-
-
-# --- personal authorisation in the 2026-07-28 era ---------------------------------------------------
-
-
-async def test_a_modern_client_gets_a_personal_authorisation_as_a_url_input_request(
-    bridge: Proc, simulator: Proc
-) -> None:
-    asked: list[ElicitRequestParams] = []
-
-    async def connect_in_dust(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-        asked.append(params)
-        async with httpx2.AsyncClient() as http:  # the user connects the account in Dust's UI
-            (await http.post(f"{simulator.url}/_sim/connect")).raise_for_status()
-        return ElicitResult(action="accept")
-
-    async with Client(f"{bridge.url}/mcp", mode=MODERN_ERA, elicitation_callback=connect_in_dust) as client:
-        result = structured(
-            await client.call_tool("ask_agent", {"agent": "needs-auth", "message": "roadmap"})
-        )
-    assert result["status"] == "complete" and result["answer"] == FOUND
-    (params,) = asked
-    assert isinstance(params, ElicitRequestURLParams) and params.url == result["url"]
-    assert "Open the conversation in Dust" in params.message

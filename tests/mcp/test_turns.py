@@ -339,8 +339,10 @@ async def test_a_pending_approval_survives_a_restart_and_a_refused_validation(
 FOUND = "Found 2 documents in Google Drive for: roadmap"
 
 
+# Handshake era: a URL elicitation mid-call; 2026-07-28: a URL input request, answered in the retry.
+@pytest.mark.parametrize("mode", ["legacy", MODERN_ERA])
 async def test_a_personal_authorisation_is_a_url_elicitation_and_the_answer_follows_the_connection(
-    bridge: Proc, simulator: Proc
+    bridge: Proc, simulator: Proc, mode: str
 ) -> None:
     asked: list[ElicitRequestParams] = []
 
@@ -350,13 +352,14 @@ async def test_a_personal_authorisation_is_a_url_elicitation_and_the_answer_foll
             (await http.post(f"{simulator.url}/_sim/connect")).raise_for_status()
         return ElicitResult(action="accept")
 
-    async with Client(f"{bridge.url}/mcp", mode="legacy", elicitation_callback=connect_in_dust) as client:
+    async with Client(f"{bridge.url}/mcp", mode=mode, elicitation_callback=connect_in_dust) as client:
         result = structured(
             await client.call_tool("ask_agent", {"agent": "needs-auth", "message": "roadmap"})
         )
-    assert result["answer"] == FOUND
+    assert result["status"] == "complete" and result["answer"] == FOUND
     (params,) = asked
     assert isinstance(params, ElicitRequestURLParams) and params.url == result["url"]
+    assert "Open the conversation in Dust" in params.message
 
 
 async def test_without_elicitation_a_personal_authorisation_gives_the_dust_link_then_wait_for_answer(
