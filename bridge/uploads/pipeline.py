@@ -10,10 +10,11 @@ killed process leaves a file in Dust unaccounted for (reconcile.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,27 +357,26 @@ class UploadPipeline:
         )
 
     async def _create_in_dust(self, name: str, mime: str, size: int) -> DustFile:
-        try:
+        with _file_refusals():
             return await self._dust.create_file(content_type=mime, file_name=name, file_size=size)
-        except DustForbidden:
-            raise
-        except DustBadRequest as exc:
-            raise _rejected(exc) from None
 
     async def _upload_to_dust(self, created: DustFile, path: Path, mime: str) -> DustFile:
-        try:
+        with _file_refusals():
             return await self._dust.upload_file(created, _read_chunks(path), content_type=mime)
-        except DustForbidden:
-            raise
-        except DustBadRequest as exc:
-            raise _rejected(exc) from None
 
 
-def _rejected(exc: DustBadRequest) -> InvalidInput:
+@contextlib.contextmanager
+def _file_refusals() -> Iterator[None]:
     """Dust refusing the file itself (its size, its type, an expired upload window) is the caller's
     to fix. Only that is mapped here: every other DustError (a key that may not upload, a rate
     limit, Dust unavailable or failing) is already in the error tree and passes unchanged."""
-    return InvalidInput(f"Dust refused the file: {exc.type}: {exc.message}", code="dust_rejected")
+    try:
+        yield
+    except DustForbidden:
+        raise
+    except DustBadRequest as exc:
+        message = f"Dust refused the file: {exc.type}: {exc.message}"
+        raise InvalidInput(message, code="dust_rejected") from None
 
 
 def _clean_name(filename: str) -> str:
