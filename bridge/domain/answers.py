@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.domain.citations import Source, footnote, sources_in, strip_markers, with_sources
+from bridge.domain.citations import Source, cited
 from bridge.domain.generated_files import GeneratedFile
 from bridge.domain.relay import RelayOutcome
 from bridge.domain.replies import Reply
@@ -124,10 +124,7 @@ def actions_of(outcome: RelayOutcome) -> list[Any]:
 def presented(outcome: RelayOutcome) -> tuple[str, list[Source]]:
     """The answer as the user reads it: citations as footnotes over the sources listed under it
     (for an unfinished answer, whose sources may be incomplete, without its markers)."""
-    if outcome.terminal is None:
-        return strip_markers(outcome.text), []
-    text, sources = footnote(outcome.text, sources_in(actions_of(outcome)))
-    return with_sources(text, sources), sources
+    return cited(outcome.text, actions_of(outcome), finished=outcome.terminal is not None)
 
 
 def terminal_of(message: AgentMessage) -> AgentEvent | None:

@@ -75,6 +75,15 @@ def footnote(text: str, known: dict[str, tuple[str, str | None]]) -> tuple[str, 
     return MARKER.sub(replace, text), list(numbers.values())
 
 
+def cited(text: str, actions: Iterable[Any], finished: bool) -> tuple[str, list[Source]]:
+    """An answer as the user reads it: finished, its markers as footnotes over the sources of its
+    `actions`, listed under it; unfinished (its sources may be incomplete), without its markers."""
+    if not finished:
+        return strip_markers(text), []
+    footnoted, sources = footnote(text, sources_in(actions))
+    return with_sources(footnoted, sources), sources
+
+
 def with_sources(text: str, sources: list[Source]) -> str:
     """The footnoted answer followed by its list of sources."""
     if not sources:

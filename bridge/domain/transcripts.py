@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.domain.citations import Source, footnote, sources_in, strip_markers, with_sources
+from bridge.domain.citations import cited
 from bridge.domain.generated_files import generated_files
 from bridge.dust.models import AgentMessage, ContentFragment, Conversation, UserMessage
 
@@ -80,12 +80,7 @@ def _agent_entry(message: AgentMessage, names: dict[str, str]) -> TranscriptEntr
     markers stripped while it is still being written, the files it made."""
     actions = [action.model_dump(by_alias=True) for action in message.actions]
     in_progress = message.status == "created"  # still being written, or waiting for the user
-    sources: list[Source] = []
-    if in_progress:
-        content = strip_markers(message.content or "")
-    else:
-        text, sources = footnote(message.content or "", sources_in(actions))
-        content = with_sources(text, sources)
+    content, sources = cited(message.content or "", actions, finished=not in_progress)
     if message.status == "failed" and message.error:
         content = content or f"(failed: {message.error.get('message', 'error')})"
     return TranscriptEntry(
